@@ -342,6 +342,9 @@ impl SharedMemory {
     /// The caller must guarantee that for the lifetime of the slice no one else (in this
     /// process or outside it) reads or writes these bytes: e.g. a pool buffer owned by one
     /// [`Packet`](crate::Packet) and not currently handed to a peer.
+    // The mutable slice comes from `&self` on purpose: exclusivity is not a property of this
+    // view (views are cloned freely) but of the pool buffer the caller owns.
+    #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
         assert!(
             self.check(offset, len).is_ok(),

@@ -1,0 +1,619 @@
+//! VMBus ring buffers: one producer and one consumer sharing a header page and a data area.
+//!
+//! A ring is one [`SharedMemory`] region: a 4096-byte header page, then a data area whose size
+//! is a non-zero multiple of 4096. The same code serves both ends of a channel: the guest
+//! writes its TX ring with an [`OutgoingRing`] and reads its RX ring with an [`IncomingRing`];
+//! a (simulated) host does the opposite over the same memory. Nothing here knows which side it
+//! is on.
+//!
+//! Header words (reached only as atomics; the peer writes concurrently):
+//!
+//! | offset | word | written by |
+//! |---|---|---|
+//! | 0 | `write_index` | producer |
+//! | 4 | `read_index` | consumer |
+//! | 8 | `interrupt_mask` (1 = consumer does not want signals) | consumer |
+//! | 12 | `pending_send_sz` (bytes the blocked producer waits for) | producer |
+//! | 64 | `feature_bits`, bit 0 = pending-send-size supported | producer at init |
+//!
+//! Invariants and lifecycle:
+//! - Indices are byte offsets into the data area, 8-byte aligned and below its size; every
+//!   index read from the peer is checked, and a bad one is [`RingError::Corrupt`] (sticky: the
+//!   channel must be reopened), never a panic or an out-of-bounds access.
+//! - A packet takes `length8 * 8 + 8` bytes (the trailer holds its start offset `<< 32`). The
+//!   producer never fills the ring completely (full would look like empty): a write of `n`
+//!   ring bytes needs `free > n`, where `free = size - used`; the largest packet is
+//!   `size - 8` ring bytes.
+//! - The producer stages packets at a local position and publishes `write_index` once per
+//!   batch ([`OutgoingRing::commit`]); the consumer reads at a local position and publishes
+//!   `read_index` once per batch ([`IncomingRing::commit`]). Both return whether the peer must
+//!   be signalled; signalling is the caller's job (a [`Doorbell`](super::Doorbell) or the
+//!   host's interrupt).
+//! - Producer signal rule: signal only if the consumer's `interrupt_mask` is 0 and the ring was
+//!   empty before the batch (the consumer's `read_index`, read after a full fence, equals the
+//!   previously published `write_index`).
+//! - Pending send size: a blocked producer calls [`OutgoingRing::request_space`]`(n)` for a
+//!   packet of `n` ring bytes. It writes `P = n + 8`, so that "the consumer's free space
+//!   reached P" (OpenVMM's rule `free >= P`, used by [`IncomingRing::commit`]) means exactly
+//!   "the producer's `free > n` holds". A Linux-style consumer (`free > P`) then signals 8
+//!   bytes later than strictly needed, which is harmless. The consumer signals only on
+//!   the crossing (`free_before < P <= free_after`, low 3 bits of `P` masked) and only if
+//!   feature bit 0 is set on that ring.
+//! - A corrupt or malformed *packet* whose framing is sound (unknown type or flag, ranges past
+//!   the payload offset) is consumed and reported as [`RingError::InvalidPacket`] with its
+//!   transaction id, so the caller can count it, complete it if asked and go on.
+
+use std::sync::atomic::{AtomicU32, Ordering, fence};
+
+use packet::{MemError, PAGE_SIZE, SharedMemory};
+use zerocopy::{FromBytes, IntoBytes};
+
+use super::packet::{
+    IncomingPacket, OutgoingPacket, PACKET_TRAILER_SIZE, PacketDescriptor,
+    VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED, VMBUS_DATA_PACKET_KNOWN_FLAGS,
+};
+
+/// Size of the ring header page (always 4 KiB, the Hyper-V page size).
+pub const RING_HEADER_SIZE: usize = PAGE_SIZE;
+/// Header offset of `write_index`.
+pub const RING_WRITE_INDEX_OFFSET: usize = 0;
+/// Header offset of `read_index`.
+pub const RING_READ_INDEX_OFFSET: usize = 4;
+/// Header offset of `interrupt_mask`.
+pub const RING_INTERRUPT_MASK_OFFSET: usize = 8;
+/// Header offset of `pending_send_sz`.
+pub const RING_PENDING_SEND_SIZE_OFFSET: usize = 12;
+/// Header offset of `feature_bits`.
+pub const RING_FEATURE_BITS_OFFSET: usize = 64;
+/// `feature_bits` bit 0: the ring's producer uses `pending_send_sz`.
+pub const RING_FEATURE_PENDING_SEND_SIZE: u32 = 1;
+/// Largest ring (header included) this code accepts; keeps index arithmetic in `u32`.
+pub const MAX_RING_SIZE: usize = 1 << 30;
+
+/// Errors of the ring layer.
+#[derive(Debug, thiserror::Error)]
+pub enum RingError {
+    /// The region cannot hold a ring.
+    #[error("a ring region of {len:#x} bytes is invalid: {reason}")]
+    InvalidMemory {
+        /// Size of the region.
+        len: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// Not enough free space now; retry after the consumer frees some (see
+    /// [`OutgoingRing::request_space`]).
+    #[error("ring full: packet needs {needed} bytes, {free} free (must exceed the need)")]
+    Full {
+        /// Ring bytes the packet needs (packet plus trailer).
+        needed: usize,
+        /// Free bytes at the time of the attempt.
+        free: usize,
+    },
+    /// The packet can never fit this ring.
+    #[error("a packet of {needed} ring bytes can never fit a ring with {data_size} data bytes")]
+    TooLarge {
+        /// Ring bytes the packet needs.
+        needed: usize,
+        /// Size of the data area.
+        data_size: usize,
+    },
+    /// The caller built a packet the wire format cannot express.
+    #[error("outgoing packet is invalid: {0}")]
+    InvalidOutgoing(&'static str),
+    /// The peer broke the ring: its index or a packet's framing is impossible. Sticky: the
+    /// channel must be reopened.
+    #[error(
+        "ring corrupt: {reason} (value {value:#x}, position {position:#x}, data size {data_size:#x})"
+    )]
+    Corrupt {
+        /// What is wrong.
+        reason: &'static str,
+        /// The offending value (an index or a length).
+        value: u32,
+        /// The local read or write position at the time.
+        position: u32,
+        /// Size of the data area.
+        data_size: u32,
+    },
+    /// A packet with sound framing but invalid content; it has been consumed.
+    #[error("invalid packet (type {packet_type:#x}, transaction id {transaction_id:#x}): {reason}")]
+    InvalidPacket {
+        /// The packet type from the descriptor.
+        packet_type: u16,
+        /// The transaction id from the descriptor (complete it if the sender asked).
+        transaction_id: u64,
+        /// Whether the sender asked for a completion.
+        completion_requested: bool,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A shared-memory access failed (cannot happen for a validated ring; kept typed).
+    #[error("ring memory access failed")]
+    Memory(#[from] MemError),
+}
+
+/// A validated ring region (header page plus data area) with its header words as atomics.
+///
+/// Cloning shares the memory. Both ring ends, tests and host models use it for raw header
+/// access.
+#[derive(Clone, Debug)]
+pub struct RingMemory {
+    mem: SharedMemory,
+    data_size: u32,
+}
+
+impl RingMemory {
+    /// Validates `mem` as a ring: a 4096-byte header then a non-zero data area that is a
+    /// multiple of 4096 bytes, with 8-byte aligned header words.
+    pub fn new(mem: SharedMemory) -> Result<Self, RingError> {
+        let len = mem.len();
+        let invalid = |reason| Err(RingError::InvalidMemory { len, reason });
+        if len > MAX_RING_SIZE {
+            return invalid("larger than 1 GiB");
+        }
+        if len <= RING_HEADER_SIZE {
+            return invalid("no data area after the 4096-byte header");
+        }
+        if !len.is_multiple_of(PAGE_SIZE) {
+            return invalid("data area is not a multiple of 4096 bytes");
+        }
+        // Alignment of the header words never changes afterwards, so checking it once lets
+        // `word` assume it.
+        if mem.atomic_u64(0).is_err() {
+            return invalid("header is not 8-byte aligned");
+        }
+        Ok(Self {
+            data_size: (len - RING_HEADER_SIZE) as u32,
+            mem,
+        })
+    }
+
+    /// The whole region (header and data).
+    pub fn shared_memory(&self) -> &SharedMemory {
+        &self.mem
+    }
+
+    /// Size of the data area in bytes.
+    pub fn data_size(&self) -> usize {
+        self.data_size as usize
+    }
+
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        self.mem
+            .atomic_u32(offset)
+            .expect("header words are in bounds and aligned: checked in RingMemory::new")
+    }
+
+    /// The `write_index` word.
+    pub fn write_index(&self) -> &AtomicU32 {
+        self.word(RING_WRITE_INDEX_OFFSET)
+    }
+
+    /// The `read_index` word.
+    pub fn read_index(&self) -> &AtomicU32 {
+        self.word(RING_READ_INDEX_OFFSET)
+    }
+
+    /// The `interrupt_mask` word.
+    pub fn interrupt_mask(&self) -> &AtomicU32 {
+        self.word(RING_INTERRUPT_MASK_OFFSET)
+    }
+
+    /// The `pending_send_sz` word.
+    pub fn pending_send_size(&self) -> &AtomicU32 {
+        self.word(RING_PENDING_SEND_SIZE_OFFSET)
+    }
+
+    /// The `feature_bits` word.
+    pub fn feature_bits(&self) -> &AtomicU32 {
+        self.word(RING_FEATURE_BITS_OFFSET)
+    }
+
+    /// Zeroes header and data: what a host does to a channel's rings when it (re)opens it. Only
+    /// while neither end is using the ring.
+    pub fn zero(&self) -> Result<(), RingError> {
+        self.mem.fill(0, self.mem.len(), 0)?;
+        Ok(())
+    }
+
+    /// Loads an index word and checks it: 8-byte aligned and inside the data area.
+    fn load_index(
+        &self,
+        word: &AtomicU32,
+        order: Ordering,
+        position: u32,
+    ) -> Result<u32, RingError> {
+        let value = word.load(order);
+        if !value.is_multiple_of(8) || value >= self.data_size {
+            return Err(RingError::Corrupt {
+                reason: "peer index unaligned or outside the data area",
+                value,
+                position,
+                data_size: self.data_size,
+            });
+        }
+        Ok(value)
+    }
+
+    /// Bytes between `from` and `to` going forward around the ring.
+    fn distance(&self, from: u32, to: u32) -> u32 {
+        (to + self.data_size - from) % self.data_size
+    }
+
+    /// Copies `buf.len()` bytes out of the data area at `pos`, wrapping at its end; returns the
+    /// position after them.
+    fn copy_out(&self, pos: u32, buf: &mut [u8]) -> Result<u32, RingError> {
+        let (size, pos) = (self.data_size as usize, pos as usize);
+        let first = buf.len().min(size.saturating_sub(pos));
+        let (head, tail) = buf.split_at_mut(first);
+        self.mem.read(RING_HEADER_SIZE + pos, head)?;
+        self.mem.read(RING_HEADER_SIZE, tail)?;
+        Ok(((pos + buf.len()) % size) as u32)
+    }
+
+    /// Copies `buf` into the data area at `pos`, wrapping at its end; returns the position
+    /// after it.
+    fn copy_in(&self, pos: u32, buf: &[u8]) -> Result<u32, RingError> {
+        let (size, pos) = (self.data_size as usize, pos as usize);
+        let first = buf.len().min(size.saturating_sub(pos));
+        let (head, tail) = buf.split_at(first);
+        self.mem.write(RING_HEADER_SIZE + pos, head)?;
+        self.mem.write(RING_HEADER_SIZE, tail)?;
+        Ok(((pos + buf.len()) % size) as u32)
+    }
+}
+
+/// The producer end of a ring.
+///
+/// Lifecycle: [`new`](Self::new) over the ring memory (once per channel open); then any number
+/// of [`stage`](Self::stage) calls followed by one [`commit`](Self::commit), or
+/// [`write`](Self::write) for a single packet; signal the consumer when `commit` says so. When
+/// a write fails with [`RingError::Full`], call [`request_space`](Self::request_space) and wait
+/// for the consumer's signal (or poll).
+#[derive(Debug)]
+pub struct OutgoingRing {
+    ring: RingMemory,
+    /// `write_index` as last published.
+    published: u32,
+    /// Where the next staged packet goes.
+    next: u32,
+    /// Whether `pending_send_sz` holds our request.
+    pending_requested: bool,
+    /// Descriptor and type-specific header of the packet being staged.
+    scratch: Vec<u8>,
+}
+
+impl OutgoingRing {
+    /// The producer over `mem`. With `init_header`, advertises pending-send-size support
+    /// (sets feature bit 0) and clears `pending_send_sz`: the guest does this on the ring it
+    /// sends on (its TX ring), the host on the guest's RX ring when it opens the channel.
+    /// Resumes from the current `write_index` (0 on a freshly opened channel).
+    pub fn new(mem: SharedMemory, init_header: bool) -> Result<Self, RingError> {
+        let ring = RingMemory::new(mem)?;
+        if init_header {
+            ring.pending_send_size().store(0, Ordering::Relaxed);
+            ring.feature_bits()
+                .fetch_or(RING_FEATURE_PENDING_SEND_SIZE, Ordering::SeqCst);
+        }
+        let start = ring.load_index(ring.write_index(), Ordering::Acquire, 0)?;
+        Ok(Self {
+            ring,
+            published: start,
+            next: start,
+            pending_requested: false,
+            scratch: Vec::with_capacity(64),
+        })
+    }
+
+    /// The ring memory (raw header access).
+    pub fn memory(&self) -> &RingMemory {
+        &self.ring
+    }
+
+    /// Writes one packet and publishes it; returns whether to signal the consumer.
+    /// Anything staged before is published with it.
+    pub fn write(&mut self, packet: &OutgoingPacket<'_>) -> Result<bool, RingError> {
+        self.stage(packet)?;
+        Ok(self.commit())
+    }
+
+    /// Copies one packet into the ring without publishing it (the consumer cannot see it until
+    /// [`commit`](Self::commit)). On error nothing is written and earlier staged packets stay
+    /// staged.
+    pub fn stage(&mut self, packet: &OutgoingPacket<'_>) -> Result<(), RingError> {
+        packet.validate().map_err(RingError::InvalidOutgoing)?;
+        let needed = packet.ring_len();
+        let free = self.free_bytes()?;
+        if free <= needed {
+            if needed + PACKET_TRAILER_SIZE > self.ring.data_size() {
+                return Err(RingError::TooLarge {
+                    needed,
+                    data_size: self.ring.data_size(),
+                });
+            }
+            return Err(RingError::Full { needed, free });
+        }
+        let start = self.next;
+        packet.encode_header(&mut self.scratch);
+        let mut pos = self.ring.copy_in(start, &self.scratch)?;
+        pos = self.ring.copy_in(pos, packet.payload)?;
+        // Zero padding to 8 bytes, then the trailer: the packet's start offset << 32.
+        let pad = packet.packet_len() - self.scratch.len() - packet.payload.len();
+        let mut tail = [0u8; 16];
+        tail[pad..pad + 8].copy_from_slice((u64::from(start) << 32).as_bytes());
+        pos = self.ring.copy_in(pos, &tail[..pad + 8])?;
+        self.next = pos;
+        if self.pending_requested {
+            self.clear_pending_send_size();
+        }
+        Ok(())
+    }
+
+    /// Publishes every staged packet with one `write_index` store; returns whether to signal
+    /// the consumer (its `interrupt_mask` is 0 and it had consumed everything published
+    /// before this batch). Nothing staged: `false`.
+    pub fn commit(&mut self) -> bool {
+        if self.next == self.published {
+            return false;
+        }
+        let before = self.published;
+        // Release: the packet bytes and trailers copied in by `stage` are visible to a
+        // consumer that loads this `write_index` with Acquire before it copies them out.
+        self.ring.write_index().store(self.next, Ordering::Release);
+        self.published = self.next;
+        // Full fence: our `write_index` store must be ordered before the loads of the
+        // consumer's `interrupt_mask` and `read_index` (store→load, which only SeqCst
+        // orders). The consumer unmasks, fences, then re-reads `write_index`: one of the two
+        // sides sees the other's store, so a wakeup is never lost.
+        fence(Ordering::SeqCst);
+        if self.ring.interrupt_mask().load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        self.ring.read_index().load(Ordering::Relaxed) == before
+    }
+
+    /// Ring bytes staged but not yet committed.
+    pub fn staged_bytes(&self) -> usize {
+        self.ring.distance(self.published, self.next) as usize
+    }
+
+    /// Bytes in use (published or staged, not yet consumed), from the consumer's current
+    /// `read_index`.
+    pub fn used_bytes(&self) -> Result<usize, RingError> {
+        // Acquire: pairs with the consumer's Release store of `read_index`; its copies out of
+        // the space we may now reuse are complete.
+        let read = self
+            .ring
+            .load_index(self.ring.read_index(), Ordering::Acquire, self.next)?;
+        Ok(self.ring.distance(read, self.next) as usize)
+    }
+
+    /// `data size - used`; a packet of `n` ring bytes fits if this is greater than `n`.
+    pub fn free_bytes(&self) -> Result<usize, RingError> {
+        Ok(self.ring.data_size() - self.used_bytes()?)
+    }
+
+    /// Whether the consumer has consumed everything (published and staged).
+    pub fn is_empty(&self) -> Result<bool, RingError> {
+        Ok(self.used_bytes()? == 0)
+    }
+
+    /// Whether the consumer honours [`request_space`](Self::request_space) (feature bit 0 on
+    /// this ring). If not, a blocked producer has to poll.
+    pub fn consumer_signals_space(&self) -> bool {
+        self.ring.feature_bits().load(Ordering::Relaxed) & RING_FEATURE_PENDING_SEND_SIZE != 0
+    }
+
+    /// For a producer blocked on a packet of `needed` ring bytes
+    /// ([`RingError::Full::needed`](RingError::Full)): asks the consumer to signal once
+    /// enough is free by writing `pending_send_sz = needed + 8` (see the module docs for why
+    /// +8), then re-checks. Returns `true` if the space is already there (the request is
+    /// withdrawn; retry the write now), `false` to wait for the consumer's signal. The request
+    /// is withdrawn automatically by the next successful [`stage`](Self::stage).
+    pub fn request_space(&mut self, needed: usize) -> Result<bool, RingError> {
+        if needed + PACKET_TRAILER_SIZE > self.ring.data_size() {
+            return Err(RingError::TooLarge {
+                needed,
+                data_size: self.ring.data_size(),
+            });
+        }
+        self.ring
+            .pending_send_size()
+            .store((needed + PACKET_TRAILER_SIZE) as u32, Ordering::Relaxed);
+        self.pending_requested = true;
+        // Full fence: the `pending_send_sz` store must be ordered before our re-read of
+        // `read_index`. The consumer stores `read_index`, fences, then reads
+        // `pending_send_sz`: either it sees our request and signals, or we see its progress.
+        fence(Ordering::SeqCst);
+        if self.free_bytes()? > needed {
+            self.clear_pending_send_size();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Withdraws a space request (writes `pending_send_sz = 0`).
+    pub fn clear_pending_send_size(&mut self) {
+        self.ring.pending_send_size().store(0, Ordering::Relaxed);
+        self.pending_requested = false;
+    }
+}
+
+/// The consumer end of a ring.
+///
+/// Lifecycle: [`new`](Self::new) over the ring memory (once per channel open); then
+/// [`read`](Self::read) packets until it returns `Ok(false)`, and [`commit`](Self::commit) to
+/// hand the space back (signal the producer when it says so). A consumer that sleeps between
+/// bursts uses [`arm_interrupt`](Self::arm_interrupt) before sleeping; a polling one keeps
+/// the interrupt masked ([`set_interrupt_mask`](Self::set_interrupt_mask)`(true)`).
+#[derive(Debug)]
+pub struct IncomingRing {
+    ring: RingMemory,
+    /// `read_index` as last published.
+    published: u32,
+    /// Where the next packet starts.
+    next: u32,
+}
+
+impl IncomingRing {
+    /// The consumer over `mem`, resuming from the current `read_index` (0 on a freshly opened
+    /// channel). Leaves the header as it is.
+    pub fn new(mem: SharedMemory) -> Result<Self, RingError> {
+        let ring = RingMemory::new(mem)?;
+        let start = ring.load_index(ring.read_index(), Ordering::Relaxed, 0)?;
+        Ok(Self {
+            ring,
+            published: start,
+            next: start,
+        })
+    }
+
+    /// The ring memory (raw header access).
+    pub fn memory(&self) -> &RingMemory {
+        &self.ring
+    }
+
+    /// Copies the next packet out of the ring into `packet` (once: descriptor, headers and
+    /// payload), validates the copy and advances the local read position. `Ok(false)` if the
+    /// ring is empty. The space is handed back to the producer only by
+    /// [`commit`](Self::commit).
+    ///
+    /// Errors: [`RingError::Corrupt`] if the producer's index or the packet framing is
+    /// impossible (nothing consumed; the channel must be reopened);
+    /// [`RingError::InvalidPacket`] if the framing is sound but the content is not (the packet
+    /// is consumed; `packet` holds no valid data).
+    pub fn read(&mut self, packet: &mut IncomingPacket) -> Result<bool, RingError> {
+        // Acquire: pairs with the producer's Release store, so the packet bytes before this
+        // index are visible to the copies below.
+        let write = self
+            .ring
+            .load_index(self.ring.write_index(), Ordering::Acquire, self.next)?;
+        if write == self.next {
+            return Ok(false);
+        }
+        let available = self.ring.distance(self.next, write) as usize;
+        let corrupt = |reason, value| RingError::Corrupt {
+            reason,
+            value,
+            position: self.next,
+            data_size: self.ring.data_size,
+        };
+        if available < size_of::<PacketDescriptor>() + PACKET_TRAILER_SIZE {
+            return Err(corrupt(
+                "fewer bytes published than a descriptor and trailer",
+                available as u32,
+            ));
+        }
+        let mut desc_bytes = [0u8; size_of::<PacketDescriptor>()];
+        let after_desc = self.ring.copy_out(self.next, &mut desc_bytes)?;
+        let desc = PacketDescriptor::read_from_bytes(&desc_bytes).expect("exact size");
+        let len = usize::from(desc.length8) * 8;
+        if len + PACKET_TRAILER_SIZE > available {
+            return Err(corrupt(
+                "packet length past the write index",
+                u32::from(desc.length8),
+            ));
+        }
+        if desc.data_offset8 < 2 || desc.data_offset8 > desc.length8 {
+            return Err(corrupt(
+                "data offset outside the packet",
+                u32::from(desc.data_offset8),
+            ));
+        }
+        // One copy of the whole packet: the descriptor bytes already copied, then the rest.
+        let raw = packet.raw_buffer(len);
+        raw[..desc_bytes.len()].copy_from_slice(&desc_bytes);
+        self.ring
+            .copy_out(after_desc, &mut raw[desc_bytes.len()..])?;
+        self.next =
+            ((self.next as usize + len + PACKET_TRAILER_SIZE) % self.ring.data_size()) as u32;
+
+        let invalid = |reason| RingError::InvalidPacket {
+            packet_type: desc.packet_type,
+            transaction_id: desc.transaction_id,
+            completion_requested: desc.flags & VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED != 0,
+            reason,
+        };
+        if desc.flags & !VMBUS_DATA_PACKET_KNOWN_FLAGS != 0 {
+            return Err(invalid("unknown flags"));
+        }
+        packet.parse(&desc).map_err(invalid)?;
+        Ok(true)
+    }
+
+    /// Publishes the local read position with one `read_index` store, handing the space of
+    /// every packet read since the last commit back to the producer. Returns whether to signal
+    /// the producer: it asked for space (`pending_send_sz = P != 0`, feature bit 0 set on this
+    /// ring) and the free space crossed `P & !7` in this commit (before `< P <=` after).
+    pub fn commit(&mut self) -> bool {
+        if self.next == self.published {
+            return false;
+        }
+        let freed = self.ring.distance(self.published, self.next);
+        // Release: our copies out of the consumed packets are complete before the producer
+        // can see the space as free and overwrite it.
+        self.ring.read_index().store(self.next, Ordering::Release);
+        self.published = self.next;
+        if self.ring.feature_bits().load(Ordering::Relaxed) & RING_FEATURE_PENDING_SEND_SIZE == 0 {
+            return false;
+        }
+        // Full fence: the `read_index` store must be ordered before the load of
+        // `pending_send_sz` (store→load). The producer stores `pending_send_sz`, fences, then
+        // re-reads `read_index`: one side sees the other's store.
+        fence(Ordering::SeqCst);
+        let pending = self.ring.pending_send_size().load(Ordering::Relaxed) & !7;
+        if pending == 0 {
+            return false;
+        }
+        let Ok(write) = self
+            .ring
+            .load_index(self.ring.write_index(), Ordering::Acquire, self.next)
+        else {
+            // A corrupt producer index will fail the next read; a spurious signal is harmless.
+            return true;
+        };
+        let free_after = self.ring.data_size - self.ring.distance(self.next, write);
+        let free_before = free_after.saturating_sub(freed);
+        free_before < pending && free_after >= pending
+    }
+
+    /// Sets or clears `interrupt_mask`: masked, the producer does not signal (polling mode).
+    pub fn set_interrupt_mask(&self, masked: bool) {
+        self.ring
+            .interrupt_mask()
+            .store(u32::from(masked), Ordering::SeqCst);
+    }
+
+    /// Unmasks the interrupt, then re-checks for data that arrived before the producer could
+    /// see the unmask. Returns `true` if data is already there: keep reading instead of
+    /// sleeping (the interrupt stays unmasked; a spurious signal may follow, which is
+    /// harmless). A corrupt producer index also returns `true`, so the next read reports it.
+    pub fn arm_interrupt(&self) -> bool {
+        self.ring.interrupt_mask().store(0, Ordering::SeqCst);
+        // Full fence: the unmask must be ordered before the re-read of `write_index`; pairs
+        // with the producer's fence between publishing `write_index` and reading the mask.
+        fence(Ordering::SeqCst);
+        self.ring
+            .load_index(self.ring.write_index(), Ordering::Acquire, self.next)
+            .map_or(true, |write| write != self.next)
+    }
+
+    /// Bytes published by the producer and not yet read locally.
+    pub fn available_bytes(&self) -> Result<usize, RingError> {
+        let write = self
+            .ring
+            .load_index(self.ring.write_index(), Ordering::Acquire, self.next)?;
+        Ok(self.ring.distance(self.next, write) as usize)
+    }
+
+    /// Whether there is nothing left to read.
+    pub fn is_empty(&self) -> Result<bool, RingError> {
+        Ok(self.available_bytes()? == 0)
+    }
+
+    /// Bytes read locally but not yet handed back by [`commit`](Self::commit).
+    pub fn uncommitted_bytes(&self) -> usize {
+        self.ring.distance(self.published, self.next) as usize
+    }
+}
