@@ -1,0 +1,301 @@
+//! The guest side of the synthetic NIC: [`SyntheticNic`] (the control handle) and
+//! [`SyntheticQueue`] (one per queue, for one polling thread).
+//!
+//! # Lifecycle
+//!
+//! 1. [`SyntheticNic::open`] takes a [`VmbusDevice`] and a [`NicConfig`], creates the packet
+//!    pool (from the device's DMA memory when it has some, so GPA-direct sends work), runs the
+//!    handshake (module `handshake`: NVSP INIT with version fallback, NDIS config and version,
+//!    receive and send buffers, RNDIS INITIALIZE and queries, subchannels and RSS, packet
+//!    filter) and returns the control handle and the queue handles.
+//! 2. Pollers call [`rx_burst`](packet::PortQueue::rx_burst) and
+//!    [`tx_burst`](packet::PortQueue::tx_burst); the control thread calls the control methods
+//!    and [`SyntheticNic::next_event`].
+//! 3. When a control call times out or the channel dies ([`NicEvent::ChannelDead`]), a
+//!    watchdog calls [`SyntheticNic::reestablish`]: every ring, doorbell and buffer mapping is
+//!    dropped, the device reopened and the whole handshake redone with the same version and
+//!    queue count; the queue handles keep working, the MAC is kept.
+//!
+//! # Threads and locks
+//!
+//! Each queue's channel state is behind a `parking_lot::Mutex` taken once per burst. Queue 0
+//! also carries control traffic: replies and unsolicited host messages read by whoever drains
+//! queue 0 go to the control inbox (a mutex and a condition variable) that the control thread
+//! waits on, always with a bound. When no poller drains queue 0, the waiting control thread
+//! drains it itself; data frames it reads wait in the queue's bounded staging list.
+//!
+//! # Trust
+//!
+//! The host is untrusted: every range, length, index and tid from it is checked; bad input
+//! is a counted drop or a typed error, never a panic. A corrupt ring marks the channel dead
+//! until re-established. Every transfer-page packet is completed, malformed or not.
+//!
+//! # Modules
+//!
+//! - `config`, `error`, `events`, `stats`: the public types.
+//! - `tids`: transaction-id layout and the slot tables behind sends.
+//! - `control`: the control inbox and request bookkeeping; `shared`: sending on queue 0 and
+//!   bounded waiting; `rndis_control`: RNDIS requests; `handshake`: the session set-up.
+//! - `queue`: per-queue state and [`SyntheticQueue`]; `rx`: receive dispatch; `tx`: sections
+//!   and GPA direct.
+//! - [`classify`]: the receive dispatch exposed for replaying recorded host packets (tests).
+
+pub mod classify;
+mod config;
+mod control;
+mod error;
+mod events;
+mod handshake;
+mod queue;
+mod rndis_control;
+mod rx;
+mod shared;
+mod stats;
+mod tids;
+mod tx;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use packet::{MacAddr, Pool, SharedMemory};
+
+use crate::nvsp::{self, NvspMessage};
+use crate::vmbus::{DeviceError, VmbusDevice};
+
+pub use config::{DEFAULT_TX_COPY_MAX, MAX_MTU, MAX_QUEUES, MIN_MTU, MIN_POOL_BUFFERS, NicConfig};
+pub use error::NicError;
+pub use events::NicEvent;
+pub use queue::SyntheticQueue;
+pub use stats::{NicStats, QueueStats};
+
+use control::Bound;
+use handshake::{SessionPlan, Steps};
+use shared::NicShared;
+
+/// The synthetic NIC's control handle (`Send + Sync`): identity, control requests, events,
+/// re-establishing the session, counters.
+#[derive(Debug)]
+pub struct SyntheticNic {
+    shared: Arc<NicShared>,
+}
+
+/// Creates the packet pool: in the device's DMA memory if it has some (GPA direct possible),
+/// else in private memory (every frame then goes through send sections).
+fn make_pool(device: &mut dyn VmbusDevice, config: &NicConfig) -> Result<(Pool, bool), NicError> {
+    let buf_size = (packet::pool::HEADROOM + config.max_frame()).next_multiple_of(64);
+    let size = buf_size * config.pool_buffers;
+    let (mem, gpa_capable) = match device.dma_memory(size) {
+        Ok(mem) => (mem, true),
+        Err(DeviceError::Unsupported(what)) => {
+            tracing::info!(
+                what,
+                "no dma memory: every frame goes through send sections"
+            );
+            (SharedMemory::anonymous(size)?, false)
+        }
+        Err(e) => return Err(e.into()),
+    };
+    Ok((Pool::new(mem, buf_size)?, gpa_capable))
+}
+
+impl SyntheticNic {
+    /// Opens the NIC on `device` and runs the handshake; returns the control handle and one
+    /// handle per queue the host granted (possibly fewer than asked).
+    pub fn open(
+        mut device: Box<dyn VmbusDevice>,
+        config: NicConfig,
+    ) -> Result<(SyntheticNic, Vec<SyntheticQueue>), NicError> {
+        config.validate()?;
+        let (pool, gpa_capable) = make_pool(&mut *device, &config)?;
+        let plan = SessionPlan {
+            versions: config.versions().collect(),
+            subchannels: config.queues - 1,
+            exact_subchannels: false,
+            keep_mac: None,
+        };
+        let steps = Steps::Each(config.control_timeout);
+        let shared = Arc::new(NicShared::new(config, pool, gpa_capable, device));
+        {
+            let _session = shared.session_lock.lock();
+            shared.start_session(&plan, steps)?;
+        }
+        let queues = (0..shared.queue_count())
+            .map(|i| SyntheticQueue::new(shared.clone(), i))
+            .collect();
+        Ok((SyntheticNic { shared }, queues))
+    }
+
+    /// The MAC address the host assigned (kept across re-establish).
+    pub fn mac(&self) -> MacAddr {
+        self.shared.mac()
+    }
+
+    /// The L3 MTU in use (the configured one, or less if the host allows less).
+    pub fn mtu(&self) -> usize {
+        self.shared.mtu()
+    }
+
+    /// Whether the link is up (initial query, then status indications).
+    pub fn link_up(&self) -> bool {
+        self.shared.link_up()
+    }
+
+    /// Link speed in bits per second (0 if the host did not say; queried from NVSP 5).
+    pub fn link_speed(&self) -> u64 {
+        self.shared.link_speed()
+    }
+
+    /// The negotiated NVSP version.
+    pub fn nvsp_version(&self) -> u32 {
+        self.shared.nvsp_version()
+    }
+
+    /// The NDIS version sent (`major << 16 | minor`).
+    pub fn ndis_version(&self) -> u32 {
+        self.shared.ndis_version()
+    }
+
+    /// Queues in use (primary plus subchannels granted).
+    pub fn queue_count(&self) -> u16 {
+        self.shared.queue_count()
+    }
+
+    /// The host's last send indirection table (empty until NVSP 134 arrives).
+    pub fn send_indirection_table(&self) -> Vec<u32> {
+        self.shared.send_table.lock().clone()
+    }
+
+    /// The pool received frames come from and transmitted frames should be allocated from
+    /// (GPA-direct sends need its host-readable bus addresses).
+    pub fn pool(&self) -> &Pool {
+        &self.shared.pool
+    }
+
+    /// The next host event, waiting at most `timeout`. Drains queue 0 while waiting if no
+    /// poller does, so a control-only program sees events too.
+    pub fn next_event(&self, timeout: Duration) -> Option<NicEvent> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(event) = self.shared.control.inbox.lock().events.pop_front() {
+                return Some(event);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            self.shared.pump(deadline);
+        }
+    }
+
+    /// Sends NVSP SWITCH_DATA_PATH (to the VF or back to synthetic) and waits for its (empty)
+    /// completion. A failed switch is reported later by the host's own
+    /// [`NicEvent::HostSwitchedDataPath`].
+    pub fn switch_data_path(&self, to_vf: bool, timeout: Duration) -> Result<(), NicError> {
+        const WHAT: &str = "nvsp switch data path";
+        self.require(nvsp::VERSION_4, WHAT)?;
+        let path = if to_vf {
+            nvsp::DATA_PATH_VF
+        } else {
+            nvsp::DATA_PATH_SYNTHETIC
+        };
+        let msg = NvspMessage::SwitchDataPath(nvsp::Message4SwitchDataPath::new(path));
+        self.shared
+            .nvsp_request(&msg, Bound::after(timeout), WHAT)
+            .map(|_| ())
+    }
+
+    /// RNDIS QUERY of `oid`; returns the information buffer.
+    pub fn query_oid(&self, oid: u32, timeout: Duration) -> Result<Vec<u8>, NicError> {
+        self.shared
+            .rndis_query(oid, &[], Bound::after(timeout), "rndis query")
+    }
+
+    /// Sets the RNDIS packet filter (kept for re-establish).
+    pub fn set_packet_filter(&self, filter: u32, timeout: Duration) -> Result<(), NicError> {
+        self.shared.rndis_set(
+            crate::rndis::OID_GEN_CURRENT_PACKET_FILTER,
+            &filter.to_le_bytes(),
+            Bound::after(timeout),
+            "rndis set packet filter",
+        )?;
+        self.shared.packet_filter.store(filter, Ordering::Release);
+        Ok(())
+    }
+
+    /// RNDIS KEEPALIVE: the watchdog's health probe.
+    pub fn keepalive(&self, timeout: Duration) -> Result<(), NicError> {
+        self.shared.rndis_keepalive(Bound::after(timeout))
+    }
+
+    /// Rebuilds the session: drops every ring, doorbell and buffer the NIC holds, reopens the
+    /// device and redoes the handshake with the version negotiated before and the same queue
+    /// count. Queue handles keep working afterwards; the MAC is kept. GPA-direct sends in
+    /// flight are abandoned and counted in `tx_failed`. Everything must finish within
+    /// `timeout`.
+    pub fn reestablish(&self, timeout: Duration) -> Result<(), NicError> {
+        let shared = &*self.shared;
+        let _session = shared.session_lock.lock();
+        let bound = Bound::after(timeout);
+        shared.set_dead_quietly(true);
+        for q in &shared.queues {
+            q.state.lock().detach();
+        }
+        *shared.sendbuf.lock() = None;
+        shared.control.reset(0..0);
+        let remaining = bound.deadline.saturating_duration_since(Instant::now());
+        shared.device.lock().reopen(remaining)?;
+        let plan = SessionPlan {
+            versions: vec![shared.nvsp_version()],
+            subchannels: shared.queue_count() - 1,
+            exact_subchannels: true,
+            keep_mac: Some(shared.mac()),
+        };
+        let result = shared.start_session(&plan, Steps::Until(bound));
+        match &result {
+            Ok(()) => {
+                shared.reestablished.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "re-establishing the session failed");
+                shared.mark_dead();
+            }
+        }
+        result
+    }
+
+    /// A snapshot of every counter.
+    pub fn stats(&self) -> NicStats {
+        let shared = &*self.shared;
+        let queues = shared
+            .queues
+            .iter()
+            .take(usize::from(shared.queue_count()))
+            .map(|q| q.state.lock().stats.clone())
+            .collect();
+        let counters = shared.control.inbox.lock().counters;
+        NicStats {
+            queues,
+            control_requests: counters.requests,
+            control_timeouts: counters.timeouts,
+            control_unknown_completions: counters.unknown_completions,
+            control_late_responses: counters.late_responses,
+            events_dropped: counters.events_dropped,
+            reestablished: shared.reestablished.load(Ordering::Relaxed),
+        }
+    }
+
+    fn require(&self, needed: u32, what: &'static str) -> Result<(), NicError> {
+        let negotiated = self.shared.nvsp_version();
+        if negotiated < needed {
+            return Err(NicError::NotSupported {
+                what,
+                needed,
+                negotiated,
+            });
+        }
+        Ok(())
+    }
+}

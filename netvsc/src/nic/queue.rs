@@ -1,0 +1,494 @@
+//! One queue of the NIC: a VMBus channel's two rings, its doorbell, its receive staging, its
+//! transmit tables and its counters, behind one lock, and [`SyntheticQueue`], the handle one
+//! polling thread owns.
+//!
+//! Locking: a queue's [`QueueState`] sits behind a `parking_lot::Mutex` taken once per burst
+//! (never per packet). Queue 0's rings also carry control traffic, so the control thread takes
+//! the same lock to send a request, and drains queue 0 itself (with `try_lock`) when no poller
+//! does. Lock order: queue state, then the control inbox; never the other way round.
+//!
+//! Lifecycle: a queue is created at open with no channel. The handshake installs the channel
+//! ([`QueueState::install_channel`]) and, once the session is ready, the transmit session
+//! ([`QueueState::install_tx`]). [`QueueState::detach`] drops all of it (re-establish, dead
+//! channel); bursts on a queue without a channel return 0, and transmit waits for `ready`.
+//!
+//! Invariants: every transfer-page packet that asked for a completion is completed exactly
+//! once — at once, or from the deferred list at the start of a later burst if the ring was
+//! full; the incoming ring is committed and the outgoing ring published once per burst.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use packet::{Packet, PortQueue, SharedMemory};
+use parking_lot::Mutex;
+
+use crate::nvsp;
+use crate::rndis::RndisMessage;
+use crate::vmbus::{
+    ChannelRings, Doorbell, IncomingPacket, IncomingRing, OutgoingKind, OutgoingPacket,
+    OutgoingRing, RingError,
+};
+
+use super::error::NicError;
+use super::events::NicEvent;
+use super::rx::{HostSink, RxEnv, dispatch};
+use super::shared::NicShared;
+use super::stats::QueueStats;
+use super::tids::{KIND_CONTROL, KIND_GPA, KIND_SECTION, kind_of};
+use super::tx::TxState;
+
+/// Frames a queue keeps for the application when they were read outside `rx_burst` (by
+/// `tx_burst` or the control thread); more are dropped and counted.
+pub(crate) const STAGING_CAPACITY: usize = 1024;
+/// Ring packets read per burst at most (bounds the time the lock is held).
+pub(crate) const BURST_BUDGET: usize = 256;
+
+/// NVSP 108 {SUCCESS} padded to 40 bytes: the completion of every received transfer-page
+/// packet.
+const RX_COMPLETION: [u8; nvsp::GUEST_MESSAGE_SIZE] = {
+    let mut msg = [0u8; nvsp::GUEST_MESSAGE_SIZE];
+    let ty = nvsp::MESSAGE1_TYPE_SEND_RNDIS_PACKET_COMPLETE.to_le_bytes();
+    let status = nvsp::STATUS_SUCCESS.to_le_bytes();
+    let mut i = 0;
+    while i < 4 {
+        msg[i] = ty[i];
+        msg[4 + i] = status[i];
+        i += 1;
+    }
+    msg
+};
+
+/// The rings and doorbell of one open channel.
+#[derive(Debug)]
+pub(crate) struct ChannelIo {
+    pub out: OutgoingRing,
+    pub inc: IncomingRing,
+    pub doorbell: Arc<dyn Doorbell>,
+}
+
+/// Everything of one queue that the lock protects.
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    index: u16,
+    pub chan: Option<ChannelIo>,
+    /// The receive buffer of the session (shared by every queue).
+    pub rxbuf: Option<SharedMemory>,
+    /// Whether the session is established and data may be sent.
+    pub ready: bool,
+    pkt: IncomingPacket,
+    scratch: Vec<u8>,
+    staging: VecDeque<Packet>,
+    pending_completions: VecDeque<u64>,
+    pub tx: TxState,
+    pub stats: QueueStats,
+}
+
+/// One queue as the NIC holds it.
+#[derive(Debug)]
+pub(crate) struct QueueShared {
+    pub state: Mutex<QueueState>,
+    /// When a poller last ran a burst (nanoseconds since the NIC's epoch); queue 0 only.
+    last_poll: AtomicU64,
+}
+
+impl QueueShared {
+    pub(crate) fn new(index: u16, max_frame: usize, copy_max: usize) -> Self {
+        Self {
+            state: Mutex::new(QueueState {
+                index,
+                chan: None,
+                rxbuf: None,
+                ready: false,
+                pkt: IncomingPacket::new(),
+                scratch: Vec::with_capacity(1024),
+                staging: VecDeque::new(),
+                pending_completions: VecDeque::new(),
+                tx: TxState::new(max_frame, copy_max),
+                stats: QueueStats::default(),
+            }),
+            last_poll: AtomicU64::new(0),
+        }
+    }
+
+    /// Records that a poller ran a burst now.
+    fn touch(&self, epoch: Instant) {
+        self.last_poll
+            .store(epoch.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether a poller ran a burst within `window_nanos`.
+    pub(crate) fn poller_active(&self, epoch: Instant, window_nanos: u64) -> bool {
+        let last = self.last_poll.load(Ordering::Relaxed);
+        last != 0 && (epoch.elapsed().as_nanos() as u64).saturating_sub(last) < window_nanos
+    }
+}
+
+/// Staging of a frame into `out` (while it has room) or the staging list.
+struct QueueSink<'a> {
+    shared: &'a NicShared,
+    tx: &'a mut TxState,
+    stats: &'a mut QueueStats,
+    out: Option<&'a mut Vec<Packet>>,
+    room: &'a mut usize,
+    staging: &'a mut VecDeque<Packet>,
+}
+
+impl HostSink for QueueSink<'_> {
+    fn frame(&mut self, packet: Packet) {
+        let len = packet.len() as u64;
+        match self.out.as_deref_mut() {
+            Some(out) if *self.room > 0 => {
+                out.push(packet);
+                *self.room -= 1;
+            }
+            _ if self.staging.len() < STAGING_CAPACITY => self.staging.push_back(packet),
+            _ => {
+                self.stats.rx_dropped_overflow += 1;
+                return;
+            }
+        }
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += len;
+    }
+
+    fn completion(&mut self, tid: u64, payload: &[u8]) {
+        match kind_of(tid) {
+            KIND_SECTION | KIND_GPA => self.tx.complete(tid, payload, self.stats),
+            KIND_CONTROL => self.shared.control.completion(tid, payload),
+            _ => self.stats.unknown_completions += 1,
+        }
+    }
+
+    fn rndis_response(&mut self, request_id: u32, _message: &RndisMessage, bytes: &[u8]) {
+        self.stats.rx_control_messages += 1;
+        self.shared.control.rndis_response(request_id, bytes);
+    }
+
+    fn indication(&mut self, status: u32, event: Option<NicEvent>) {
+        self.stats.rx_control_messages += 1;
+        match event {
+            Some(event) => self.shared.push_event(event),
+            None => tracing::debug!(status, "rndis status indication ignored"),
+        }
+    }
+
+    fn event(&mut self, event: NicEvent) {
+        self.shared.push_event(event);
+    }
+
+    fn malformed(&mut self, reason: &'static str) {
+        tracing::debug!(reason, "malformed host message dropped");
+        self.stats.rx_dropped_malformed += 1;
+    }
+
+    fn no_buffer(&mut self) {
+        self.stats.rx_dropped_no_buffer += 1;
+    }
+
+    fn unknown_message(&mut self, msg_type: u32) {
+        tracing::debug!(msg_type, "host message of an unhandled type ignored");
+        self.stats.unknown_messages += 1;
+    }
+}
+
+/// Stages the completion of received transfer-page packet `tid`.
+fn stage_completion(out: &mut OutgoingRing, tid: u64) -> Result<(), RingError> {
+    out.stage(&OutgoingPacket {
+        kind: OutgoingKind::Completion,
+        transaction_id: tid,
+        completion_requested: false,
+        payload: &RX_COMPLETION,
+    })
+}
+
+impl QueueState {
+    /// Takes a freshly opened channel into use (interrupts masked: the queue is polled).
+    pub(crate) fn install_channel(
+        &mut self,
+        rings: ChannelRings,
+        doorbell: Arc<dyn Doorbell>,
+    ) -> Result<(), NicError> {
+        let queue = self.index;
+        let ring_err = |source| NicError::Ring { queue, source };
+        let out = OutgoingRing::new(rings.outgoing, true).map_err(ring_err)?;
+        let inc = IncomingRing::new(rings.incoming).map_err(ring_err)?;
+        inc.set_interrupt_mask(true);
+        self.chan = Some(ChannelIo { out, inc, doorbell });
+        self.pending_completions.clear();
+        Ok(())
+    }
+
+    /// Drops the channel and the session's buffers; GPA-direct sends in flight are abandoned
+    /// (their packets freed, counted in `tx_failed`). Staged frames stay for the application.
+    pub(crate) fn detach(&mut self) {
+        self.chan = None;
+        self.rxbuf = None;
+        self.ready = false;
+        self.pending_completions.clear();
+        self.tx.detach(&mut self.stats);
+    }
+
+    /// Unmasks the incoming interrupt before the control thread sleeps; `true` if data is
+    /// already there (do not sleep).
+    pub(crate) fn arm_interrupt(&self) -> bool {
+        self.chan.as_ref().is_none_or(|c| c.inc.arm_interrupt())
+    }
+
+    /// Masks the incoming interrupt again (polling mode).
+    pub(crate) fn mask_interrupt(&self) {
+        if let Some(c) = &self.chan {
+            c.inc.set_interrupt_mask(true);
+        }
+    }
+
+    /// Retries the deferred receive completions, oldest first.
+    fn retry_completions(&mut self) -> Result<(), RingError> {
+        let Some(chan) = self.chan.as_mut() else {
+            return Ok(());
+        };
+        while let Some(&tid) = self.pending_completions.front() {
+            match stage_completion(&mut chan.out, tid) {
+                Ok(()) => {
+                    self.pending_completions.pop_front();
+                }
+                Err(RingError::Full { .. }) => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads up to `budget` packets from the incoming ring and handles them. Frames go to
+    /// `out` while `room` lasts, then to the staging list. Returns the packets read. A
+    /// corrupt ring drops the channel and marks the NIC dead.
+    pub(crate) fn service(
+        &mut self,
+        shared: &NicShared,
+        mut out: Option<&mut Vec<Packet>>,
+        room: &mut usize,
+        budget: usize,
+    ) -> usize {
+        if let Err(e) = self.retry_completions() {
+            self.channel_failed(shared, e);
+            return 0;
+        }
+        let Self {
+            index,
+            chan,
+            rxbuf,
+            pkt,
+            scratch,
+            staging,
+            pending_completions,
+            tx,
+            stats,
+            ..
+        } = self;
+        let Some(ch) = chan.as_mut() else {
+            return 0;
+        };
+        let env = RxEnv {
+            rxbuf: rxbuf.as_ref(),
+            pool: &shared.pool,
+            queue: *index,
+            nvsp_version: shared.nvsp_version(),
+            max_frame: shared.config.max_frame(),
+        };
+        let mut read = 0;
+        let mut failure = None;
+        while read < budget && !(out.is_some() && *room == 0) {
+            let complete = match ch.inc.read(pkt) {
+                Ok(false) => break,
+                Ok(true) => {
+                    let mut sink = QueueSink {
+                        shared,
+                        tx,
+                        stats,
+                        out: out.as_deref_mut(),
+                        room,
+                        staging,
+                    };
+                    dispatch(pkt, &env, scratch, &mut sink)
+                }
+                Err(RingError::InvalidPacket {
+                    packet_type,
+                    transaction_id,
+                    completion_requested,
+                    reason,
+                }) => {
+                    tracing::debug!(packet_type, reason, "invalid packet from the host");
+                    stats.rx_dropped_malformed += 1;
+                    (packet_type
+                        == crate::vmbus::packet::VMBUS_PACKET_TYPE_DATA_USING_TRANSFER_PAGES
+                        && completion_requested)
+                        .then_some(transaction_id)
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            };
+            read += 1;
+            if let Some(tid) = complete {
+                let staged = pending_completions.is_empty()
+                    && match stage_completion(&mut ch.out, tid) {
+                        Ok(()) => true,
+                        Err(RingError::Full { .. }) => false,
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    };
+                if !staged {
+                    pending_completions.push_back(tid);
+                    stats.rx_completions_deferred += 1;
+                }
+            }
+        }
+        if let Some(e) = failure {
+            self.channel_failed(shared, e);
+        }
+        read
+    }
+
+    /// A ring error other than "full": the channel is unusable until re-established.
+    fn channel_failed(&mut self, shared: &NicShared, error: RingError) {
+        tracing::warn!(queue = self.index, %error, "channel failed; marking the nic dead");
+        // Publish what was consumed so far is pointless on a corrupt ring: drop it all.
+        self.chan = None;
+        self.ready = false;
+        shared.mark_dead();
+    }
+
+    /// Publishes both rings (once per burst) and rings the doorbell if either says so.
+    pub(crate) fn flush(&mut self) {
+        let Some(ch) = self.chan.as_mut() else {
+            return;
+        };
+        let consumed = ch.inc.commit();
+        let produced = ch.out.commit();
+        if (consumed || produced)
+            && let Err(error) = ch.doorbell.signal()
+        {
+            tracing::warn!(queue = self.index, %error, "doorbell failed");
+        }
+    }
+
+    /// Sends one control packet at once (queue 0): `Ok(true)` if it was written and
+    /// published, `Ok(false)` if the ring is full (space has been requested).
+    pub(crate) fn send_now(
+        &mut self,
+        shared: &NicShared,
+        packet: &OutgoingPacket<'_>,
+    ) -> Result<bool, NicError> {
+        let queue = self.index;
+        let Some(ch) = self.chan.as_mut() else {
+            return Err(NicError::ChannelDead);
+        };
+        match ch.out.stage(packet) {
+            Ok(()) => {
+                self.flush();
+                Ok(true)
+            }
+            Err(RingError::Full { needed, .. }) => match ch.out.request_space(needed) {
+                Ok(_) => Ok(false),
+                Err(source) => Err(NicError::Ring { queue, source }),
+            },
+            Err(e @ RingError::Corrupt { .. }) => {
+                self.channel_failed(shared, e);
+                Err(NicError::ChannelDead)
+            }
+            Err(source) => Err(NicError::Ring { queue, source }),
+        }
+    }
+}
+
+/// The handle of one queue, owned by one polling thread. Implements [`PortQueue`].
+///
+/// Both bursts drain the queue's incoming ring (receives and send completions share it);
+/// frames read by `tx_burst` wait in a bounded staging list for the next `rx_burst`. Handles
+/// stay valid across [`reestablish`](super::SyntheticNic::reestablish): while the session is
+/// down, bursts return 0.
+#[derive(Debug)]
+pub struct SyntheticQueue {
+    shared: Arc<NicShared>,
+    index: u16,
+}
+
+impl SyntheticQueue {
+    pub(crate) fn new(shared: Arc<NicShared>, index: u16) -> Self {
+        Self { shared, index }
+    }
+
+    /// The queue's index (0 = the primary channel).
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// A snapshot of the queue's counters.
+    pub fn stats(&self) -> QueueStats {
+        self.queue().state.lock().stats.clone()
+    }
+
+    fn queue(&self) -> &QueueShared {
+        &self.shared.queues[usize::from(self.index)]
+    }
+}
+
+impl PortQueue for SyntheticQueue {
+    fn rx_burst(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let shared = &*self.shared;
+        let queue = &shared.queues[usize::from(self.index)];
+        queue.touch(shared.epoch);
+        let mut st = queue.state.lock();
+        let mut room = max;
+        while room > 0 {
+            match st.staging.pop_front() {
+                Some(p) => {
+                    out.push(p);
+                    room -= 1;
+                }
+                None => break,
+            }
+        }
+        if room > 0 {
+            st.service(shared, Some(out), &mut room, BURST_BUDGET);
+        } else if let Err(e) = st.retry_completions() {
+            st.channel_failed(shared, e);
+        }
+        st.flush();
+        max - room
+    }
+
+    fn tx_burst(&mut self, frames: &mut Vec<Packet>) -> usize {
+        let shared = &*self.shared;
+        let queue = &shared.queues[usize::from(self.index)];
+        queue.touch(shared.epoch);
+        let mut st = queue.state.lock();
+        // Completions free sections and in-flight slots: take them first.
+        let mut room = 0;
+        st.service(shared, None, &mut room, BURST_BUDGET);
+        let result = if st.ready {
+            let QueueState {
+                chan, tx, stats, ..
+            } = &mut *st;
+            match chan.as_mut() {
+                Some(ch) => tx.transmit(ch, frames, stats, &shared.pool),
+                None => Ok(0),
+            }
+        } else {
+            Ok(0)
+        };
+        let taken = match result {
+            Ok(n) => n,
+            Err((n, error)) => {
+                st.channel_failed(shared, error);
+                n
+            }
+        };
+        st.flush();
+        taken
+    }
+}

@@ -1,0 +1,402 @@
+//! Receive: turning one packet read from a host→guest ring into frames, completions, control
+//! responses and events.
+//!
+//! [`dispatch`] handles one [`IncomingPacket`] and reports what it found to a [`HostSink`];
+//! the queues implement the sink with their counters, staging list and the control inbox, and
+//! the transcript classifier ([`super::classify`]) implements it by recording. So the code the
+//! transcripts exercise is the code the data path runs.
+//!
+//! Trust: every transfer-page range is bounds-checked against the receive buffer before it is
+//! touched, the RNDIS header part is copied out of shared memory once and validated, and only
+//! then is the frame copied — straight into a pool [`Packet`]. Nothing here panics on host
+//! input; a bad message is reported with [`HostSink::malformed`]. The caller completes every
+//! transfer-page packet that asked for it ([`dispatch`] returns the tid), malformed or not.
+//!
+//! Per packet this allocates nothing: the scratch buffer and the packet keep their capacity.
+
+use packet::{Packet, PacketMeta, Pool, SharedMemory};
+use zerocopy::FromBytes;
+
+use crate::nvsp::{self, NvspMessage};
+use crate::rndis::{self, PacketIdInfo, PacketInfo, RndisMessage};
+use crate::vmbus::{IncomingKind, IncomingPacket, TransferPageRange};
+
+use super::events::{NicEvent, indication_event};
+
+/// Largest RNDIS control message (completion or indication) the guest copies out.
+pub(crate) const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
+/// Largest per-packet-info area the guest accepts on a received data packet.
+const MAX_PPI_AREA: usize = 1024;
+
+/// What [`dispatch`] reports.
+pub(crate) trait HostSink {
+    /// A received frame, in a pool packet with its metadata set.
+    fn frame(&mut self, packet: Packet);
+    /// A VMBus completion of one of the guest's requests (`payload` includes padding; it may
+    /// be empty).
+    fn completion(&mut self, tid: u64, payload: &[u8]);
+    /// An RNDIS control completion (INITIALIZE/QUERY/SET/KEEPALIVE_CMPLT), parsed from
+    /// `bytes`, with its request id.
+    fn rndis_response(&mut self, request_id: u32, message: &RndisMessage, bytes: &[u8]);
+    /// An RNDIS INDICATE_STATUS with its code and, for known codes, the event.
+    fn indication(&mut self, status: u32, event: Option<NicEvent>);
+    /// An unsolicited NVSP message turned into an event (VF association, host data-path
+    /// switch, send indirection table).
+    fn event(&mut self, event: NicEvent);
+    /// A host message the guest cannot use; dropped.
+    fn malformed(&mut self, reason: &'static str);
+    /// A frame dropped because the pool was empty.
+    fn no_buffer(&mut self);
+    /// A well-formed host message of a type the guest does not handle; ignored.
+    fn unknown_message(&mut self, msg_type: u32);
+}
+
+/// What [`dispatch`] needs besides the packet.
+#[derive(Debug)]
+pub(crate) struct RxEnv<'a> {
+    /// The receive buffer, once the host accepted it.
+    pub rxbuf: Option<&'a SharedMemory>,
+    /// Where frames are copied to.
+    pub pool: &'a Pool,
+    /// The queue, recorded in every frame's metadata.
+    pub queue: u16,
+    /// Negotiated NVSP version (the send indirection table's offset depends on it).
+    pub nvsp_version: u32,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+}
+
+/// Handles one packet read from a host→guest ring. Returns the tid to complete with NVSP 108
+/// (a transfer-page packet that requested a completion), whatever its content was.
+pub(crate) fn dispatch(
+    pkt: &IncomingPacket,
+    env: &RxEnv<'_>,
+    scratch: &mut Vec<u8>,
+    sink: &mut impl HostSink,
+) -> Option<u64> {
+    match pkt.kind() {
+        IncomingKind::Completion => {
+            sink.completion(pkt.transaction_id(), pkt.payload());
+            None
+        }
+        IncomingKind::InBand => {
+            // Host in-band messages (128, 129, 134) are never completed, like Linux.
+            inband(pkt.payload(), env, sink);
+            None
+        }
+        IncomingKind::GpaDirect => {
+            sink.malformed("gpa-direct packet from the host");
+            None
+        }
+        IncomingKind::TransferPages { set_id } => {
+            let complete = pkt.completion_requested().then_some(pkt.transaction_id());
+            if complete.is_none() {
+                sink.malformed("transfer-page packet without a completion request");
+            }
+            transfer_pages(pkt, set_id, env, scratch, sink);
+            complete
+        }
+    }
+}
+
+fn inband(payload: &[u8], env: &RxEnv<'_>, sink: &mut impl HostSink) {
+    match NvspMessage::parse(payload) {
+        Ok(NvspMessage::SendVfAssociation(m)) => sink.event(NicEvent::VfAssociation {
+            allocated: m.vf_allocated.get() != nvsp::VF_NOT_ALLOCATED,
+            serial: m.serial_number.get(),
+        }),
+        Ok(NvspMessage::SwitchDataPath(m)) => sink.event(NicEvent::HostSwitchedDataPath {
+            to_vf: m.active_data_path.get() == nvsp::DATA_PATH_VF,
+        }),
+        Ok(NvspMessage::SendIndirectionTable(table)) => match table.table(env.nvsp_version) {
+            Ok(entries) => sink.event(NicEvent::IndirectionTable(entries.to_vec())),
+            Err(_) => sink.malformed("send indirection table out of bounds"),
+        },
+        Ok(other) => sink.unknown_message(other.msg_type()),
+        Err(_) => sink.malformed("host nvsp message too short for its type"),
+    }
+}
+
+fn transfer_pages(
+    pkt: &IncomingPacket,
+    set_id: u16,
+    env: &RxEnv<'_>,
+    scratch: &mut Vec<u8>,
+    sink: &mut impl HostSink,
+) {
+    if set_id != nvsp::RECEIVE_BUFFER_ID {
+        sink.malformed("transfer-page packet names another page set");
+        return;
+    }
+    if !matches!(
+        NvspMessage::parse(pkt.payload()),
+        Ok(NvspMessage::SendRndisPacket(_))
+    ) {
+        sink.malformed("transfer-page packet does not carry nvsp 107");
+        return;
+    }
+    let Some(rxbuf) = env.rxbuf else {
+        sink.malformed("transfer-page packet before the receive buffer was accepted");
+        return;
+    };
+    let mut partial: Option<Packet> = None;
+    for range in pkt.transfer_ranges() {
+        one_range(range, rxbuf, env, scratch, sink, &mut partial);
+    }
+    if partial.is_some() {
+        sink.malformed("coalesced frame without its last fragment");
+    }
+}
+
+fn read_u32(bytes: &[u8], at: usize) -> u32 {
+    bytes
+        .get(at..at + 4)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes)
+}
+
+/// One RNDIS message in the receive buffer at `range`.
+fn one_range(
+    range: &TransferPageRange,
+    rxbuf: &SharedMemory,
+    env: &RxEnv<'_>,
+    scratch: &mut Vec<u8>,
+    sink: &mut impl HostSink,
+    partial: &mut Option<Packet>,
+) {
+    let offset = range.byte_offset as usize;
+    let count = range.byte_count as usize;
+    if offset
+        .checked_add(count)
+        .is_none_or(|end| end > rxbuf.len())
+    {
+        sink.malformed("transfer-page range outside the receive buffer");
+        return;
+    }
+    if count < rndis::MESSAGE_HEADER_SIZE {
+        sink.malformed("transfer-page range shorter than an rndis header");
+        return;
+    }
+    let mut head = [0u8; rndis::PACKET_MESSAGE_SIZE];
+    let head_len = count.min(head.len());
+    if rxbuf.read(offset, &mut head[..head_len]).is_err() {
+        sink.malformed("transfer-page range unreadable");
+        return;
+    }
+    let msg_type = read_u32(&head, 0);
+    let msg_len = read_u32(&head, 4) as usize;
+    if msg_len < rndis::MESSAGE_HEADER_SIZE || msg_len > count {
+        sink.malformed("rndis message length outside its range");
+        return;
+    }
+    if msg_type == rndis::MESSAGE_TYPE_PACKET_MSG {
+        data_packet(
+            &head[..head_len],
+            offset,
+            msg_len,
+            rxbuf,
+            env,
+            scratch,
+            sink,
+            partial,
+        );
+    } else {
+        control_message(offset, msg_len, rxbuf, scratch, sink);
+    }
+}
+
+/// Where the frame of a PACKET message lies, relative to the message start.
+fn frame_span(body: &rndis::Packet, msg_len: usize) -> Option<(usize, usize)> {
+    let len = body.data_length.get() as usize;
+    let start = (body.data_offset.get() as usize).checked_add(rndis::MESSAGE_HEADER_SIZE)?;
+    let end = start.checked_add(len)?;
+    (len != 0 && end <= msg_len).then_some((start, len))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn data_packet(
+    head: &[u8],
+    offset: usize,
+    msg_len: usize,
+    rxbuf: &SharedMemory,
+    env: &RxEnv<'_>,
+    scratch: &mut Vec<u8>,
+    sink: &mut impl HostSink,
+    partial: &mut Option<Packet>,
+) {
+    let Some(body) = head
+        .get(rndis::MESSAGE_HEADER_SIZE..rndis::PACKET_MESSAGE_SIZE)
+        .filter(|_| msg_len >= rndis::PACKET_MESSAGE_SIZE)
+        .and_then(|b| rndis::Packet::read_from_bytes(b).ok())
+    else {
+        sink.malformed("rndis packet shorter than its header");
+        return;
+    };
+    let Some((frame_start, frame_len)) = frame_span(&body, msg_len) else {
+        sink.malformed("rndis packet frame empty or outside the message");
+        return;
+    };
+    let info = match ppi(&body, offset, msg_len, rxbuf, scratch) {
+        Ok(info) => info,
+        Err(reason) => {
+            sink.malformed(reason);
+            return;
+        }
+    };
+    let src = offset + frame_start;
+    let fragment = info
+        .packet_id
+        .filter(|id| id.flags() & PacketIdInfo::FLAG_SUBALLOC != 0);
+    if let Some(id) = fragment {
+        coalesced(id, src, frame_len, &info, rxbuf, env, sink, partial);
+        return;
+    }
+    if frame_len > env.max_frame {
+        sink.malformed("received frame longer than the mtu allows");
+        return;
+    }
+    let Some(mut packet) = env.pool.alloc() else {
+        sink.no_buffer();
+        return;
+    };
+    packet.set_len(frame_len);
+    if rxbuf.read(src, packet.data_mut()).is_err() {
+        sink.malformed("received frame unreadable");
+        return;
+    }
+    packet.meta = meta(&info, env.queue);
+    sink.frame(packet);
+}
+
+fn meta(info: &PacketInfo, queue: u16) -> PacketMeta {
+    PacketMeta {
+        vlan_tci: info.ieee8021q.map(|v| v.tci()),
+        rss_hash: info.hash_value,
+        queue,
+    }
+}
+
+/// Parses the PPI area of a PACKET message (copied out of the receive buffer first).
+fn ppi(
+    body: &rndis::Packet,
+    offset: usize,
+    msg_len: usize,
+    rxbuf: &SharedMemory,
+    scratch: &mut Vec<u8>,
+) -> Result<PacketInfo, &'static str> {
+    let len = body.per_packet_info_length.get() as usize;
+    if len == 0 {
+        return Ok(PacketInfo::default());
+    }
+    let start = (body.per_packet_info_offset.get() as usize)
+        .checked_add(rndis::MESSAGE_HEADER_SIZE)
+        .filter(|s| s.checked_add(len).is_some_and(|end| end <= msg_len))
+        .ok_or("per-packet info outside the message")?;
+    if len > MAX_PPI_AREA {
+        return Err("per-packet info area too large");
+    }
+    scratch.clear();
+    scratch.resize(len, 0);
+    rxbuf
+        .read(offset + start, scratch)
+        .map_err(|_| "per-packet info unreadable")?;
+    PacketInfo::parse(scratch).map_err(|_| "per-packet info malformed")
+}
+
+/// One fragment of a frame the host coalesced over several ranges (RSC).
+#[allow(clippy::too_many_arguments)]
+fn coalesced(
+    id: PacketIdInfo,
+    src: usize,
+    len: usize,
+    info: &PacketInfo,
+    rxbuf: &SharedMemory,
+    env: &RxEnv<'_>,
+    sink: &mut impl HostSink,
+    partial: &mut Option<Packet>,
+) {
+    if id.flags() & PacketIdInfo::FLAG_FIRST_FRAGMENT != 0 {
+        if partial.take().is_some() {
+            sink.malformed("coalesced frame without its last fragment");
+        }
+        match env.pool.alloc() {
+            Some(mut p) => {
+                p.meta = meta(info, env.queue);
+                *partial = Some(p);
+            }
+            None => {
+                sink.no_buffer();
+                return;
+            }
+        }
+    }
+    let Some(mut p) = partial.take() else {
+        // The first fragment was dropped (or never came): drop the rest silently once.
+        if id.flags() & PacketIdInfo::FLAG_LAST_FRAGMENT != 0 {
+            sink.malformed("coalesced fragment without a first fragment");
+        }
+        return;
+    };
+    let old = p.len();
+    let Some(new_len) = old.checked_add(len).filter(|&n| n <= p.max_len()) else {
+        sink.malformed("coalesced frame larger than a pool buffer");
+        return;
+    };
+    p.set_len(new_len);
+    if rxbuf.read(src, &mut p.data_mut()[old..]).is_err() {
+        sink.malformed("coalesced fragment unreadable");
+        return;
+    }
+    if id.flags() & PacketIdInfo::FLAG_LAST_FRAGMENT != 0 {
+        sink.frame(p);
+    } else {
+        *partial = Some(p);
+    }
+}
+
+/// The request id an RNDIS completion carries.
+pub(crate) fn response_request_id(message: &RndisMessage) -> Option<u32> {
+    match message {
+        RndisMessage::InitializeComplete(m) => Some(m.request_id.get()),
+        RndisMessage::QueryComplete(c) => Some(c.request_id),
+        RndisMessage::SetComplete(m) => Some(m.request_id.get()),
+        RndisMessage::KeepaliveComplete(m) => Some(m.request_id.get()),
+        _ => None,
+    }
+}
+
+fn control_message(
+    offset: usize,
+    msg_len: usize,
+    rxbuf: &SharedMemory,
+    scratch: &mut Vec<u8>,
+    sink: &mut impl HostSink,
+) {
+    if msg_len > MAX_CONTROL_MESSAGE {
+        sink.malformed("rndis control message too large");
+        return;
+    }
+    scratch.clear();
+    scratch.resize(msg_len, 0);
+    if rxbuf.read(offset, scratch).is_err() {
+        sink.malformed("rndis control message unreadable");
+        return;
+    }
+    let message = match RndisMessage::parse(scratch) {
+        Ok(m) => m,
+        Err(_) => {
+            sink.malformed("rndis control message malformed");
+            return;
+        }
+    };
+    match &message {
+        RndisMessage::IndicateStatus(s) => {
+            let buffer = s.buffer.get(scratch).unwrap_or_default();
+            sink.indication(s.status, indication_event(s.status, buffer));
+        }
+        m => match response_request_id(m) {
+            Some(request_id) => sink.rndis_response(request_id, m, scratch),
+            None => sink.unknown_message(m.msg_type()),
+        },
+    }
+}

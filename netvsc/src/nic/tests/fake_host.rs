@@ -1,0 +1,537 @@
+//! A scripted NetVSP host over a [`ShmBus`], just enough for the NIC's unit tests: it answers
+//! the handshake, RNDIS control requests and data sends, and injects what a test asks for.
+//! It runs on its own thread, reads the guest's ring with an `IncomingRing` and answers with
+//! an `OutgoingRing` plus `signal_guest`, like a real host.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use packet::{MacAddr, SharedMemory};
+use parking_lot::Mutex;
+
+use crate::nvsp::{self, NvspMessage};
+use crate::rndis::{self, PacketInfo, RndisMessage};
+use crate::vmbus::shm::{ShmBus, ShmConfig, ShmDevice, ShmHostSide};
+use crate::vmbus::{
+    IncomingKind, IncomingPacket, IncomingRing, OutgoingKind, OutgoingPacket, OutgoingRing,
+    RingMemory, TransferPageRange,
+};
+
+pub const HOST_MAC: MacAddr = MacAddr([0x00, 0x15, 0x5d, 0x01, 0x02, 0x03]);
+pub const SUB_ALLOC: usize = 1806;
+/// Control replies use sub-allocations 0..16, data 16..
+const CONTROL_SLOTS: usize = 16;
+
+/// What the host does differently from a well-behaved one.
+#[derive(Debug)]
+pub struct Script {
+    /// INIT with a version above this is answered with status NONE.
+    pub refuse_above: u32,
+    /// Send a VF association between INIT and the receive-buffer completion.
+    pub vf_mid_handshake: bool,
+    /// Answer RNDIS KEEPALIVE (the transport completion is sent either way).
+    pub answer_keepalive: AtomicBool,
+    /// NVSP status of data send completions.
+    pub send_status: AtomicU32,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Self {
+            refuse_above: nvsp::VERSION_61,
+            vf_mid_handshake: false,
+            answer_keepalive: AtomicBool::new(true),
+            send_status: AtomicU32::new(nvsp::STATUS_SUCCESS),
+        }
+    }
+}
+
+/// Something the test makes the host do.
+#[derive(Debug)]
+pub enum Command {
+    /// Frames in one transfer-page packet (one range each).
+    Frames(Vec<Vec<u8>>),
+    /// A transfer-page packet whose only range lies outside the receive buffer.
+    MalformedRange,
+    /// A completion with this tid and an NVSP 108 success payload.
+    Completion(u64),
+    /// An RNDIS INDICATE_STATUS.
+    Indication(u32),
+    /// Corrupt the write index of the guest's incoming ring.
+    CorruptRing,
+}
+
+/// What the host saw.
+#[derive(Debug, Default)]
+pub struct HostLog {
+    pub inits: Vec<u32>,
+    pub ndis_caps: Option<u64>,
+    pub filter: Option<u32>,
+    /// Completions the guest sent: tid and payload.
+    pub guest_completions: Vec<(u64, Vec<u8>)>,
+    /// Tids of the transfer-page packets the host sent.
+    pub rx_tids: Vec<u64>,
+    /// Frames the guest sent, with the path (true = GPA direct).
+    pub frames: Vec<(Vec<u8>, bool)>,
+    pub keepalives: usize,
+    pub reopens: usize,
+}
+
+pub struct FakeHost {
+    pub log: Arc<Mutex<HostLog>>,
+    pub script: Arc<Script>,
+    commands: Arc<Mutex<Vec<Command>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+    _bus: ShmBus,
+}
+
+impl FakeHost {
+    /// Starts the host; returns it and the guest's device.
+    pub fn start(script: Script) -> (FakeHost, ShmDevice) {
+        let bus = ShmBus::new(&ShmConfig {
+            max_channels: 1,
+            ring_size: 8 * 4096,
+            receive_buffer_size: 64 * 4096,
+            send_buffer_size: 32 * 4096,
+            dma_size: 4 << 20,
+            ..ShmConfig::default()
+        })
+        .unwrap();
+        let device = bus.guest_device();
+        let log = Arc::new(Mutex::new(HostLog::default()));
+        let script = Arc::new(script);
+        let commands = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut worker = Worker::new(
+            bus.host_side(),
+            log.clone(),
+            script.clone(),
+            commands.clone(),
+        );
+        let stop2 = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stop2.load(Ordering::Acquire) {
+                worker.step();
+            }
+        });
+        (
+            FakeHost {
+                log,
+                script,
+                commands,
+                stop,
+                thread: Some(thread),
+                _bus: bus,
+            },
+            device,
+        )
+    }
+
+    pub fn command(&self, command: Command) {
+        self.commands.lock().push(command);
+    }
+
+    /// Waits (bounded) until `check` holds on the log.
+    pub fn wait_until(&self, what: &str, mut check: impl FnMut(&HostLog) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !check(&self.log.lock()) {
+            assert!(Instant::now() < deadline, "host never saw: {what}");
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for FakeHost {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Worker {
+    host: ShmHostSide,
+    log: Arc<Mutex<HostLog>>,
+    script: Arc<Script>,
+    commands: Arc<Mutex<Vec<Command>>>,
+    from_guest: IncomingRing,
+    to_guest: OutgoingRing,
+    pkt: IncomingPacket,
+    rxbuf: Option<SharedMemory>,
+    sendbuf: Option<SharedMemory>,
+    next_control: usize,
+    next_data: usize,
+}
+
+fn nvsp_bytes(msg: &NvspMessage<'_>, len: usize) -> Vec<u8> {
+    msg.to_vec(len)
+}
+
+impl Worker {
+    fn new(
+        host: ShmHostSide,
+        log: Arc<Mutex<HostLog>>,
+        script: Arc<Script>,
+        commands: Arc<Mutex<Vec<Command>>>,
+    ) -> Self {
+        let (from_guest, to_guest) = Self::rings(&host);
+        Self {
+            host,
+            log,
+            script,
+            commands,
+            from_guest,
+            to_guest,
+            pkt: IncomingPacket::new(),
+            rxbuf: None,
+            sendbuf: None,
+            next_control: 0,
+            next_data: CONTROL_SLOTS,
+        }
+    }
+
+    fn rings(host: &ShmHostSide) -> (IncomingRing, OutgoingRing) {
+        (
+            IncomingRing::new(host.guest_outgoing_ring(0).unwrap()).unwrap(),
+            OutgoingRing::new(host.guest_incoming_ring(0).unwrap(), true).unwrap(),
+        )
+    }
+
+    fn step(&mut self) {
+        if let Some(generation) = self.host.pending_reopen() {
+            self.host.acknowledge_reopen(generation).unwrap();
+            let (i, o) = Self::rings(&self.host);
+            self.from_guest = i;
+            self.to_guest = o;
+            self.rxbuf = None;
+            self.sendbuf = None;
+            self.log.lock().reopens += 1;
+        }
+        let commands: Vec<Command> = std::mem::take(&mut *self.commands.lock());
+        for c in commands {
+            self.run(c);
+        }
+        while let Ok(true) = self.from_guest.read(&mut self.pkt) {
+            self.handle();
+        }
+        self.from_guest.commit();
+        let _ = self.host.wait_guest_signal(Duration::from_millis(1));
+    }
+
+    fn send(&mut self, kind: OutgoingKind<'_>, tid: u64, rc: bool, payload: &[u8]) {
+        let packet = OutgoingPacket {
+            kind,
+            transaction_id: tid,
+            completion_requested: rc,
+            payload,
+        };
+        if self.to_guest.write(&packet).unwrap() {
+            self.host.signal_guest(0).unwrap();
+        }
+    }
+
+    fn complete(&mut self, tid: u64, msg: Option<&NvspMessage<'_>>) {
+        let payload = msg.map_or_else(Vec::new, |m| nvsp_bytes(m, 40));
+        self.send(OutgoingKind::Completion, tid, false, &payload);
+    }
+
+    /// Puts `message` into sub-allocation `slot` and sends it in a transfer-page packet.
+    fn deliver(&mut self, slots: &[(usize, usize)], channel_type: u32, tid: u64) {
+        let ranges: Vec<TransferPageRange> = slots
+            .iter()
+            .map(|&(slot, len)| TransferPageRange {
+                byte_count: len as u32,
+                byte_offset: (slot * SUB_ALLOC) as u32,
+            })
+            .collect();
+        let msg = NvspMessage::SendRndisPacket(nvsp::Message1SendRndisPacket::new(
+            channel_type,
+            nvsp::NO_SEND_SECTION,
+            0,
+        ));
+        let payload = nvsp_bytes(&msg, 40);
+        self.send(
+            OutgoingKind::TransferPages {
+                set_id: nvsp::RECEIVE_BUFFER_ID,
+                ranges: &ranges,
+            },
+            tid,
+            true,
+            &payload,
+        );
+        self.log.lock().rx_tids.push(tid);
+    }
+
+    fn control_reply(&mut self, bytes: &[u8]) {
+        let slot = self.next_control;
+        self.next_control = (self.next_control + 1) % CONTROL_SLOTS;
+        self.rxbuf
+            .as_ref()
+            .unwrap()
+            .write(slot * SUB_ALLOC, bytes)
+            .unwrap();
+        self.deliver(
+            &[(slot, bytes.len())],
+            nvsp::CONTROL_CHANNEL_TYPE,
+            slot as u64,
+        );
+    }
+
+    fn run(&mut self, command: Command) {
+        match command {
+            Command::Frames(frames) => {
+                let first = self.next_data;
+                let mut slots = Vec::new();
+                for f in frames {
+                    let slot = self.next_data;
+                    self.next_data += 1;
+                    let mut buf = vec![0u8; SUB_ALLOC];
+                    let info = PacketInfo {
+                        checksum: Some(0),
+                        ..PacketInfo::default()
+                    };
+                    rndis::write_host_packet(&mut buf, &f, &info).unwrap();
+                    self.rxbuf
+                        .as_ref()
+                        .unwrap()
+                        .write(slot * SUB_ALLOC, &buf)
+                        .unwrap();
+                    slots.push((slot, SUB_ALLOC));
+                }
+                self.deliver(&slots, nvsp::DATA_CHANNEL_TYPE, first as u64);
+            }
+            Command::MalformedRange => {
+                let tid = self.next_data as u64;
+                self.next_data += 1;
+                let len = self.rxbuf.as_ref().unwrap().len();
+                let ranges = [TransferPageRange {
+                    byte_count: SUB_ALLOC as u32,
+                    byte_offset: (len - 100) as u32,
+                }];
+                let msg = NvspMessage::SendRndisPacket(nvsp::Message1SendRndisPacket::new(
+                    0,
+                    nvsp::NO_SEND_SECTION,
+                    0,
+                ));
+                let payload = nvsp_bytes(&msg, 40);
+                self.send(
+                    OutgoingKind::TransferPages {
+                        set_id: nvsp::RECEIVE_BUFFER_ID,
+                        ranges: &ranges,
+                    },
+                    tid,
+                    true,
+                    &payload,
+                );
+                self.log.lock().rx_tids.push(tid);
+            }
+            Command::Completion(tid) => {
+                let msg = NvspMessage::SendRndisPacketComplete(
+                    nvsp::Message1SendRndisPacketComplete::new(nvsp::STATUS_SUCCESS),
+                );
+                self.complete(tid, Some(&msg));
+            }
+            Command::Indication(status) => {
+                let mut buf = [0u8; 64];
+                let n = rndis::encode_indicate_status(&mut buf, status, &[]).unwrap();
+                self.control_reply(&buf[..n]);
+            }
+            Command::CorruptRing => {
+                let ring = RingMemory::new(self.host.guest_incoming_ring(0).unwrap()).unwrap();
+                ring.write_index().store(3, Ordering::Release);
+            }
+        }
+    }
+
+    fn handle(&mut self) {
+        let tid = self.pkt.transaction_id();
+        let rc = self.pkt.completion_requested();
+        match self.pkt.kind() {
+            IncomingKind::Completion => {
+                let payload = self.pkt.payload().to_vec();
+                self.log.lock().guest_completions.push((tid, payload));
+            }
+            IncomingKind::InBand | IncomingKind::GpaDirect => {
+                let payload = self.pkt.payload().to_vec();
+                let gpa = self.gpa_bytes();
+                self.nvsp(&payload, tid, rc, gpa);
+            }
+            IncomingKind::TransferPages { .. } => panic!("guest sent transfer pages"),
+        }
+    }
+
+    /// The bytes of a GPA-direct packet's ranges, concatenated.
+    fn gpa_bytes(&self) -> Option<Vec<u8>> {
+        if self.pkt.kind() != IncomingKind::GpaDirect {
+            return None;
+        }
+        let mem = self.host.memory();
+        let mut out = Vec::new();
+        for r in self.pkt.gpa_ranges() {
+            let start = r.pfns[0] as usize * 4096 + r.byte_offset as usize;
+            let mut buf = vec![0u8; r.byte_count as usize];
+            mem.read(start, &mut buf).unwrap();
+            out.extend_from_slice(&buf);
+        }
+        Some(out)
+    }
+
+    fn nvsp(&mut self, payload: &[u8], tid: u64, rc: bool, gpa: Option<Vec<u8>>) {
+        let msg = NvspMessage::parse_from_guest(payload).unwrap();
+        match msg {
+            NvspMessage::Init(m) => {
+                let version = m.protocol_version.get();
+                self.log.lock().inits.push(version);
+                let ok = nvsp::is_known_version(version) && version <= self.script.refuse_above;
+                let status = if ok {
+                    nvsp::STATUS_SUCCESS
+                } else {
+                    nvsp::STATUS_NONE
+                };
+                let reply = NvspMessage::InitComplete(nvsp::MessageInitComplete::new(
+                    nvsp::INVALID_PROTOCOL_VERSION,
+                    nvsp::MAX_MDL_CHAIN_LENGTH,
+                    status,
+                ));
+                self.complete(tid, Some(&reply));
+            }
+            NvspMessage::SendNdisConfig(m) => {
+                self.log.lock().ndis_caps = Some(m.capabilities.get());
+                if rc {
+                    self.complete(tid, None);
+                }
+            }
+            NvspMessage::SendNdisVersion(_) => {
+                if rc {
+                    self.complete(tid, None);
+                }
+            }
+            NvspMessage::SendReceiveBuffer(m) => {
+                if self.script.vf_mid_handshake {
+                    let vf = NvspMessage::SendVfAssociation(nvsp::Message4SendVfAssociation::new(
+                        true, 7,
+                    ));
+                    let bytes = nvsp_bytes(&vf, 40);
+                    self.send(
+                        OutgoingKind::InBand,
+                        nvsp::HOST_VF_ASSOCIATION_TRANSACTION_ID,
+                        true,
+                        &bytes,
+                    );
+                }
+                let buf = self.host.gpadl(m.gpadl_handle.get()).unwrap();
+                let count = (buf.len() / SUB_ALLOC) as u32;
+                self.rxbuf = Some(buf);
+                let section = nvsp::ReceiveBufferSection::new(0, SUB_ALLOC as u32, count);
+                let mut out = [0u8; 64];
+                let n = nvsp::encode_receive_buffer_complete(
+                    &mut out,
+                    nvsp::STATUS_SUCCESS,
+                    &[section],
+                    40,
+                )
+                .unwrap();
+                self.send(OutgoingKind::Completion, tid, false, &out[..n]);
+            }
+            NvspMessage::SendSendBuffer(m) => {
+                self.sendbuf = Some(self.host.gpadl(m.gpadl_handle.get()).unwrap());
+                let reply =
+                    NvspMessage::SendSendBufferComplete(nvsp::Message1SendSendBufferComplete::new(
+                        nvsp::STATUS_SUCCESS,
+                        nvsp::SEND_SECTION_SIZE,
+                    ));
+                self.complete(tid, Some(&reply));
+            }
+            NvspMessage::SendRndisPacket(m) => {
+                let section = m.send_buffer_section_index.get();
+                let bytes = match gpa {
+                    Some(bytes) => bytes,
+                    None => {
+                        let size = m.send_buffer_section_size.get() as usize;
+                        let mut buf = vec![0u8; size];
+                        self.sendbuf
+                            .as_ref()
+                            .unwrap()
+                            .read(
+                                section as usize * nvsp::SEND_SECTION_SIZE as usize,
+                                &mut buf,
+                            )
+                            .unwrap();
+                        buf
+                    }
+                };
+                let control = m.channel_type.get() == nvsp::CONTROL_CHANNEL_TYPE;
+                let status = if control {
+                    nvsp::STATUS_SUCCESS
+                } else {
+                    self.script.send_status.load(Ordering::Acquire)
+                };
+                let reply = NvspMessage::SendRndisPacketComplete(
+                    nvsp::Message1SendRndisPacketComplete::new(status),
+                );
+                self.complete(tid, Some(&reply));
+                if control {
+                    self.rndis(&bytes);
+                } else if let Ok(RndisMessage::Packet(p)) = RndisMessage::parse(&bytes) {
+                    let frame = p.frame.get(&bytes).unwrap().to_vec();
+                    self.log
+                        .lock()
+                        .frames
+                        .push((frame, section == nvsp::NO_SEND_SECTION));
+                }
+            }
+            NvspMessage::SwitchDataPath(_) => self.complete(tid, None),
+            other => panic!("fake host does not handle {other:?}"),
+        }
+    }
+
+    fn rndis(&mut self, bytes: &[u8]) {
+        let mut out = [0u8; 256];
+        let n = match RndisMessage::parse(bytes).unwrap() {
+            RndisMessage::Initialize(m) => {
+                let c = rndis::InitializeComplete::host_default(m.request_id.get());
+                rndis::encode_initialize_complete(&mut out, &c).unwrap()
+            }
+            RndisMessage::Query(q) => {
+                let info: Vec<u8> = match q.oid {
+                    rndis::OID_802_3_CURRENT_ADDRESS => HOST_MAC.0.to_vec(),
+                    rndis::OID_GEN_MAXIMUM_FRAME_SIZE => 1500u32.to_le_bytes().to_vec(),
+                    rndis::OID_GEN_MEDIA_CONNECT_STATUS => 0u32.to_le_bytes().to_vec(),
+                    rndis::OID_GEN_LINK_SPEED => 100_000_000u32.to_le_bytes().to_vec(),
+                    _ => Vec::new(),
+                };
+                let status = if info.is_empty() {
+                    rndis::STATUS_NOT_SUPPORTED
+                } else {
+                    rndis::STATUS_SUCCESS
+                };
+                rndis::encode_query_complete(&mut out, q.request_id, status, &info).unwrap()
+            }
+            RndisMessage::Set(s) => {
+                if s.oid == rndis::OID_GEN_CURRENT_PACKET_FILTER {
+                    let v = s.info.get(bytes).unwrap();
+                    self.log.lock().filter = Some(u32::from_le_bytes(v.try_into().unwrap()));
+                }
+                rndis::encode_set_complete(&mut out, s.request_id, rndis::STATUS_SUCCESS).unwrap()
+            }
+            RndisMessage::Keepalive(k) => {
+                self.log.lock().keepalives += 1;
+                if !self.script.answer_keepalive.load(Ordering::Acquire) {
+                    return;
+                }
+                rndis::encode_keepalive_complete(
+                    &mut out,
+                    k.request_id.get(),
+                    rndis::STATUS_SUCCESS,
+                )
+                .unwrap()
+            }
+            other => panic!("fake host does not handle {other:?}"),
+        };
+        self.control_reply(&out[..n]);
+    }
+}
