@@ -1,0 +1,89 @@
+//! A fixed synthetic-path workload for counting guest-side instructions per packet with
+//! callgrind: `scripts/bench-ipp` runs it under valgrind, collecting only inside
+//! `guest_tx_burst` and `guest_rx_burst` (the guest's per-burst work, whatever inlining does
+//! inside them), and divides by the packet counts this program prints.
+//!
+//! Usage: `synthetic_ipp <tx|rx> <frame bytes> <frames>`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use integration::host::{HostConfig, PortMode, SimHost};
+use netvsc::nic::{NicConfig, SyntheticNic, SyntheticQueue};
+use netvsc::vmbus::shm::ShmConfig;
+use packet::{Packet, PortQueue};
+
+#[inline(never)]
+fn guest_tx_burst(queue: &mut SyntheticQueue, frames: &mut Vec<Packet>) -> usize {
+    queue.tx_burst(black_box(frames))
+}
+
+#[inline(never)]
+fn guest_rx_burst(queue: &mut SyntheticQueue, out: &mut Vec<Packet>) -> usize {
+    queue.rx_burst(black_box(out), 64)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: synthetic_ipp <tx|rx> <frame bytes 60..=1514> <frames>";
+    let (dir, len, count) = match args.as_slice() {
+        [_, d, l, c] => (
+            d.clone(),
+            l.parse::<usize>().expect(usage),
+            c.parse::<u64>().expect(usage),
+        ),
+        _ => panic!("{usage}"),
+    };
+    assert!((60..=1514).contains(&len), "{usage}");
+    let (host, device) = SimHost::start(HostConfig {
+        shm: ShmConfig {
+            max_channels: 1,
+            ..ShmConfig::default()
+        },
+        port: PortMode::External,
+        ..HostConfig::default()
+    })
+    .expect("host starts");
+    let (nic, mut queues) =
+        SyntheticNic::open(Box::new(device), NicConfig::default()).expect("NIC opens");
+    let queue = &mut queues[0];
+    let mut frame = vec![0x5au8; len];
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut done = 0u64;
+    let mut out = Vec::with_capacity(64);
+    match dir.as_str() {
+        "tx" => {
+            frame[0..6].copy_from_slice(&[2, 9, 9, 9, 9, 9]);
+            let pool = nic.pool().clone();
+            let mut burst = Vec::with_capacity(32);
+            let mut forwarded = 0;
+            while (done < count || forwarded < count) && Instant::now() < deadline {
+                while done + (burst.len() as u64) < count && burst.len() < 32 {
+                    burst.push(pool.alloc_from(&frame).expect("pool"));
+                }
+                done += guest_tx_burst(queue, &mut burst) as u64;
+                guest_rx_burst(queue, &mut out);
+                out.clear();
+                while host.external().try_recv().is_some() {
+                    forwarded += 1;
+                }
+            }
+        }
+        "rx" => {
+            frame[0..6].copy_from_slice(&nic.mac().0);
+            let mut injected = 0;
+            while done < count && Instant::now() < deadline {
+                if injected < count
+                    && host.external().pending_to_guest() < 256
+                    && host.external().inject_on(0, &frame)
+                {
+                    injected += 1;
+                }
+                done += guest_rx_burst(queue, &mut out) as u64;
+                out.clear();
+            }
+        }
+        _ => panic!("{usage}"),
+    }
+    println!("packets {done}");
+}

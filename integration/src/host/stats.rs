@@ -1,0 +1,172 @@
+//! Host-side counters: [`HostStats`], the snapshot the control handle hands out, and
+//! `StatsCell`, the live counters the host thread updates.
+//!
+//! Lifecycle: one `StatsCell` per [`SimHost`](super::SimHost), shared between the host thread
+//! (writer) and the control handle (reader). Scalar counters are atomics the host thread bumps
+//! *before* the guest can observe the effect (before it publishes the ring write), so a test
+//! that saw a frame also sees it counted. Counters are cumulative over the host's life; they
+//! survive channel reopens.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+
+/// A snapshot of the simulated host's counters ([`SimHost::stats`](super::SimHost::stats)).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostStats {
+    /// The NVSP version negotiated in the current session (`None` before INIT succeeds).
+    pub nvsp_version: Option<u32>,
+    /// Frames delivered to the guest (data ranges of transfer-page packets).
+    pub rx_delivered: u64,
+    /// Transfer-page data packets written to the guest.
+    pub rx_packets: u64,
+    /// Frames dropped because the guest's receive ring stayed full until the port queue
+    /// overflowed.
+    pub rx_dropped_ring_full: u64,
+    /// Frames dropped because no receive sub-allocation was free until the port queue
+    /// overflowed.
+    pub rx_dropped_no_buffer: u64,
+    /// Frames dropped while the guest's packet filter was 0.
+    pub rx_dropped_filtered: u64,
+    /// Frames dropped because they do not fit a receive sub-allocation.
+    pub rx_dropped_oversize: u64,
+    /// Frames offered on a queue (channel) that is not open.
+    pub rx_dropped_no_queue: u64,
+    /// Frames the guest transmitted (accepted and forwarded to the vSwitch).
+    pub tx_packets: u64,
+    /// Guest sends completed with FAILURE.
+    pub tx_failed: u64,
+    /// Frames the guest transmitted that the external port could not hold.
+    pub tx_dropped_port_full: u64,
+    /// Guest protocol violations that stopped the NetVSP worker.
+    pub protocol_errors: u64,
+    /// Reason of the last worker stop, for diagnostics.
+    pub last_error: Option<String>,
+    /// Whether the data path is currently switched to the VF.
+    pub data_path_vf: bool,
+    /// Every change of the data path, in order (`true` = to the VF), like the transcripts'
+    /// `set_data_path_to_guest_vf` calls.
+    pub data_path_switches: Vec<bool>,
+    /// VF associations (`{128, 1, serial}`) sent.
+    pub vf_associations: u64,
+    /// Times the host made the VF device available to the guest (`VF_DEVICE_DELAY` after an
+    /// association, or at once when the guest switches first).
+    pub vf_ready_for_device: u64,
+    /// Whether the NetVSP worker serves the channel (false after a protocol error or a
+    /// worker-stopping fault, until the guest reopens).
+    pub channel_alive: bool,
+    /// Transfer-page packets (data and control) the guest has not completed yet.
+    pub completions_outstanding: usize,
+    /// The guest's current RNDIS packet filter.
+    pub packet_filter: u32,
+    /// Subchannels open in the current session.
+    pub subchannels_open: u16,
+    /// RNDIS control messages (completions and indications) sent.
+    pub control_messages: u64,
+    /// RNDIS status indications sent (link, network change, offload config).
+    pub indications: u64,
+    /// Sends completed (NVSP 108 written).
+    pub tx_completions: u64,
+    /// Receive completions accepted from the guest.
+    pub rx_completions: u64,
+    /// Channel reopens acknowledged.
+    pub reopens: u64,
+    /// Faults injected so far.
+    pub faults_injected: u64,
+}
+
+/// The live counters behind [`HostStats`].
+#[derive(Debug, Default)]
+pub(crate) struct StatsCell {
+    pub nvsp_version: AtomicU32,
+    pub rx_delivered: AtomicU64,
+    pub rx_packets: AtomicU64,
+    pub rx_dropped_ring_full: AtomicU64,
+    pub rx_dropped_no_buffer: AtomicU64,
+    pub rx_dropped_filtered: AtomicU64,
+    pub rx_dropped_oversize: AtomicU64,
+    pub rx_dropped_no_queue: AtomicU64,
+    pub tx_packets: AtomicU64,
+    pub tx_failed: AtomicU64,
+    pub tx_dropped_port_full: AtomicU64,
+    pub protocol_errors: AtomicU64,
+    pub data_path_vf: AtomicBool,
+    pub vf_associations: AtomicU64,
+    pub vf_ready_for_device: AtomicU64,
+    pub channel_dead: AtomicBool,
+    pub completions_outstanding: AtomicUsize,
+    pub packet_filter: AtomicU32,
+    pub subchannels_open: AtomicU16,
+    pub control_messages: AtomicU64,
+    pub indications: AtomicU64,
+    pub tx_completions: AtomicU64,
+    pub rx_completions: AtomicU64,
+    pub reopens: AtomicU64,
+    pub faults_injected: AtomicU64,
+    pub misc: Mutex<Misc>,
+}
+
+/// The non-scalar parts of the stats.
+#[derive(Debug, Default)]
+pub(crate) struct Misc {
+    pub data_path_switches: Vec<bool>,
+    pub last_error: Option<String>,
+}
+
+/// Adds `n` to a counter (relaxed: counters order nothing).
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Ordering::Relaxed);
+}
+
+impl StatsCell {
+    /// Records a data-path change.
+    pub fn record_switch(&self, to_vf: bool) {
+        self.data_path_vf.store(to_vf, Ordering::Relaxed);
+        self.misc.lock().data_path_switches.push(to_vf);
+    }
+
+    /// Records why the worker stopped.
+    pub fn record_stop(&self, reason: String, protocol_error: bool) {
+        if protocol_error {
+            bump(&self.protocol_errors, 1);
+        }
+        self.channel_dead.store(true, Ordering::Relaxed);
+        self.misc.lock().last_error = Some(reason);
+    }
+
+    /// A consistent-enough snapshot (each counter is read once).
+    pub fn snapshot(&self) -> HostStats {
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let misc = self.misc.lock();
+        let version = self.nvsp_version.load(Ordering::Relaxed);
+        HostStats {
+            nvsp_version: (version != 0).then_some(version),
+            rx_delivered: load(&self.rx_delivered),
+            rx_packets: load(&self.rx_packets),
+            rx_dropped_ring_full: load(&self.rx_dropped_ring_full),
+            rx_dropped_no_buffer: load(&self.rx_dropped_no_buffer),
+            rx_dropped_filtered: load(&self.rx_dropped_filtered),
+            rx_dropped_oversize: load(&self.rx_dropped_oversize),
+            rx_dropped_no_queue: load(&self.rx_dropped_no_queue),
+            tx_packets: load(&self.tx_packets),
+            tx_failed: load(&self.tx_failed),
+            tx_dropped_port_full: load(&self.tx_dropped_port_full),
+            protocol_errors: load(&self.protocol_errors),
+            last_error: misc.last_error.clone(),
+            data_path_vf: self.data_path_vf.load(Ordering::Relaxed),
+            data_path_switches: misc.data_path_switches.clone(),
+            vf_associations: load(&self.vf_associations),
+            vf_ready_for_device: load(&self.vf_ready_for_device),
+            channel_alive: !self.channel_dead.load(Ordering::Relaxed),
+            completions_outstanding: self.completions_outstanding.load(Ordering::Relaxed),
+            packet_filter: self.packet_filter.load(Ordering::Relaxed),
+            subchannels_open: self.subchannels_open.load(Ordering::Relaxed),
+            control_messages: load(&self.control_messages),
+            indications: load(&self.indications),
+            tx_completions: load(&self.tx_completions),
+            rx_completions: load(&self.rx_completions),
+            reopens: load(&self.reopens),
+            faults_injected: load(&self.faults_injected),
+        }
+    }
+}
