@@ -34,7 +34,10 @@ pub enum NicEvent {
     },
     /// NVSP 134: the host's send indirection table (tx hash & 15 → queue).
     IndirectionTable(Vec<u32>),
-    /// RNDIS TASK_OFFLOAD_CURRENT_CONFIG: the host's offload configuration changed.
+    /// RNDIS TASK_OFFLOAD_CURRENT_CONFIG: the host's offload configuration changed. Hosts
+    /// send one after the handshake's offload parameters SET, so expect one soon after
+    /// [`open`](super::SyntheticNic::open) and after each
+    /// [`reestablish`](super::SyntheticNic::reestablish).
     OffloadConfigChanged,
     /// The channel died (corrupt ring, host closed it); control calls fail with
     /// [`NicError::ChannelDead`](super::NicError::ChannelDead) until re-established.

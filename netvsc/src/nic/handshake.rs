@@ -7,8 +7,10 @@
 //! 3. SEND_RECEIVE_BUFFER (id 0xCAFE), reply validated like Linux; SEND_SEND_BUFFER (id 0),
 //!    section size validated. A few sections at the start of the send buffer are kept for
 //!    control messages; the rest are split evenly between the queues.
-//! 4. RNDIS INITIALIZE; QUERY current MAC, maximum frame size, media connect status and (v5+)
-//!    link speed.
+//! 4. RNDIS INITIALIZE; QUERY current MAC and maximum frame size; QUERY the offload hardware
+//!    capabilities and SET the offload parameters (module `offload`: checksum offloads and LSO
+//!    off; a host that supports neither OID is tolerated); QUERY media connect status and
+//!    (v5+) link speed.
 //! 5. With more than one queue at v5+: QUERY RSS capabilities, SUB_CHANNEL allocate (the host
 //!    may grant fewer), open the subchannels, SET RSS parameters (Toeplitz, hash info 0x1701,
 //!    128 entries `i % queues`, the Microsoft key).
@@ -42,7 +44,8 @@ pub(crate) enum Steps {
 }
 
 impl Steps {
-    fn bound(&self) -> Bound {
+    /// The bound of the next request.
+    pub(crate) fn bound(&self) -> Bound {
         match *self {
             Steps::Each(timeout) => Bound::after(timeout),
             Steps::Until(bound) => bound,
@@ -271,7 +274,7 @@ impl NicShared {
         }
     }
 
-    /// MAC, MTU, link state and speed.
+    /// MAC, MTU, offloads (module `offload`), link state and speed.
     fn query_device(
         &self,
         keep_mac: Option<MacAddr>,
@@ -310,6 +313,7 @@ impl NicShared {
             );
         }
         self.set_mtu(self.config.mtu.min(host_mtu.max(super::config::MIN_MTU)));
+        self.configure_offloads(version, steps)?;
         let media = self.rndis_query_u32(
             rndis::OID_GEN_MEDIA_CONNECT_STATUS,
             steps.bound(),

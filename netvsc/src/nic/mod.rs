@@ -6,8 +6,9 @@
 //! 1. [`SyntheticNic::open`] takes a [`VmbusDevice`] and a [`NicConfig`], creates the packet
 //!    pool (from the device's DMA memory when it has some, so GPA-direct sends work), runs the
 //!    handshake (module `handshake`: NVSP INIT with version fallback, NDIS config and version,
-//!    receive and send buffers, RNDIS INITIALIZE and queries, subchannels and RSS, packet
-//!    filter) and returns the control handle and the queue handles.
+//!    receive and send buffers, RNDIS INITIALIZE and queries, offload capabilities and
+//!    parameters, subchannels and RSS, packet filter) and returns the control handle and the
+//!    queue handles.
 //! 2. Pollers call [`rx_burst`](packet::PortQueue::rx_burst) and
 //!    [`tx_burst`](packet::PortQueue::tx_burst); the control thread calls the control methods
 //!    and [`SyntheticNic::next_event`].
@@ -35,7 +36,10 @@
 //! - `config`, `error`, `events`, `stats`: the public types.
 //! - `tids`: transaction-id layout and the slot tables behind sends.
 //! - `control`: the control inbox and request bookkeeping; `shared`: sending on queue 0 and
-//!   bounded waiting; `rndis_control`: RNDIS requests; `handshake`: the session set-up.
+//!   bounded waiting; `rndis_control`: RNDIS requests; `handshake`: the session set-up;
+//!   `offload`: the offload capabilities query and parameters set.
+//! - `steering`: the host's send indirection table, for
+//!   [`SyntheticNic::tx_queue_for_hash`].
 //! - `queue`: per-queue state and [`SyntheticQueue`]; `rx`: receive dispatch; `tx`: sections
 //!   and GPA direct.
 //! - [`classify`]: the receive dispatch exposed for replaying recorded host packets (tests).
@@ -46,11 +50,13 @@ mod control;
 mod error;
 mod events;
 mod handshake;
+mod offload;
 mod queue;
 mod rndis_control;
 mod rx;
 mod shared;
 mod stats;
+mod steering;
 mod tids;
 mod tx;
 
@@ -64,6 +70,7 @@ use std::time::{Duration, Instant};
 use packet::{MacAddr, Pool, SharedMemory};
 
 use crate::nvsp::{self, NvspMessage};
+use crate::rndis::NdisOffload;
 use crate::vmbus::{DeviceError, VmbusDevice};
 
 pub use config::{DEFAULT_TX_COPY_MAX, MAX_MTU, MAX_QUEUES, MIN_MTU, MIN_POOL_BUFFERS, NicConfig};
@@ -167,6 +174,29 @@ impl SyntheticNic {
     /// The host's last send indirection table (empty until NVSP 134 arrives).
     pub fn send_indirection_table(&self) -> Vec<u32> {
         self.shared.send_table.lock().clone()
+    }
+
+    /// The transmit queue for a flow whose hash is `hash`, as Linux picks one for a flow
+    /// without an assigned queue: entry `hash % 16` of the host's send indirection table
+    /// (NVSP 134). The host is untrusted: an entry naming a queue that is not open (`>=`
+    /// [`queue_count`](Self::queue_count)) maps to `entry % queue_count`. Before any table
+    /// arrived, `hash % queue_count`.
+    ///
+    /// Lock-free (a few atomic loads), but meant to be called once per burst or per flow —
+    /// cache the answer in the flow table — rather than for every packet.
+    pub fn tx_queue_for_hash(&self, hash: u32) -> u16 {
+        self.shared
+            .steering
+            .queue_for_hash(hash, self.shared.queue_count())
+    }
+
+    /// The host's offload hardware capabilities (the NDIS_OFFLOAD it answered
+    /// `OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES` with during this session's handshake), or `None`
+    /// if it did not answer the query usefully. Informational: the NIC itself asks the host
+    /// for no checksum offload and no LSO, since it computes no checksums and sends no
+    /// segments larger than the MTU.
+    pub fn offload_capabilities(&self) -> Option<NdisOffload> {
+        *self.shared.offload_caps.lock()
     }
 
     /// The pool received frames come from and transmitted frames should be allocated from

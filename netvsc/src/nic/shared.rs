@@ -16,7 +16,7 @@ use packet::{MacAddr, Pool, SharedMemory};
 use parking_lot::Mutex;
 
 use crate::nvsp::{self, NvspMessage};
-use crate::rndis::RndisError;
+use crate::rndis::{NdisOffload, RndisError};
 use crate::vmbus::{DeviceError, OutgoingKind, OutgoingPacket, VmbusDevice};
 
 use super::config::NicConfig;
@@ -24,6 +24,7 @@ use super::control::{Bound, Control, RndisAnswer};
 use super::error::NicError;
 use super::events::NicEvent;
 use super::queue::{BURST_BUDGET, QueueShared};
+use super::steering::SendTable;
 
 /// Longest single sleep of a control wait.
 const PUMP_SLICE: Duration = Duration::from_millis(5);
@@ -51,7 +52,12 @@ pub(crate) struct NicShared {
     /// Serialises open and re-establish.
     pub session_lock: Mutex<()>,
     pub sendbuf: Mutex<Option<SendBuffer>>,
+    /// The host's last send indirection table as it sent it (empty until NVSP 134).
     pub send_table: Mutex<Vec<u32>>,
+    /// The same table, for lock-free transmit queue selection.
+    pub steering: SendTable,
+    /// The host's offload hardware capabilities, if it answered the query this session.
+    pub offload_caps: Mutex<Option<NdisOffload>>,
     pub epoch: Instant,
     mac: AtomicU64,
     mtu: AtomicUsize,
@@ -88,6 +94,8 @@ impl NicShared {
             session_lock: Mutex::new(()),
             sendbuf: Mutex::new(None),
             send_table: Mutex::new(Vec::new()),
+            steering: SendTable::default(),
+            offload_caps: Mutex::new(None),
             epoch: Instant::now(),
             mac: AtomicU64::new(0),
             nvsp_version: AtomicU32::new(0),
@@ -185,7 +193,10 @@ impl NicShared {
                 self.set_link_up(false);
             }
             NicEvent::LinkSpeedChange(bps) if *bps != 0 => self.set_link_speed(*bps),
-            NicEvent::IndirectionTable(table) => *self.send_table.lock() = table.clone(),
+            NicEvent::IndirectionTable(table) => {
+                self.steering.store(table);
+                *self.send_table.lock() = table.clone();
+            }
             _ => {}
         }
         self.control.push_event(event);

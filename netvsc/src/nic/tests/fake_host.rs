@@ -12,7 +12,7 @@ use packet::{MacAddr, SharedMemory};
 use parking_lot::Mutex;
 
 use crate::nvsp::{self, NvspMessage};
-use crate::rndis::{self, PacketInfo, RndisMessage};
+use crate::rndis::{self, NdisOffload, PacketInfo, RndisMessage};
 use crate::vmbus::shm::{ShmBus, ShmConfig, ShmDevice, ShmHostSide};
 use crate::vmbus::{
     IncomingKind, IncomingPacket, IncomingRing, OutgoingKind, OutgoingPacket, OutgoingRing,
@@ -35,6 +35,29 @@ pub struct Script {
     pub answer_keepalive: AtomicBool,
     /// NVSP status of data send completions.
     pub send_status: AtomicU32,
+    /// The answer to the offload hardware capabilities query (`None`: NOT_SUPPORTED).
+    pub offload_caps: Option<NdisOffload>,
+    /// Answer the offload parameters SET with NOT_SUPPORTED (no indication follows).
+    pub refuse_offload_parameters: bool,
+}
+
+/// Hardware capabilities like OpenVMM's with transmit offloads: checksums both ways, LSOv2.
+pub fn host_offload_caps() -> NdisOffload {
+    use zerocopy::FromZeros;
+    use zerocopy::byteorder::little_endian::U32;
+    let mut o = NdisOffload::new_zeroed();
+    o.header = rndis::NdisObjectHeader::new(
+        rndis::NDIS_OBJECT_TYPE_OFFLOAD,
+        3,
+        rndis::NDIS_OFFLOAD_SIZE_REVISION_3,
+    );
+    let encap = U32::new(rndis::NDIS_ENCAPSULATION_IEEE_802_3);
+    o.checksum.ipv4_tx_encapsulation = encap;
+    o.checksum.ipv4_tx_flags = U32::new(rndis::NDIS_CSUM_CAP_TCP4 | rndis::NDIS_CSUM_CAP_UDP4);
+    o.lso_v2.ipv4_encapsulation = encap;
+    o.lso_v2.ipv4_max_offload_size = U32::new(0xF53C);
+    o.lso_v2.ipv4_min_segment_count = U32::new(2);
+    o
 }
 
 impl Default for Script {
@@ -44,6 +67,8 @@ impl Default for Script {
             vf_mid_handshake: false,
             answer_keepalive: AtomicBool::new(true),
             send_status: AtomicU32::new(nvsp::STATUS_SUCCESS),
+            offload_caps: Some(host_offload_caps()),
+            refuse_offload_parameters: false,
         }
     }
 }
@@ -61,6 +86,8 @@ pub enum Command {
     Indication(u32),
     /// Corrupt the write index of the guest's incoming ring.
     CorruptRing,
+    /// An NVSP 134 send indirection table with these 16 entries (in-band, tid 0).
+    IndirectionTable(Vec<u32>),
 }
 
 /// What the host saw.
@@ -77,6 +104,12 @@ pub struct HostLog {
     pub frames: Vec<(Vec<u8>, bool)>,
     pub keepalives: usize,
     pub reopens: usize,
+    /// RNDIS QUERY and SET requests in order: message type and OID.
+    pub rndis_requests: Vec<(u32, u32)>,
+    /// The input buffer of each offload hardware capabilities query.
+    pub offload_caps_inputs: Vec<Vec<u8>>,
+    /// The value of each offload parameters SET.
+    pub offload_parameters: Vec<Vec<u8>>,
 }
 
 pub struct FakeHost {
@@ -340,6 +373,11 @@ impl Worker {
                 let n = rndis::encode_indicate_status(&mut buf, status, &[]).unwrap();
                 self.control_reply(&buf[..n]);
             }
+            Command::IndirectionTable(table) => {
+                let mut payload = vec![0u8; nvsp::SEND_INDIRECTION_TABLE_MESSAGE_SIZE];
+                let n = nvsp::encode_send_indirection_table(&mut payload, &table).unwrap();
+                self.send(OutgoingKind::InBand, 0, false, &payload[..n]);
+            }
             Command::CorruptRing => {
                 let ring = RingMemory::new(self.host.guest_incoming_ring(0).unwrap()).unwrap();
                 ring.write_index().store(3, Ordering::Release);
@@ -491,17 +529,32 @@ impl Worker {
 
     fn rndis(&mut self, bytes: &[u8]) {
         let mut out = [0u8; 256];
+        let mut indication = None;
         let n = match RndisMessage::parse(bytes).unwrap() {
             RndisMessage::Initialize(m) => {
                 let c = rndis::InitializeComplete::host_default(m.request_id.get());
                 rndis::encode_initialize_complete(&mut out, &c).unwrap()
             }
             RndisMessage::Query(q) => {
+                let input = q.info.get(bytes).unwrap_or_default().to_vec();
+                {
+                    let mut log = self.log.lock();
+                    log.rndis_requests
+                        .push((rndis::MESSAGE_TYPE_QUERY_MSG, q.oid));
+                    if q.oid == rndis::OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES {
+                        log.offload_caps_inputs.push(input);
+                    }
+                }
                 let info: Vec<u8> = match q.oid {
                     rndis::OID_802_3_CURRENT_ADDRESS => HOST_MAC.0.to_vec(),
                     rndis::OID_GEN_MAXIMUM_FRAME_SIZE => 1500u32.to_le_bytes().to_vec(),
                     rndis::OID_GEN_MEDIA_CONNECT_STATUS => 0u32.to_le_bytes().to_vec(),
                     rndis::OID_GEN_LINK_SPEED => 100_000_000u32.to_le_bytes().to_vec(),
+                    rndis::OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES => self
+                        .script
+                        .offload_caps
+                        .map(|c| c.wire_bytes().to_vec())
+                        .unwrap_or_default(),
                     _ => Vec::new(),
                 };
                 let status = if info.is_empty() {
@@ -512,11 +565,26 @@ impl Worker {
                 rndis::encode_query_complete(&mut out, q.request_id, status, &info).unwrap()
             }
             RndisMessage::Set(s) => {
-                if s.oid == rndis::OID_GEN_CURRENT_PACKET_FILTER {
-                    let v = s.info.get(bytes).unwrap();
-                    self.log.lock().filter = Some(u32::from_le_bytes(v.try_into().unwrap()));
+                let v = s.info.get(bytes).unwrap();
+                let mut status = rndis::STATUS_SUCCESS;
+                {
+                    let mut log = self.log.lock();
+                    log.rndis_requests
+                        .push((rndis::MESSAGE_TYPE_SET_MSG, s.oid));
+                    if s.oid == rndis::OID_GEN_CURRENT_PACKET_FILTER {
+                        log.filter = Some(u32::from_le_bytes(v.try_into().unwrap()));
+                    }
+                    if s.oid == rndis::OID_TCP_OFFLOAD_PARAMETERS {
+                        log.offload_parameters.push(v.to_vec());
+                        if self.script.refuse_offload_parameters {
+                            status = rndis::STATUS_NOT_SUPPORTED;
+                        } else {
+                            // Like OpenVMM: the new configuration follows the completion.
+                            indication = Some(rndis::STATUS_TASK_OFFLOAD_CURRENT_CONFIG);
+                        }
+                    }
                 }
-                rndis::encode_set_complete(&mut out, s.request_id, rndis::STATUS_SUCCESS).unwrap()
+                rndis::encode_set_complete(&mut out, s.request_id, status).unwrap()
             }
             RndisMessage::Keepalive(k) => {
                 self.log.lock().keepalives += 1;
@@ -533,5 +601,14 @@ impl Worker {
             other => panic!("fake host does not handle {other:?}"),
         };
         self.control_reply(&out[..n]);
+        if let Some(status) = indication {
+            let buffer = self
+                .script
+                .offload_caps
+                .map(|c| c.wire_bytes().to_vec())
+                .unwrap_or_default();
+            let n = rndis::encode_indicate_status(&mut out, status, &buffer).unwrap();
+            self.control_reply(&out[..n]);
+        }
     }
 }

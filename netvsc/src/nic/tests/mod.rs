@@ -11,11 +11,13 @@ use packet::{Packet, PortQueue};
 use super::control::Control;
 use super::events::indication_event;
 use super::handshake::{capabilities, control_sections, partition};
+use super::offload::offload_parameters;
+use super::steering::SendTable;
 use super::tids::{KIND_CONTROL, KIND_GPA, KIND_SECTION, SlotTable, control_tid, kind_of};
 use super::*;
 use crate::nvsp;
 use crate::rndis;
-use fake_host::{Command, FakeHost, HOST_MAC, Script};
+use fake_host::{Command, FakeHost, HOST_MAC, Script, host_offload_caps};
 
 // --- units ---------------------------------------------------------------------------------
 
@@ -238,6 +240,81 @@ fn status_indications_become_events() {
     assert_eq!(indication_event(0x4001_0001, &[]), None);
 }
 
+#[test]
+fn before_a_send_table_the_hash_picks_the_queue_modulo_the_queue_count() {
+    let table = SendTable::default();
+    for hash in [0u32, 1, 3, 4, 5, 15, 16, 17, 1000, u32::MAX] {
+        assert_eq!(table.queue_for_hash(hash, 4), (hash % 4) as u16);
+        assert_eq!(table.queue_for_hash(hash, 1), 0);
+        assert_eq!(table.queue_for_hash(hash, 0), 0, "0 queues counts as 1");
+    }
+}
+
+#[test]
+fn the_send_table_entry_is_selected_by_the_low_four_bits_of_the_hash() {
+    let table = SendTable::default();
+    let entries: Vec<u32> = (0..16).map(|i| (i * 3) % 4).collect();
+    table.store(&entries);
+    for hash in 0..256u32 {
+        assert_eq!(
+            table.queue_for_hash(hash, 4),
+            entries[(hash & 15) as usize] as u16,
+            "hash {hash}"
+        );
+    }
+    assert_eq!(table.queue_for_hash(u32::MAX, 4), entries[15] as u16);
+    // A newer table replaces the old one.
+    table.store(&[1; 16]);
+    assert_eq!(table.queue_for_hash(0, 4), 1);
+}
+
+#[test]
+fn send_table_entries_naming_closed_queues_are_clamped() {
+    let table = SendTable::default();
+    let mut entries = vec![0u32; 16];
+    entries[0] = 4;
+    entries[1] = 7;
+    entries[2] = 64;
+    entries[3] = u32::MAX;
+    entries[4] = 3;
+    table.store(&entries);
+    assert_eq!(table.queue_for_hash(0, 4), 0);
+    assert_eq!(table.queue_for_hash(1, 4), 3);
+    assert_eq!(table.queue_for_hash(2, 4), 0);
+    assert_eq!(table.queue_for_hash(3, 4), (u32::MAX % 4) as u16);
+    assert_eq!(table.queue_for_hash(4, 4), 3);
+    assert_eq!(table.queue_for_hash(4, 3), 0);
+    for hash in 0..64u32 {
+        for queues in 1..=8u16 {
+            assert!(table.queue_for_hash(hash, queues) < queues);
+        }
+    }
+}
+
+#[test]
+fn offload_parameters_switch_checksums_and_lso_off_and_leave_the_rest() {
+    let p = offload_parameters(nvsp::VERSION_61);
+    let bytes = p.wire_bytes();
+    assert_eq!(bytes.len(), 28);
+    assert_eq!(&bytes[..4], &[0x80, 3, 28, 0]);
+    // ip4, tcp4, udp4, tcp6, udp6 checksums: 1 = transmit and receive off.
+    assert_eq!(&bytes[4..9], &[1, 1, 1, 1, 1]);
+    // lsov1 and ipsec v1 unchanged; lsov2 ip4 and ip6: 1 = off; tcp connection unchanged.
+    assert_eq!(&bytes[9..15], &[0, 0, 1, 1, 0, 0]);
+    // flags, ipsec v2, rsc, encapsulation: unchanged.
+    assert!(bytes[15..].iter().all(|&b| b == 0));
+    assert_eq!(offload_parameters(nvsp::VERSION_5), p);
+
+    for version in [nvsp::VERSION_4, nvsp::VERSION_2] {
+        let p = offload_parameters(version);
+        let bytes = p.wire_bytes();
+        assert_eq!(bytes.len(), 22, "{version:#x}");
+        assert_eq!(&bytes[..4], &[0x80, 3, 22, 0]);
+        assert_eq!((bytes[6], bytes[8]), (1, 1), "udp checksum offload off");
+        assert_eq!(&bytes[4..15], &[1, 1, 1, 1, 1, 0, 0, 1, 1, 0, 0]);
+    }
+}
+
 // --- against the fake host -----------------------------------------------------------------
 
 fn small_config() -> NicConfig {
@@ -251,6 +328,14 @@ fn open(script: Script, config: NicConfig) -> (FakeHost, SyntheticNic, Vec<Synth
     let (host, device) = FakeHost::start(script);
     let (nic, queues) = SyntheticNic::open(Box::new(device), config).expect("nic opens");
     (host, nic, queues)
+}
+
+/// Takes the event the handshake's offload parameters SET causes, so a test sees only its own.
+fn settle(nic: &SyntheticNic) {
+    assert_eq!(
+        nic.next_event(Duration::from_secs(5)),
+        Some(NicEvent::OffloadConfigChanged)
+    );
 }
 
 fn frame(len: usize, seed: u8) -> Vec<u8> {
@@ -345,6 +430,10 @@ fn a_vf_association_in_the_middle_of_the_handshake_is_an_event_and_the_handshake
             allocated: true,
             serial: 7
         })
+    );
+    assert_eq!(
+        nic.next_event(Duration::from_secs(5)),
+        Some(NicEvent::OffloadConfigChanged)
     );
     assert_eq!(nic.next_event(Duration::from_millis(10)), None);
 }
@@ -467,6 +556,7 @@ fn a_failed_send_is_counted_and_its_resources_freed() {
 #[test]
 fn a_control_only_program_sees_link_events() {
     let (host, nic, _queues) = open(Script::default(), small_config());
+    settle(&nic);
     host.command(Command::Indication(rndis::STATUS_MEDIA_DISCONNECT));
     assert_eq!(
         nic.next_event(Duration::from_secs(5)),
@@ -484,6 +574,7 @@ fn a_control_only_program_sees_link_events() {
 #[test]
 fn a_corrupt_ring_kills_the_channel_until_the_session_is_re_established() {
     let (host, nic, mut queues) = open(Script::default(), small_config());
+    settle(&nic);
     host.command(Command::CorruptRing);
     assert_eq!(
         nic.next_event(Duration::from_secs(5)),
@@ -513,4 +604,137 @@ fn a_corrupt_ring_kills_the_channel_until_the_session_is_re_established() {
         log.frames.iter().any(|(f, _)| *f == frame(70, 6))
     });
     assert_eq!(nic.stats().reestablished, 1);
+}
+
+const QUERY: u32 = rndis::MESSAGE_TYPE_QUERY_MSG;
+const SET: u32 = rndis::MESSAGE_TYPE_SET_MSG;
+
+#[test]
+fn the_handshake_queries_offload_caps_and_sets_parameters_in_linux_order() {
+    let (host, nic, _queues) = open(Script::default(), small_config());
+    let log = host.log.lock();
+    assert_eq!(
+        log.rndis_requests,
+        vec![
+            (QUERY, rndis::OID_802_3_CURRENT_ADDRESS),
+            (QUERY, rndis::OID_GEN_MAXIMUM_FRAME_SIZE),
+            (QUERY, rndis::OID_TCP_OFFLOAD_HARDWARE_CAPABILITIES),
+            (SET, rndis::OID_TCP_OFFLOAD_PARAMETERS),
+            (QUERY, rndis::OID_GEN_MEDIA_CONNECT_STATUS),
+            (QUERY, rndis::OID_GEN_LINK_SPEED),
+            (SET, rndis::OID_GEN_CURRENT_PACKET_FILTER),
+        ]
+    );
+    let input = &log.offload_caps_inputs[0];
+    assert_eq!(input.len(), 156);
+    assert_eq!(&input[..4], &[0xA7, 3, 156, 0]);
+    assert!(input[4..].iter().all(|&b| b == 0));
+    assert_eq!(
+        log.offload_parameters,
+        vec![offload_parameters(nvsp::VERSION_61).wire_bytes().to_vec()]
+    );
+    drop(log);
+    assert_eq!(nic.offload_capabilities(), Some(host_offload_caps()));
+}
+
+#[test]
+fn the_offload_objects_follow_the_negotiated_version() {
+    for (version, caps_size, revision, params_size) in [
+        (nvsp::VERSION_5, 156usize, 3u8, 28usize),
+        (nvsp::VERSION_4, 144, 2, 22),
+        (nvsp::VERSION_2, 112, 1, 22),
+    ] {
+        let script = Script {
+            refuse_above: version,
+            ..Script::default()
+        };
+        let (host, nic, _queues) = open(script, small_config());
+        assert_eq!(nic.nvsp_version(), version);
+        let log = host.log.lock();
+        let input = &log.offload_caps_inputs[0];
+        assert_eq!(input.len(), caps_size, "{version:#x}");
+        assert_eq!(input[..4], [0xA7, revision, caps_size as u8, 0]);
+        let params = &log.offload_parameters[0];
+        assert_eq!(params.len(), params_size, "{version:#x}");
+        assert_eq!(params[..], *offload_parameters(version).wire_bytes());
+    }
+}
+
+#[test]
+fn the_offload_config_indication_is_an_event_and_leaves_the_control_engine_alone() {
+    let (host, nic, _queues) = open(Script::default(), small_config());
+    settle(&nic);
+    nic.keepalive(Duration::from_secs(5))
+        .expect("control works");
+    let info = nic
+        .query_oid(rndis::OID_GEN_MAXIMUM_FRAME_SIZE, Duration::from_secs(5))
+        .expect("a query after the indication");
+    assert_eq!(info, 1500u32.to_le_bytes());
+    let stats = nic.stats();
+    assert_eq!(stats.control_late_responses, 0);
+    assert_eq!(stats.control_unknown_completions, 0);
+    assert_eq!(stats.control_timeouts, 0);
+    assert_eq!(host.log.lock().keepalives, 1);
+}
+
+#[test]
+fn a_host_without_offload_support_does_not_fail_the_handshake() {
+    let script = Script {
+        offload_caps: None,
+        refuse_offload_parameters: true,
+        ..Script::default()
+    };
+    let (host, nic, mut queues) = open(script, small_config());
+    assert_eq!(nic.offload_capabilities(), None);
+    assert!(nic.link_up());
+    assert_eq!(nic.link_speed(), 10_000_000_000);
+    {
+        let log = host.log.lock();
+        assert_eq!(log.offload_caps_inputs.len(), 1);
+        assert_eq!(log.offload_parameters.len(), 1);
+        assert_eq!(log.filter, Some(0x0D));
+    }
+    nic.keepalive(Duration::from_secs(5))
+        .expect("control works");
+    assert_eq!(nic.next_event(Duration::from_millis(10)), None);
+    let mut frames = vec![nic.pool().alloc_from(&frame(60, 4)).unwrap()];
+    assert_eq!(queues[0].tx_burst(&mut frames), 1);
+    host.wait_until("the frame", |log| log.frames.len() == 1);
+}
+
+#[test]
+fn caps_are_recorded_again_when_the_session_is_re_established() {
+    let (host, nic, _queues) = open(Script::default(), small_config());
+    settle(&nic);
+    host.command(Command::CorruptRing);
+    assert_eq!(
+        nic.next_event(Duration::from_secs(5)),
+        Some(NicEvent::ChannelDead)
+    );
+    nic.reestablish(Duration::from_secs(5))
+        .expect("re-established");
+    assert_eq!(nic.offload_capabilities(), Some(host_offload_caps()));
+    assert_eq!(host.log.lock().offload_parameters.len(), 2);
+    settle(&nic);
+}
+
+#[test]
+fn a_hostile_send_table_is_recorded_as_sent_and_clamped_for_steering() {
+    let (host, nic, _queues) = open(Script::default(), small_config());
+    settle(&nic);
+    assert!(nic.send_indirection_table().is_empty());
+    assert_eq!(nic.tx_queue_for_hash(7), 0);
+    let table: Vec<u32> = (0..16)
+        .map(|i| if i % 2 == 0 { 5 } else { u32::MAX })
+        .collect();
+    host.command(Command::IndirectionTable(table.clone()));
+    assert_eq!(
+        nic.next_event(Duration::from_secs(5)),
+        Some(NicEvent::IndirectionTable(table.clone()))
+    );
+    assert_eq!(nic.send_indirection_table(), table);
+    assert_eq!(nic.queue_count(), 1);
+    for hash in 0..64 {
+        assert_eq!(nic.tx_queue_for_hash(hash), 0);
+    }
 }
