@@ -1,13 +1,18 @@
 //! The SR-IOV virtual function: the accelerated path.
 //!
-//! This crate will hold, as the VF issue builds it:
-//! - `device`: our own traits in front of `pci-driver` (register I/O, config space, DMA memory
-//!   with bus addresses, interrupts as eventfds including the VFIO request IRQ, removal);
-//! - `vfio`: the real backend over `/dev/vfio` (IOMMU type1 and no-IOMMU groups), with every
-//!   ioctl and mmap in one module that has a scripted fake twin;
-//! - `igbvf`: an Intel 82576 VF driver (mailbox, rings with advanced descriptors, link, reset
-//!   and removal detection, counters);
-//! - the `VfPort` trait that `bond` drives: `rx_burst`/`tx_burst` per queue, link, MAC, stop,
-//!   release, events.
+//! Modules:
+//! - [`device`]: our own traits in front of any PCI backend (`pci-driver`'s are sealed):
+//!   [`device::VfDevice`] with BAR0 register I/O ([`device::RegisterIo`]), bounded config-space
+//!   access, DMA memory with bus addresses, interrupts as eventfds (MSI-X and the VFIO
+//!   device-request IRQ), presence and reset; one error type, [`device::DeviceError`];
+//! - [`vfio`]: the real backend over `/dev/vfio` (IOMMU type1 and no-IOMMU groups), with every
+//!   ioctl, open, eventfd and mmap in [`vfio::sys`] behind a trait that has a scripted fake twin;
+//! - `igbvf`: the Intel 82576 VF driver over [`device::VfDevice`] (mailbox, rings with advanced
+//!   descriptors, link, reset and removal detection, counters).
 //!
-//! Nothing is implemented yet.
+//! Still to come with the VF issue: the `VfPort` trait that `bond` drives (`rx_burst`/`tx_burst`
+//! per queue, link, MAC, stop, release, events).
+
+pub mod device;
+pub mod igbvf;
+pub mod vfio;
