@@ -9,10 +9,10 @@
 //!   ioctl, open, eventfd and mmap in [`vfio::sys`] behind a trait that has a scripted fake twin;
 //! - `igbvf`: the Intel 82576 VF driver over [`device::VfDevice`] (mailbox, rings with advanced
 //!   descriptors, link, reset and removal detection, counters).
-//!
-//! Still to come with the VF issue: the `VfPort` trait that `bond` drives (`rx_burst`/`tx_burst`
-//! per queue, link, MAC, stop, release, events).
+//! - [`port`]: [`port::VfPort`], the control face `bond` drives (link, MAC, events, stop,
+//!   release); queues are `packet::PortQueue`s.
 
 pub mod device;
 pub mod igbvf;
+pub mod port;
 pub mod vfio;
