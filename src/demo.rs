@@ -155,7 +155,7 @@ fn expect_event(
     let deadline = Instant::now() + WAIT;
     while Instant::now() < deadline {
         if let Some(ev) = nic.next_event(Duration::from_millis(20)) {
-            println!("  event: {ev:?}");
+            say!("  event: {ev:?}");
             if want(&ev) {
                 return Ok(());
             }
@@ -186,7 +186,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         vf_device_delay: Duration::from_millis(100),
         ..HostConfig::default()
     };
-    println!("starting the simulated Hyper-V host (NetVSP, vSwitch with an in-memory port)");
+    say!("starting the simulated Hyper-V host (NetVSP, vSwitch with an in-memory port)");
     let (host, device) = SimHost::start(host_config).context("starting the simulated host")?;
     let config = NicConfig {
         mtu: args.mtu as usize,
@@ -197,19 +197,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let (nic, mut queues) =
         SyntheticNic::open(Box::new(device), config).context("opening the synthetic NIC")?;
-    println!(
-        "synthetic NIC up in {:.1} ms: NVSP {:#x}, NDIS {}.{}, MAC {}, MTU {}, link {}, {} queue(s)",
+    say!(
+        "synthetic NIC up in {:.1} ms: {}",
         started.elapsed().as_secs_f64() * 1e3,
-        nic.nvsp_version(),
-        nic.ndis_version() >> 16,
-        nic.ndis_version() & 0xffff,
-        nic.mac(),
-        nic.mtu(),
-        if nic.link_up() { "up" } else { "down" },
-        nic.queue_count(),
+        crate::nic_summary(&nic)
     );
 
-    println!(
+    say!(
         "exchanging {} frames each way on each queue (60..={max} bytes, contents and order checked)",
         args.frames
     );
@@ -261,21 +255,21 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     collected?;
     let secs = started.elapsed().as_secs_f64();
     for (q, run) in runs.iter().enumerate() {
-        println!("  queue {q}: sent {} received {}", run.sent, run.received);
+        say!("  queue {q}: sent {} received {}", run.sent, run.received);
     }
-    println!(
+    say!(
         "  {} frames in {secs:.2} s ({:.0} frames/s both ways together; not a benchmark)",
         2 * total,
         2.0 * total as f64 / secs
     );
 
-    println!("link down, then up (RNDIS status indications)");
+    say!("link down, then up (RNDIS status indications)");
     host.set_link(false);
     expect_event(&nic, "link down", |e| *e == NicEvent::LinkDown)?;
     host.set_link(true);
     expect_event(&nic, "link up", |e| *e == NicEvent::LinkUp)?;
 
-    println!("host offers a VF (NVSP 128), guest switches the data path to it and back (NVSP 129)");
+    say!("host offers a VF (NVSP 128), guest switches the data path to it and back (NVSP 129)");
     host.offer_vf(VF_SERIAL);
     expect_event(&nic, "VF association", |e| {
         *e == NicEvent::VfAssociation {
@@ -285,7 +279,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     })?;
     nic.switch_data_path(true, WAIT)
         .context("switching the data path to the VF")?;
-    println!(
+    say!(
         "  data path on the VF: host says {}",
         host.stats().data_path_vf
     );
@@ -301,15 +295,15 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     })?;
     nic.switch_data_path(false, WAIT)
         .context("switching the data path back")?;
-    println!(
+    say!(
         "  data path on the VF: host says {}",
         host.stats().data_path_vf
     );
 
     let stats = nic.stats();
-    println!("guest counters:");
+    say!("guest counters:");
     for (q, s) in stats.queues.iter().enumerate() {
-        println!(
+        say!(
             "  queue {q}: rx {} pkts {} B, tx {} pkts {} B (sections {}, GPA direct {}), tx ring full {}, malformed {}",
             s.rx_packets,
             s.rx_bytes,
@@ -322,7 +316,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         );
     }
     let h = host.stats();
-    println!(
+    say!(
         "host counters: delivered {}, from guest {}, dropped ring-full {} no-buffer {} filtered {}, protocol errors {}",
         h.rx_delivered,
         h.tx_packets,
@@ -332,6 +326,6 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         h.protocol_errors
     );
     ensure!(h.protocol_errors == 0, "the host saw protocol errors");
-    println!("demo finished: every frame arrived whole and in order");
+    say!("demo finished: every frame arrived whole and in order");
     Ok(())
 }

@@ -1,5 +1,16 @@
 //! `hvnet`: the command-line front end. Wiring only; the protocol logic lives in the crates.
 
+/// `println!` that ends the program quietly when stdout is gone (e.g. piped into `head`)
+/// instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if writeln!(std::io::stdout(), $($arg)*).is_err() {
+            std::process::exit(0);
+        }
+    }};
+}
+
 mod demo;
 mod probe;
 
@@ -35,6 +46,24 @@ enum Command {
     /// Needs root and a NetVSC bound to uio_hv_generic; docs/deploy.md shows how. The
     /// kernel's netvsc driver must not be using the device at the same time.
     Probe(probe::ProbeArgs),
+}
+
+/// One line saying what a synthetic NIC negotiated with its host.
+fn nic_summary(nic: &netvsc::nic::SyntheticNic) -> String {
+    format!(
+        "NVSP {:#x}, NDIS {}.{}, MAC {}, MTU {}, link {}{}, {} queue(s)",
+        nic.nvsp_version(),
+        nic.ndis_version() >> 16,
+        nic.ndis_version() & 0xffff,
+        nic.mac(),
+        nic.mtu(),
+        if nic.link_up() { "up" } else { "down" },
+        match nic.link_speed() {
+            0 => String::new(), // not asked below NVSP 5
+            bps => format!(" at {} Mbit/s", bps / 1_000_000),
+        },
+        nic.queue_count()
+    )
 }
 
 fn main() -> anyhow::Result<()> {

@@ -54,20 +54,10 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
         },
     )
     .context("negotiating NVSP and RNDIS with the host")?;
-    println!("device: {info}");
-    println!(
-        "NVSP {:#x}, NDIS {}.{}, MAC {}, MTU {}, link {} at {} bit/s, {} queue(s)",
-        nic.nvsp_version(),
-        nic.ndis_version() >> 16,
-        nic.ndis_version() & 0xffff,
-        nic.mac(),
-        nic.mtu(),
-        if nic.link_up() { "up" } else { "down" },
-        nic.link_speed(),
-        nic.queue_count()
-    );
+    say!("device: {info}");
+    say!("{}", crate::nic_summary(&nic));
     while let Some(event) = nic.next_event(Duration::from_millis(500)) {
-        println!("event: {event:?}");
+        say!("event: {event:?}");
     }
     Ok(())
 }
