@@ -1,17 +1,19 @@
 //! The simulated Hyper-V host and the suites that run hvnet against it.
 //!
-//! This crate plays the host's part so the guest driver can be tested without Hyper-V:
+//! It plays the host's part, and the device's, so the driver crates can be tested without
+//! Hyper-V or hardware. Each simulated party is a separate actor that sees only the bytes a
+//! real one would see (shared memory, DMA memory, registers, doorbells).
 //!
-//! - the VMBus host side (offers, GPADLs, channel open and close, ring doorbells);
-//! - NetVSP, the host end of the synthetic NIC (NVSP and RNDIS);
-//! - a vSwitch that connects the synthetic NICs and loops frames back;
-//! - fault injection on all of the above;
-//! - [`host`]: the simulated host itself — [`host::SimHost`] serves a shared-memory VMBus
-//!   (NetVSP, vSwitch with loopback and an in-memory external port, fault injection) and hands
-//!   the guest its device;
-//! - the NetVSP conformance transcripts ([`conformance`]): golden host answers recorded from a
-//!   real NetVSP, loaded and compared against what the simulated host produces;
-//! - later, the software VF and the failover suites (synthetic ⇄ VF data path).
+//! - [`host`]: the simulated Hyper-V host — [`host::SimHost`] serves a shared-memory VMBus
+//!   (NetVSP, a vSwitch with loopback and an in-memory external port, link and VF scripting,
+//!   fault injection) and hands the guest its device;
+//! - [`conformance`]: the NetVSP conformance transcripts, golden answers recorded from a real
+//!   NetVSP host, loaded and compared against what the simulated host produces;
+//! - [`vf_model`]: the software igbvf (82576 VF) behind `vf::device`, with its PF's mailbox,
+//!   a DMA engine on its own thread, an in-memory wire and fault injection.
+//!
+//! The failover suites (synthetic ⇄ VF) will join `tests/` with the bond issue.
 
 pub mod conformance;
 pub mod host;
+pub mod vf_model;

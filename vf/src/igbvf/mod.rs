@@ -15,5 +15,8 @@
 //! driver to count; nothing here panics on device input.
 
 pub mod descriptors;
+pub mod driver;
 pub mod mailbox;
 pub mod regs;
+
+pub use driver::{Clock, Igbvf, IgbvfConfig, IgbvfError, IgbvfQueue, QueueCounters, SystemClock};

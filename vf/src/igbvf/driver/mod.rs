@@ -1,0 +1,164 @@
+//! The igbvf driver: an 82576 virtual function behind [`crate::device::VfDevice`].
+//!
+//! Modules: [`IgbvfConfig`] and [`Clock`] here; `error` ([`IgbvfError`]); `mailbox_io` (the
+//! `V2PMAILBOX` handshake performed on registers, bounded by the clock); `queue`, `rx` and `tx`
+//! (rings, [`IgbvfQueue`]); `control` ([`Igbvf`], the [`crate::port::VfPort`]).
+//!
+//! Lifecycle: [`Igbvf::open`] resets the function (`CTRL.RST`), waits for the PF (`RESET`
+//! handshake, retried while the PF NACKs, adopting the MAC it assigns), sends `SET_LPE` for
+//! jumbo MTUs, builds and programs the rings and the interrupts, and returns the control handle
+//! and one [`IgbvfQueue`] per queue. The control thread calls [`crate::port::VfPort::service`]
+//! periodically and after interrupts: it polls the mailbox (the mailbox interrupt may arrive on
+//! the wrong vector), link, presence and the request eventfd, and re-initialises the function
+//! in place after a PF reset. `stop` quiesces the rings; `release` gives the device back; the
+//! queues hand out nothing afterwards.
+//!
+//! Invariants:
+//! - the device is untrusted: every descriptor is copied out of DMA memory once, then
+//!   validated by the `descriptors` parsers, then used; every register read is checked for
+//!   all-ones before its bits are interpreted; every read of `V2PMAILBOX` goes through the
+//!   [`MailboxProtocol`](crate::igbvf::mailbox::MailboxProtocol), which latches the
+//!   read-to-clear bits;
+//! - every wait is bounded by the configured timeouts, measured with a [`Clock`];
+//! - a packet buffer belongs to exactly one owner at a time: the pool, the RX ring (posted to
+//!   the device), the TX ring (between `tx_burst` and its `DD`), or the caller;
+//! - each queue's state sits behind one uncontended lock taken once per burst (the control
+//!   thread takes it only to reset, stop or release), never per packet; the hot path does not
+//!   allocate.
+
+mod control;
+mod error;
+mod mailbox_io;
+mod queue;
+mod rx;
+mod tx;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+pub use control::Igbvf;
+pub use error::IgbvfError;
+pub use queue::{IgbvfQueue, QueueCounters};
+
+use crate::igbvf::mailbox::MAX_FRAME_LIMIT;
+use crate::igbvf::regs::srrctl_one_buffer;
+
+/// Bytes a frame carries beyond the MTU on the wire as the PF counts it for `SET_LPE`:
+/// Ethernet header, FCS and one VLAN tag (Linux igbvf `igbvf_set_rlpml`).
+pub const FRAME_OVERHEAD: usize = 14 + 4 + 4;
+
+/// Settings of one igbvf port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IgbvfConfig {
+    /// Queue pairs, `1..=2`.
+    pub queues: u16,
+    /// Descriptors per ring, a multiple of 8 in `8..=4096`.
+    pub ring_size: u16,
+    /// MTU in bytes (`68..=9000`); above 1500 the PF is asked for large frames (`SET_LPE`).
+    pub mtu: usize,
+    /// RX packet buffer size: a multiple of 1 KiB holding a whole frame (MTU +
+    /// [`FRAME_OVERHEAD`]).
+    pub rx_buf_size: usize,
+    /// Budget of one mailbox exchange, and of the whole reset handshake with the PF.
+    pub mailbox_timeout: Duration,
+    /// Budget at open (and after a PF reset) for the queue enable bits to read back and, at
+    /// open, for `STATUS.LU`; a link still down after it is not an error.
+    pub link_wait: Duration,
+}
+
+impl Default for IgbvfConfig {
+    fn default() -> Self {
+        Self {
+            queues: 1,
+            ring_size: 256,
+            mtu: 1500,
+            rx_buf_size: 2048,
+            mailbox_timeout: Duration::from_secs(1),
+            link_wait: Duration::from_secs(1),
+        }
+    }
+}
+
+fn config_error(field: &'static str, reason: String) -> IgbvfError {
+    IgbvfError::Config { field, reason }
+}
+
+impl IgbvfConfig {
+    /// Checks every field against what the 82576 VF and the buffer layout allow.
+    pub fn validate(&self) -> Result<(), IgbvfError> {
+        if !(1..=2).contains(&self.queues) {
+            return Err(config_error(
+                "queues",
+                format!("{} not in 1..=2", self.queues),
+            ));
+        }
+        if self.ring_size < 8 || self.ring_size > 4096 || !self.ring_size.is_multiple_of(8) {
+            return Err(config_error(
+                "ring_size",
+                format!("{} is not a multiple of 8 in 8..=4096", self.ring_size),
+            ));
+        }
+        if !(68..=9000).contains(&self.mtu) {
+            return Err(config_error(
+                "mtu",
+                format!("{} not in 68..=9000", self.mtu),
+            ));
+        }
+        if let Err(e) = srrctl_one_buffer(self.rx_buf_size, true) {
+            return Err(config_error("rx_buf_size", e.to_string()));
+        }
+        if self.max_frame() > self.rx_buf_size || self.max_frame() > MAX_FRAME_LIMIT as usize {
+            return Err(config_error(
+                "rx_buf_size",
+                format!(
+                    "{} cannot hold a {}-byte frame (mtu {})",
+                    self.rx_buf_size,
+                    self.max_frame(),
+                    self.mtu
+                ),
+            ));
+        }
+        if self.mailbox_timeout.is_zero() {
+            return Err(config_error("mailbox_timeout", "is zero".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// Largest frame on the wire, FCS and one VLAN tag included (the `SET_LPE` value).
+    pub fn max_frame(&self) -> usize {
+        self.mtu + FRAME_OVERHEAD
+    }
+
+    /// Largest frame `tx_burst` accepts (header plus MTU; the device appends the FCS).
+    pub fn max_tx_frame(&self) -> usize {
+        self.mtu + 14
+    }
+}
+
+/// Time as an input: where the driver gets "now" and how it pauses between register polls.
+///
+/// [`SystemClock`] is the real one; tests supply a clock whose `pause` advances a virtual
+/// time, so every bounded wait ends without sleeping.
+pub trait Clock: Send + Sync + fmt::Debug {
+    /// The current instant.
+    fn now(&self) -> Instant;
+    /// Waits about `duration` before the next poll of a register.
+    fn pause(&self, duration: Duration);
+}
+
+/// The wall clock: [`Instant::now`] and [`std::thread::sleep`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn pause(&self, duration: Duration) {
+        std::thread::sleep(duration);
+    }
+}

@@ -1,0 +1,357 @@
+//! One queue pair: its rings, buffers, counters and state, and the [`IgbvfQueue`] handle.
+//!
+//! Lifecycle of a queue: built and programmed by `open` (`Running`); paused by the control
+//! thread while the function is re-initialised after a PF reset (`Resetting`, then re-armed
+//! and `Running` again with the same buffers); `Stopped` by `stop`; `Gone` after a removal or
+//! `release`. Only a `Running` queue moves frames; every other state makes both bursts return
+//! 0 without touching the device.
+//!
+//! Buffer ownership: every RX slot holds the [`Packet`] whose bus address is posted in its
+//! descriptor; the packet leaves the slot only when the device has written it back (`DD`).
+//! Every TX slot between `next_clean` and `next_use` holds the packet the device is reading,
+//! until its `DD`. A packet dropped returns to its pool.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use packet::{Packet, Pool, PortQueue, SharedMemory};
+use parking_lot::Mutex;
+
+use super::error::IgbvfError;
+use super::{Clock, IgbvfConfig};
+use crate::device::{RegisterIo, VfDevice};
+use crate::igbvf::descriptors::DESC_SIZE;
+use crate::igbvf::regs::{
+    Queue, rdbah, rdbal, rdh, rdlen, rdt, rxdctl, srrctl, srrctl_one_buffer, tdbah, tdbal, tdh,
+    tdlen, tdt, txdctl,
+};
+
+/// Per-queue counters, plain integers updated by the queue's poller once per burst.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueCounters {
+    /// Frames handed out by `rx_burst`.
+    pub rx_packets: u64,
+    /// Bytes handed out by `rx_burst`.
+    pub rx_bytes: u64,
+    /// Frames the device completed (`DD`) after `tx_burst` took them.
+    pub tx_packets: u64,
+    /// Bytes of those frames.
+    pub tx_bytes: u64,
+    /// RX write-backs rejected by the parser (slot re-armed, frame dropped).
+    pub rx_descriptor_errors: u64,
+    /// Frames the device flagged as errored.
+    pub rx_frame_errors: u64,
+    /// Frames dropped because no buffer was free to re-arm their slot.
+    pub rx_no_buffer: u64,
+    /// Frames taken by `tx_burst` and never completed (reset, stop timeout, removal).
+    pub tx_lost: u64,
+    /// Frames taken by `tx_burst` and dropped because they are empty or longer than MTU + 14
+    /// bytes.
+    pub tx_dropped: u64,
+}
+
+/// Where a queue is in its lifecycle (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum QueueState {
+    Running,
+    Resetting,
+    Stopped,
+    Gone,
+}
+
+/// The RX ring.
+#[derive(Debug)]
+pub(crate) struct RxRing {
+    pub(crate) mem: SharedMemory,
+    /// Always full: a slot's packet is swapped out only for a fresh one.
+    pub(crate) slots: Vec<Packet>,
+    pub(crate) pool: Pool,
+    /// Next descriptor to look at; the tail register is always one behind it.
+    pub(crate) next: usize,
+    /// Packet buffer size posted to the device (`SRRCTL.BSIZEPKT`).
+    pub(crate) buf_size: usize,
+}
+
+/// The TX ring.
+#[derive(Debug)]
+pub(crate) struct TxRing {
+    pub(crate) mem: SharedMemory,
+    pub(crate) slots: Vec<Option<Packet>>,
+    /// Next descriptor to fill; the tail register.
+    pub(crate) next_use: usize,
+    /// Oldest descriptor not yet completed.
+    pub(crate) next_clean: usize,
+    /// Descriptors between `next_clean` and `next_use`.
+    pub(crate) in_flight: usize,
+}
+
+/// Everything of one queue pair, behind the queue's lock.
+#[derive(Debug)]
+pub(crate) struct QueueInner {
+    pub(crate) name: String,
+    pub(crate) queue: Queue,
+    pub(crate) bar: Arc<dyn RegisterIo>,
+    pub(crate) state: QueueState,
+    pub(crate) rx: RxRing,
+    pub(crate) tx: TxRing,
+    pub(crate) counters: QueueCounters,
+    pub(crate) max_tx_frame: usize,
+}
+
+/// Ring memory alignment the 82576 requires (`RDBAL`/`TDBAL`).
+const RING_ALIGN: u64 = 128;
+
+fn alloc_ring(
+    device: &dyn VfDevice,
+    queue: Queue,
+    descriptors: usize,
+) -> Result<SharedMemory, IgbvfError> {
+    let bytes = descriptors * DESC_SIZE;
+    let mem = device
+        .dma_alloc(bytes + RING_ALIGN as usize)
+        .map_err(|source| IgbvfError::Device {
+            device: device.name().to_owned(),
+            op: "allocate ring memory",
+            source,
+        })?;
+    let misalign = mem.bus_addr(0) % RING_ALIGN;
+    let skip = if misalign == 0 {
+        0
+    } else {
+        (RING_ALIGN - misalign) as usize
+    };
+    mem.subregion(skip, bytes)
+        .map_err(|source| IgbvfError::Memory {
+            device: device.name().to_owned(),
+            queue: queue.index(),
+            op: "align ring memory",
+            source,
+        })
+}
+
+impl QueueInner {
+    /// Allocates the rings and the buffer pool (three buffers per descriptor: one set posted
+    /// for RX, one in the caller's hands, one for frames the caller sends) and fills every RX
+    /// slot.
+    pub(crate) fn new(
+        device: &dyn VfDevice,
+        queue: Queue,
+        config: &IgbvfConfig,
+    ) -> Result<Self, IgbvfError> {
+        let size = usize::from(config.ring_size);
+        let name = device.name().to_owned();
+        let rx_mem = alloc_ring(device, queue, size)?;
+        let tx_mem = alloc_ring(device, queue, size)?;
+        let buf = config.rx_buf_size + packet::pool::HEADROOM;
+        let pool_mem = device
+            .dma_alloc(buf.next_multiple_of(64) * size * 3)
+            .map_err(|source| IgbvfError::Device {
+                device: name.clone(),
+                op: "allocate packet buffers",
+                source,
+            })?;
+        let pool = Pool::new(pool_mem, buf).map_err(|source| IgbvfError::Memory {
+            device: name.clone(),
+            queue: queue.index(),
+            op: "cut packet buffers",
+            source,
+        })?;
+        let mut slots = Vec::with_capacity(size);
+        for _ in 0..size {
+            // The pool holds three buffers per descriptor, so this only fails on a pool that
+            // came out smaller than asked.
+            let packet = pool.alloc().ok_or_else(|| IgbvfError::Memory {
+                device: name.clone(),
+                queue: queue.index(),
+                op: "fill rx ring",
+                source: packet::MemError::Empty,
+            })?;
+            slots.push(packet);
+        }
+        Ok(Self {
+            name,
+            queue,
+            bar: device.bar0(),
+            state: QueueState::Resetting,
+            rx: RxRing {
+                mem: rx_mem,
+                slots,
+                pool,
+                next: 0,
+                buf_size: config.rx_buf_size,
+            },
+            tx: TxRing {
+                mem: tx_mem,
+                slots: (0..size).map(|_| None).collect(),
+                next_use: 0,
+                next_clean: 0,
+                in_flight: 0,
+            },
+            counters: QueueCounters::default(),
+            max_tx_frame: config.max_tx_frame(),
+        })
+    }
+
+    /// Counts every TX frame still in the ring as lost and frees it. Only after the device
+    /// stopped reading the ring (queue disabled, function reset, or device gone).
+    pub(crate) fn forget_tx(&mut self) {
+        let lost = self.tx.slots.iter_mut().filter_map(Option::take).count();
+        self.counters.tx_lost += lost as u64;
+        self.tx.next_use = 0;
+        self.tx.next_clean = 0;
+        self.tx.in_flight = 0;
+    }
+
+    /// Re-arms every RX descriptor with its slot's buffer and clears the TX ring memory. The device must not be using the rings.
+    fn arm_rings(&mut self) -> Result<(), IgbvfError> {
+        let zero = [0u8; DESC_SIZE];
+        for i in 0..self.rx.slots.len() {
+            self.rearm(i);
+        }
+        for i in 0..self.tx.slots.len() {
+            self.write_tx_desc(i, &zero)?;
+        }
+        self.rx.next = 0;
+        Ok(())
+    }
+
+    fn write_tx_desc(&self, index: usize, bytes: &[u8; DESC_SIZE]) -> Result<(), IgbvfError> {
+        self.tx
+            .mem
+            .write(index * DESC_SIZE, bytes)
+            .map_err(|source| IgbvfError::Memory {
+                device: self.name.clone(),
+                queue: self.queue.index(),
+                op: "write descriptor",
+                source,
+            })
+    }
+
+    /// Programs both rings into the (freshly reset) function and enables them, waiting at
+    /// most until `deadline` for each enable bit to read back. Leaves the queue `Running`.
+    pub(crate) fn program(
+        &mut self,
+        clock: &dyn Clock,
+        deadline: Instant,
+    ) -> Result<(), IgbvfError> {
+        self.forget_tx();
+        self.arm_rings()?;
+        let q = self.queue;
+        let bar = self.bar.clone();
+        let size = self.rx.slots.len();
+        let len = (size * DESC_SIZE) as u32;
+        let srr =
+            srrctl_one_buffer(self.rx.buf_size, true).map_err(|source| IgbvfError::Register {
+                device: self.name.clone(),
+                register: srrctl(q),
+                source,
+            })?;
+
+        // TX first, as Linux igbvf does.
+        let tx_base = self.tx.mem.bus_addr(0);
+        bar.write32(txdctl(q), 0);
+        bar.write32(tdbal(q), tx_base as u32);
+        bar.write32(tdbah(q), (tx_base >> 32) as u32);
+        bar.write32(tdlen(q), len);
+        bar.write32(tdh(q), 0);
+        bar.write32(tdt(q), 0);
+        bar.write32(txdctl(q), txdctl::ENABLE | txdctl::thresholds(8, 1, 16));
+        self.wait_bits(clock, deadline, txdctl(q), txdctl::ENABLE)?;
+
+        let rx_base = self.rx.mem.bus_addr(0);
+        bar.write32(rxdctl(q), 0);
+        bar.write32(rdbal(q), rx_base as u32);
+        bar.write32(rdbah(q), (rx_base >> 32) as u32);
+        bar.write32(rdlen(q), len);
+        bar.write32(srrctl(q), srr);
+        bar.write32(rdh(q), 0);
+        bar.write32(rdt(q), 0);
+        bar.write32(rxdctl(q), rxdctl::ENABLE | rxdctl::thresholds(16, 8, 1));
+        self.wait_bits(clock, deadline, rxdctl(q), rxdctl::ENABLE)?;
+        // Descriptors were written above; make them visible before the device may fetch.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        bar.write32(rdt(q), (size - 1) as u32);
+        self.state = QueueState::Running;
+        Ok(())
+    }
+
+    fn wait_bits(
+        &self,
+        clock: &dyn Clock,
+        deadline: Instant,
+        register: u32,
+        bits: u32,
+    ) -> Result<(), IgbvfError> {
+        loop {
+            let value = self.bar.read32(register);
+            if value == crate::device::ALL_ONES {
+                return Err(IgbvfError::Removed {
+                    device: self.name.clone(),
+                    register,
+                });
+            }
+            if value & bits == bits {
+                return Ok(());
+            }
+            if clock.now() >= deadline {
+                return Err(IgbvfError::QueueEnable {
+                    device: self.name.clone(),
+                    queue: self.queue.index(),
+                    register,
+                    expected: bits,
+                });
+            }
+            clock.pause(super::mailbox_io::POLL_INTERVAL);
+        }
+    }
+}
+
+/// The data-path handle of one queue pair, owned by one polling thread.
+///
+/// Each burst takes the queue's lock once (uncontended unless the control thread is
+/// resetting, stopping or releasing the port) and allocates nothing. `rx_burst` hands out
+/// packets from [`Self::pool`]; `tx_burst` keeps the packets it takes until the device reports
+/// them done. Both return 0 unless the queue is running.
+#[derive(Debug)]
+pub struct IgbvfQueue {
+    pub(crate) inner: Arc<Mutex<QueueInner>>,
+    pub(crate) index: u16,
+    pub(crate) pool: Pool,
+}
+
+impl IgbvfQueue {
+    /// The queue's buffer pool, in DMA memory the device reaches: RX buffers come from it,
+    /// and frames for [`PortQueue::tx_burst`] must live in memory like it (this pool or
+    /// another DMA-mapped one).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The queue pair index.
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// A snapshot of this queue's counters.
+    pub fn counters(&self) -> QueueCounters {
+        self.inner.lock().counters
+    }
+}
+
+impl PortQueue for IgbvfQueue {
+    fn rx_burst(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let mut inner = self.inner.lock();
+        if inner.state != QueueState::Running {
+            return 0;
+        }
+        inner.rx_burst(out, max, self.index)
+    }
+
+    fn tx_burst(&mut self, frames: &mut Vec<Packet>) -> usize {
+        let mut inner = self.inner.lock();
+        if inner.state != QueueState::Running {
+            return 0;
+        }
+        inner.tx_burst(frames)
+    }
+}
