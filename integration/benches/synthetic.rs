@@ -11,12 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{frame, median, spsc_baseline};
 use integration::host::{HostConfig, PortMode, SimHost};
 use netvsc::nic::{NicConfig, SyntheticNic, SyntheticQueue};
 use netvsc::vmbus::shm::ShmConfig;
-use packet::{MacAddr, Packet, Pool, PortQueue, SharedMemory};
-
-const BURST: usize = 32;
+use packet::{MacAddr, Packet, PortQueue};
 
 struct Rig {
     host: SimHost,
@@ -43,14 +44,6 @@ fn rig() -> Rig {
     }
 }
 
-fn frame(len: usize, dst: MacAddr) -> Vec<u8> {
-    let mut f = vec![0x5a; len];
-    f[0..6].copy_from_slice(&dst.0);
-    f[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-    f[12..14].copy_from_slice(&0x88b5u16.to_be_bytes());
-    f
-}
-
 /// Guest transmit: frames through `tx_burst`; the host forwards them to its external port,
 /// where a drain thread takes them.
 fn synthetic_tx(rig: &mut Rig, len: usize, count: u64) -> f64 {
@@ -69,11 +62,11 @@ fn synthetic_tx(rig: &mut Rig, len: usize, count: u64) -> f64 {
                 std::thread::yield_now();
             }
         });
-        let mut burst: Vec<Packet> = Vec::with_capacity(BURST);
+        let mut burst: Vec<Packet> = Vec::with_capacity(common::BURST);
         let mut sink = Vec::new();
         let mut sent = 0u64;
         while sent < count {
-            while burst.len() < BURST {
+            while burst.len() < common::BURST {
                 match pool.alloc_from(&f) {
                     Some(p) => burst.push(p),
                     None => break,
@@ -121,53 +114,6 @@ fn synthetic_rx(rig: &mut Rig, len: usize, count: u64) -> f64 {
         }
     });
     got as f64 / started.elapsed().as_secs_f64()
-}
-
-/// Baseline: the same frames, allocated from a pool and copied in as the NIC's caller does,
-/// moved through a wait-free SPSC queue to a consumer thread that copies them out and frees
-/// them — what any inter-thread handoff costs without VMBus framing, NVSP or RNDIS.
-fn spsc_baseline(len: usize, count: u64) -> f64 {
-    let pool = Pool::new(SharedMemory::anonymous(64 << 20).unwrap(), 2048).unwrap();
-    let f = frame(len, MacAddr([2, 9, 9, 9, 9, 9]));
-    let (mut tx, mut rx) = rtrb::RingBuffer::<Packet>::new(4096);
-    let started = Instant::now();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let mut got = 0;
-            let mut copy = vec![0u8; 2048];
-            while got < count {
-                match rx.pop() {
-                    Ok(p) => {
-                        copy[..p.len()].copy_from_slice(p.data());
-                        got += 1;
-                    }
-                    Err(_) => std::hint::spin_loop(),
-                }
-            }
-        });
-        let mut sent = 0;
-        while sent < count {
-            if let Some(p) = pool.alloc_from(&f) {
-                let mut p = p;
-                loop {
-                    match tx.push(p) {
-                        Ok(()) => break,
-                        Err(rtrb::PushError::Full(back)) => {
-                            p = back;
-                            std::hint::spin_loop();
-                        }
-                    }
-                }
-                sent += 1;
-            }
-        }
-    });
-    count as f64 / started.elapsed().as_secs_f64()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    v[v.len() / 2]
 }
 
 fn main() {
