@@ -14,39 +14,30 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{frame, median, spsc_baseline};
-use integration::host::{HostConfig, PortMode, SimHost};
-use netvsc::nic::{NicConfig, SyntheticNic, SyntheticQueue};
+use integration::host::{HostConfig, PortMode};
+use integration::rig::SyntheticRig;
+use netvsc::nic::NicConfig;
 use netvsc::vmbus::shm::ShmConfig;
 use packet::{MacAddr, Packet, PortQueue};
 
-struct Rig {
-    host: SimHost,
-    nic: SyntheticNic,
-    queue: SyntheticQueue,
-}
-
-fn rig() -> Rig {
-    let (host, device) = SimHost::start(HostConfig {
-        shm: ShmConfig {
-            max_channels: 1,
-            ..ShmConfig::default()
+fn rig() -> SyntheticRig {
+    SyntheticRig::start(
+        HostConfig {
+            shm: ShmConfig {
+                max_channels: 1,
+                ..ShmConfig::default()
+            },
+            port: PortMode::External,
+            ..HostConfig::default()
         },
-        port: PortMode::External,
-        ..HostConfig::default()
-    })
-    .expect("host starts");
-    let (nic, mut queues) =
-        SyntheticNic::open(Box::new(device), NicConfig::default()).expect("NIC opens");
-    Rig {
-        host,
-        nic,
-        queue: queues.remove(0),
-    }
+        NicConfig::default(),
+    )
+    .expect("host starts and the NIC opens")
 }
 
 /// Guest transmit: frames through `tx_burst`; the host forwards them to its external port,
 /// where a drain thread takes them.
-fn synthetic_tx(rig: &mut Rig, len: usize, count: u64) -> f64 {
+fn synthetic_tx(rig: &mut SyntheticRig, len: usize, count: u64) -> f64 {
     let f = frame(len, MacAddr([2, 9, 9, 9, 9, 9]));
     let pool = rig.nic.pool().clone();
     let received = Arc::new(AtomicU64::new(0));
@@ -72,13 +63,13 @@ fn synthetic_tx(rig: &mut Rig, len: usize, count: u64) -> f64 {
                     None => break,
                 }
             }
-            sent += rig.queue.tx_burst(&mut burst) as u64;
-            rig.queue.rx_burst(&mut sink, 64);
+            sent += rig.queues[0].tx_burst(&mut burst) as u64;
+            rig.queues[0].rx_burst(&mut sink, 64);
             sink.clear();
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         while received.load(Ordering::Relaxed) < count && Instant::now() < deadline {
-            rig.queue.rx_burst(&mut sink, 64);
+            rig.queues[0].rx_burst(&mut sink, 64);
             sink.clear();
         }
         stop.store(true, Ordering::Relaxed);
@@ -88,7 +79,7 @@ fn synthetic_tx(rig: &mut Rig, len: usize, count: u64) -> f64 {
 
 /// Guest receive: an injector thread feeds the host's external port, the guest polls
 /// `rx_burst`.
-fn synthetic_rx(rig: &mut Rig, len: usize, count: u64) -> f64 {
+fn synthetic_rx(rig: &mut SyntheticRig, len: usize, count: u64) -> f64 {
     let f = frame(len, rig.nic.mac());
     let started = Instant::now();
     let mut got = 0u64;
@@ -109,7 +100,7 @@ fn synthetic_rx(rig: &mut Rig, len: usize, count: u64) -> f64 {
         let mut out = Vec::with_capacity(64);
         let deadline = Instant::now() + Duration::from_secs(60);
         while got < count && Instant::now() < deadline {
-            got += rig.queue.rx_burst(&mut out, 64) as u64;
+            got += rig.queues[0].rx_burst(&mut out, 64) as u64;
             out.clear();
         }
     });

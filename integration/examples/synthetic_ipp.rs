@@ -8,8 +8,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use integration::host::{HostConfig, PortMode, SimHost};
-use netvsc::nic::{NicConfig, SyntheticNic, SyntheticQueue};
+use integration::host::{HostConfig, PortMode};
+use integration::rig::SyntheticRig;
+use netvsc::nic::{NicConfig, SyntheticQueue};
 use netvsc::vmbus::shm::ShmConfig;
 use packet::{Packet, PortQueue};
 
@@ -35,17 +36,22 @@ fn main() {
         _ => panic!("{usage}"),
     };
     assert!((60..=1514).contains(&len), "{usage}");
-    let (host, device) = SimHost::start(HostConfig {
-        shm: ShmConfig {
-            max_channels: 1,
-            ..ShmConfig::default()
+    let SyntheticRig {
+        host,
+        nic,
+        mut queues,
+    } = SyntheticRig::start(
+        HostConfig {
+            shm: ShmConfig {
+                max_channels: 1,
+                ..ShmConfig::default()
+            },
+            port: PortMode::External,
+            ..HostConfig::default()
         },
-        port: PortMode::External,
-        ..HostConfig::default()
-    })
-    .expect("host starts");
-    let (nic, mut queues) =
-        SyntheticNic::open(Box::new(device), NicConfig::default()).expect("NIC opens");
+        NicConfig::default(),
+    )
+    .expect("host starts and the NIC opens");
     let queue = &mut queues[0];
     let mut frame = vec![0x5au8; len];
     let deadline = Instant::now() + Duration::from_secs(600);

@@ -9,6 +9,7 @@
 //!   fault injection) and hands the guest its device;
 //! - [`conformance`]: the NetVSP conformance transcripts, golden answers recorded from a real
 //!   NetVSP host, loaded and compared against what the simulated host produces;
+//! - [`rig`]: [`rig::SyntheticRig`], a host with a guest NIC opened against it;
 //! - [`vf_model`]: the software igbvf (82576 VF) behind `vf::device`, with its PF's mailbox,
 //!   a DMA engine on its own thread, an in-memory wire and fault injection.
 //!
@@ -16,4 +17,5 @@
 
 pub mod conformance;
 pub mod host;
+pub mod rig;
 pub mod vf_model;

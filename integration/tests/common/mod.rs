@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use integration::host::{HostConfig, PortMode, SimHost};
-use netvsc::nic::{NicConfig, SyntheticNic, SyntheticQueue};
+use integration::host::{HostConfig, PortMode};
+use netvsc::nic::{NicConfig, SyntheticQueue};
 use netvsc::vmbus::shm::ShmConfig;
 use packet::{MacAddr, Packet, PortQueue};
 
@@ -18,11 +18,7 @@ pub const TEST_ETHERTYPE: u16 = 0x88b5;
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A running pair: the simulated host and the guest NIC opened against it.
-pub struct Rig {
-    pub host: SimHost,
-    pub nic: SyntheticNic,
-    pub queues: Vec<SyntheticQueue>,
-}
+pub type Rig = integration::rig::SyntheticRig;
 
 /// Small rings (16 KiB of data per direction) so that tests wrap them many times and reach
 /// back-pressure; a modest receive buffer so its sub-allocations run out under load.
@@ -56,9 +52,7 @@ pub fn start(queues: u16, mtu: usize, shm: ShmConfig) -> Rig {
 }
 
 pub fn start_with(host_config: HostConfig, nic_config: NicConfig) -> Rig {
-    let (host, device) = SimHost::start(host_config).expect("simulated host starts");
-    let (nic, queues) = SyntheticNic::open(Box::new(device), nic_config).expect("NIC opens");
-    Rig { host, nic, queues }
+    Rig::start(host_config, nic_config).expect("host starts and the NIC opens against it")
 }
 
 /// The frame with sequence number `seq` on `queue`, `len` bytes long (60..=9014).
