@@ -101,6 +101,13 @@ impl Igbvf {
                 register: STATUS,
             });
         }
+        // vfio-pci leaves bus mastering off: without it the VF can neither DMA nor raise MSI-X
+        // (Linux igbvf calls pci_set_master at probe for the same reason).
+        set_bus_master(device.as_ref(), true).map_err(|source| IgbvfError::Device {
+            device: name.clone(),
+            op: "enable bus mastering",
+            source,
+        })?;
         let mbx = MailboxIo {
             name: name.clone(),
             bar,
@@ -419,6 +426,9 @@ impl VfPort for Igbvf {
         }
         if !st.removed {
             self.mbx.bar.write32(EIMC, ALL_VECTORS);
+            // Stop the function from mastering the bus before its memory is given back. A
+            // failure here is not worth failing the release for: the release follows.
+            let _ = set_bus_master(self.device.as_ref(), false);
         }
         let msix_result = if st.msix.is_empty() {
             Ok(())
@@ -531,4 +541,23 @@ impl Igbvf {
             st.hw.update(&readings);
         }
     }
+}
+
+/// PCI configuration-space offset of the command register.
+const PCI_COMMAND: u16 = 0x04;
+/// Bus-master enable in the command register.
+const PCI_COMMAND_MASTER: u16 = 0x04;
+
+/// Sets or clears bus mastering (PCI_COMMAND.BME), leaving the other command bits alone.
+fn set_bus_master(device: &dyn VfDevice, on: bool) -> Result<(), DeviceError> {
+    let command = device.config_read16(PCI_COMMAND)?;
+    let wanted = if on {
+        command | PCI_COMMAND_MASTER
+    } else {
+        command & !PCI_COMMAND_MASTER
+    };
+    if wanted != command {
+        device.config_write16(PCI_COMMAND, wanted)?;
+    }
+    Ok(())
 }

@@ -127,6 +127,8 @@ pub(super) struct FakeVf {
     pub request: Arc<EventFd>,
     pub dma: Mutex<Vec<SharedMemory>>,
     pub released: Mutex<bool>,
+    /// The first 256 bytes of configuration space.
+    pub config: Mutex<[u8; 256]>,
 }
 
 impl FakeVf {
@@ -138,6 +140,7 @@ impl FakeVf {
             request: Arc::new(EventFd::new().unwrap()),
             dma: Mutex::default(),
             released: Mutex::new(false),
+            config: Mutex::new([0; 256]),
         })
     }
 
@@ -179,12 +182,20 @@ impl VfDevice for FakeVf {
         self.bar.clone()
     }
 
-    fn config_read(&self, _offset: u16, buf: &mut [u8]) -> Result<(), DeviceError> {
+    fn config_read(&self, offset: u16, buf: &mut [u8]) -> Result<(), DeviceError> {
+        let config = self.config.lock();
+        let start = usize::from(offset).min(config.len());
+        let end = (start + buf.len()).min(config.len());
         buf.fill(0);
+        buf[..end - start].copy_from_slice(&config[start..end]);
         Ok(())
     }
 
-    fn config_write(&self, _offset: u16, _buf: &[u8]) -> Result<(), DeviceError> {
+    fn config_write(&self, offset: u16, buf: &[u8]) -> Result<(), DeviceError> {
+        let mut config = self.config.lock();
+        let start = usize::from(offset).min(config.len());
+        let end = (start + buf.len()).min(config.len());
+        config[start..end].copy_from_slice(&buf[..end - start]);
         Ok(())
     }
 

@@ -132,6 +132,20 @@ fn open_resets_adopts_the_pf_mac_and_points_rings_at_dma_memory() {
 }
 
 #[test]
+fn open_turns_bus_mastering_on_and_release_turns_it_off() {
+    // vfio-pci hands the function over with PCI_COMMAND.BME clear; without it the VF can
+    // neither DMA nor raise MSI-X (found by the QEMU tier).
+    let (dev, port, _queues) = open();
+    let command = || {
+        let config = dev.config.lock();
+        u16::from_le_bytes([config[4], config[5]])
+    };
+    assert_eq!(command() & 0x4, 0x4, "bus mastering on after open");
+    port.release().unwrap();
+    assert_eq!(command() & 0x4, 0, "bus mastering off after release");
+}
+
+#[test]
 fn jumbo_mtu_asks_the_pf_for_large_frames() {
     let config = IgbvfConfig {
         mtu: 9000,
