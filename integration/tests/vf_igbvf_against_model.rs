@@ -207,3 +207,42 @@ fn a_release_request_is_reported_and_release_gives_the_device_back() {
     rig.port.release().expect("release");
     assert!(rig.model.released_within(Duration::from_secs(1)));
 }
+
+#[test]
+fn multicast_groups_reach_the_pf_and_survive_a_pf_reset() {
+    let mut rig = rig(1, 64);
+    let groups = [
+        MacAddr([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]),
+        MacAddr([0x33, 0x33, 0x00, 0x00, 0x00, 0x01]),
+        MacAddr([0x01, 0x00, 0x5e, 0x00, 0x00, 0xfb]),
+    ];
+    rig.port
+        .set_multicast(&groups)
+        .expect("the PF accepts the list");
+    let expected: Vec<u16> = {
+        let mut h: Vec<u16> = groups
+            .iter()
+            .map(|g| vf::igbvf::mailbox::multicast_hash(&g.0))
+            .collect();
+        h.sort_unstable();
+        h.dedup();
+        h
+    };
+    assert_eq!(expected.len(), 2, "the duplicate is sent once");
+    assert_eq!(rig.model.pf_state().multicast, expected);
+
+    rig.model.pf_reset();
+    wait_event(&rig, VfEvent::PfReset);
+    wait_event(&rig, VfEvent::ResetComplete);
+    assert_eq!(
+        rig.model.pf_state().multicast,
+        expected,
+        "the list is re-sent after the PF reset"
+    );
+    receive(&mut rig, 0, 0, 10);
+
+    rig.port
+        .set_multicast(&[])
+        .expect("an empty list clears the filter");
+    assert!(rig.model.pf_state().multicast.is_empty());
+}

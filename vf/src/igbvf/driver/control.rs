@@ -21,7 +21,8 @@ use super::queue::{IgbvfQueue, QueueCounters, QueueInner, QueueState};
 use super::{Clock, IgbvfConfig, SystemClock};
 use crate::device::{ALL_ONES, DeviceError, EventFd, VfDevice};
 use crate::igbvf::mailbox::{
-    MacAddress, MailboxAction, MailboxProtocol, PfMessage, Request, parse_pf_message,
+    MacAddress, MailboxAction, MailboxProtocol, PfMessage, Request, multicast_hash,
+    parse_pf_message,
 };
 use crate::igbvf::regs::{
     CounterReadings, EIAC, EIAM, EIMC, EIMS, IVAR_MISC, IVAR0, MSIX_VECTORS, Queue, STATUS, Status,
@@ -51,6 +52,8 @@ struct ControlState {
     /// A PF reset was reported and the function is not yet re-initialised.
     needs_reinit: bool,
     hw: VfCounters,
+    /// Multicast hashes last accepted by the PF, re-sent after a PF reset.
+    multicast: Vec<u16>,
 }
 
 /// An open igbvf port: the control handle ([`VfPort`]).
@@ -152,6 +155,7 @@ impl Igbvf {
                 released: false,
                 needs_reinit: false,
                 hw: VfCounters::default(),
+                multicast: Vec::new(),
             }),
         };
         {
@@ -189,6 +193,27 @@ impl Igbvf {
                 inner.counters
             })
             .collect()
+    }
+
+    /// Asks the PF to deliver frames for these multicast groups (`SET_MULTICAST`: the 82576
+    /// filters by a 12-bit hash of each address, at most 30 hashes; duplicates are sent once).
+    /// The list replaces the previous one and is re-sent after a PF reset. An empty list
+    /// clears the filter.
+    pub fn set_multicast(&self, groups: &[MacAddr]) -> Result<(), IgbvfError> {
+        let mut hashes: Vec<u16> = groups.iter().map(|g| multicast_hash(&g.0)).collect();
+        hashes.sort_unstable();
+        hashes.dedup();
+        let mut st = self.state.lock();
+        if st.removed || st.released {
+            return Err(IgbvfError::Removed {
+                device: self.mbx.name.clone(),
+                register: V2PMAILBOX,
+            });
+        }
+        self.mbx
+            .request_acked(&mut st.proto, &Request::SetMulticast(hashes.clone()))?;
+        st.multicast = hashes;
+        Ok(())
     }
 
     /// Whether MSI-X is in use (otherwise the port is polled).
@@ -305,6 +330,11 @@ impl Igbvf {
                 &mut st.proto,
                 &Request::SetLpe(self.config.max_frame() as u32),
             )?;
+        }
+        if !st.multicast.is_empty() {
+            let hashes = st.multicast.clone();
+            self.mbx
+                .request_acked(&mut st.proto, &Request::SetMulticast(hashes))?;
         }
         let deadline = self.clock().now() + self.config.link_wait;
         for queue in &self.queues {
