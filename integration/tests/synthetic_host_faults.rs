@@ -114,15 +114,20 @@ fn an_out_of_range_transfer_page_range_is_counted_not_followed() {
 }
 
 #[test]
-fn a_missing_control_completion_is_a_timeout_not_a_hang() {
+fn a_missing_control_completion_does_not_block_the_request_or_the_next_ones() {
     let mut rig = rig();
     rig.host.inject_fault(Fault::DropCompletions(1));
-    let started = Instant::now();
-    // The keepalive's NVSP completion goes missing, but its RNDIS reply still comes, so the
-    // request completes or times out: either way the call returns within its bound.
-    let _ = rig.nic.keepalive(SHORT);
-    assert!(started.elapsed() < Duration::from_secs(5));
+    // The keepalive's NVSP transport completion goes missing, but its RNDIS reply still comes
+    // and frees the control section: the request succeeds without waiting for the completion.
+    rig.nic
+        .keepalive(SHORT)
+        .expect("the RNDIS reply completes the request");
     rig.nic.keepalive(SHORT).expect("the next request works");
+    assert_eq!(
+        rig.host.stats().tx_completions_dropped,
+        1,
+        "the host really withheld a completion"
+    );
     assert!(transmit(&mut rig, 1));
 }
 

@@ -65,8 +65,10 @@ pub struct HostStats {
     pub control_messages: u64,
     /// RNDIS status indications sent (link, network change, offload config).
     pub indications: u64,
-    /// Sends completed (NVSP 108 written).
+    /// Sends completed (NVSP 108 written; a duplicated completion counts once).
     pub tx_completions: u64,
+    /// Send completions withheld by [`Fault::DropCompletions`](super::Fault::DropCompletions).
+    pub tx_completions_dropped: u64,
     /// Receive completions accepted from the guest.
     pub rx_completions: u64,
     /// Channel reopens acknowledged.
@@ -100,6 +102,7 @@ pub(crate) struct StatsCell {
     pub control_messages: AtomicU64,
     pub indications: AtomicU64,
     pub tx_completions: AtomicU64,
+    pub tx_completions_dropped: AtomicU64,
     pub rx_completions: AtomicU64,
     pub reopens: AtomicU64,
     pub faults_injected: AtomicU64,
@@ -164,6 +167,7 @@ impl StatsCell {
             control_messages: load(&self.control_messages),
             indications: load(&self.indications),
             tx_completions: load(&self.tx_completions),
+            tx_completions_dropped: load(&self.tx_completions_dropped),
             rx_completions: load(&self.rx_completions),
             reopens: load(&self.reopens),
             faults_injected: load(&self.faults_injected),

@@ -96,16 +96,19 @@ impl Session {
             nvsp::Message1SendRndisPacketComplete::new(status),
         )
         .to_vec(self.host_message_size());
-        bump(&self.stats.tx_completions, 1);
         match self.persist.faults.next_completion() {
             CompletionPlan::Normal => self.complete(ch, tid, true, &reply),
-            CompletionPlan::Drop => {}
+            CompletionPlan::Drop => {
+                bump(&self.stats.tx_completions_dropped, 1);
+                return;
+            }
             CompletionPlan::Duplicate => {
                 self.complete(ch, tid, true, &reply);
                 self.complete(ch, tid, true, &reply);
             }
             CompletionPlan::WrongTid(wrong) => self.complete(ch, wrong, true, &reply),
         }
+        bump(&self.stats.tx_completions, 1);
     }
 
     /// Copies the GPA-direct ranges into `out`; returns the length of the first range (the
