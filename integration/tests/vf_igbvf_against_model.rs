@@ -1,7 +1,8 @@
 //! The igbvf driver against the software igbvf + PF model: initialisation, traffic both ways
 //! with contents checked, ring wraparound, a PF reset in the middle of traffic, surprise
-//! removal without a hang, and release on request. The model is a separate actor that sees
-//! only its registers and the DMA memory.
+//! removal without a hang and with every in-flight frame counted lost once, release on
+//! request, and a PF without an administrator MAC (the driver sets its own). The model is a
+//! separate actor that sees only its registers and the DMA memory.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use integration::vf_model::{SoftIgbvf, SoftIgbvfConfig, VfModelControl};
 use packet::{MacAddr, Packet, PortQueue};
 use vf::device::VfDevice;
 use vf::igbvf::driver::{Igbvf, IgbvfConfig, IgbvfQueue};
-use vf::port::{VfEvent, VfPort};
+use vf::port::{VfEvent, VfPort, VfQueue};
 
 const MAC: MacAddr = MacAddr([0x00, 0x15, 0x5d, 0x0a, 0x0b, 0x0c]);
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -22,8 +23,13 @@ struct Rig {
 }
 
 fn rig(queues: u16, ring_size: u16) -> Rig {
+    rig_with(MAC, None, queues, ring_size)
+}
+
+/// A rig whose PF has `admin_mac` (all-zero: none) and whose driver is configured with `mac`.
+fn rig_with(admin_mac: MacAddr, mac: Option<MacAddr>, queues: u16, ring_size: u16) -> Rig {
     let (device, model) = SoftIgbvf::new(SoftIgbvfConfig {
-        mac: MAC,
+        mac: admin_mac,
         queues: 2,
         ..SoftIgbvfConfig::default()
     });
@@ -33,6 +39,7 @@ fn rig(queues: u16, ring_size: u16) -> Rig {
         IgbvfConfig {
             queues,
             ring_size,
+            mac,
             ..IgbvfConfig::default()
         },
     )
@@ -243,4 +250,136 @@ fn multicast_groups_reach_the_pf_and_survive_a_pf_reset() {
         .set_multicast(&[])
         .expect("an empty list clears the filter");
     assert!(rig.model.pf_state().multicast.is_empty());
+}
+
+const NO_MAC: MacAddr = MacAddr([0; 6]);
+
+#[test]
+fn without_an_administrator_mac_the_driver_sets_a_random_local_one_and_keeps_it_across_a_pf_reset()
+{
+    let mut rig = rig_with(NO_MAC, None, 1, 64);
+    let mac = rig.port.mac();
+    assert_eq!(mac.0[0] & 0x03, 0x02, "{mac}: locally administered unicast");
+    assert_eq!(rig.model.pf_state().mac, mac.0, "the PF accepted it");
+    assert_eq!(rig.model.stats().mailbox.set_mac_addr, 1);
+    transmit(&mut rig, 0, 0, 20);
+
+    rig.model.pf_reset();
+    wait_event(&rig, VfEvent::PfReset);
+    wait_event(&rig, VfEvent::ResetComplete);
+    assert_eq!(rig.port.mac(), mac, "the same mac after the reset");
+    assert_eq!(rig.model.stats().mailbox.set_mac_addr, 2, "re-sent");
+    assert_eq!(rig.model.pf_state().mac, mac.0);
+    transmit(&mut rig, 0, 20, 20);
+}
+
+#[test]
+fn without_an_administrator_mac_the_configured_mac_is_used() {
+    let own = MacAddr([0x02, 0x15, 0x5d, 0xaa, 0xbb, 0xcc]);
+    let mut rig = rig_with(NO_MAC, Some(own), 1, 64);
+    assert_eq!(rig.port.mac(), own);
+    assert_eq!(rig.model.pf_state().mac, own.0);
+    receive(&mut rig, 0, 0, 10);
+}
+
+#[test]
+fn a_multicast_administrator_mac_counts_as_none() {
+    // The model, like Linux igb, treats a multicast administrator MAC as unset.
+    let own = MacAddr([0x02, 0, 0, 0, 0, 0x42]);
+    let rig = rig_with(MacAddr([0x01, 0, 0x5e, 0, 0, 1]), Some(own), 1, 64);
+    assert_eq!(rig.port.mac(), own);
+    assert_eq!(rig.model.pf_state().mac, own.0);
+}
+
+#[test]
+fn the_administrator_mac_wins_over_a_configured_one() {
+    let rig = rig_with(MAC, Some(MacAddr([0x02, 0, 0, 0, 0, 0x42])), 1, 64);
+    assert_eq!(rig.port.mac(), MAC);
+    assert_eq!(rig.model.stats().mailbox.set_mac_addr, 0);
+}
+
+#[test]
+fn tx_pending_drains_to_zero_as_the_device_completes() {
+    let mut rig = rig(1, 64);
+    transmit(&mut rig, 0, 0, 40);
+    let deadline = Instant::now() + DEADLINE;
+    while rig.queues[0].tx_pending() > 0 {
+        assert!(Instant::now() < deadline, "completions never came");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(VfQueue::index(&rig.queues[0]), 0);
+    let stats = rig.port.stats();
+    assert_eq!((stats.tx_packets, stats.tx_lost), (40, 0));
+}
+
+/// Puts `count` frames in flight that the device will never complete: the PF reset has
+/// begun (the model's rings are off) but the driver has not serviced it yet, so its queue
+/// still runs. Returns how many `tx_burst` took.
+fn stranded_in_flight(rig: &mut Rig, count: u32) -> usize {
+    rig.model.pf_reset_begin();
+    let pool = rig.queues[0].pool().clone();
+    let mut frames: Vec<Packet> = (0..count)
+        .map(|i| pool.alloc_from(&frame(MAC, 0, i, 64)).unwrap())
+        .collect();
+    rig.queues[0].tx_burst(&mut frames)
+}
+
+#[test]
+fn surprise_removal_with_frames_in_flight_counts_each_once_and_nothing_stays_pending() {
+    let mut rig = rig(1, 64);
+    assert_eq!(stranded_in_flight(&mut rig, 32), 32);
+    assert_eq!(rig.queues[0].tx_pending(), 32, "the device holds them");
+    rig.model.surprise_remove();
+    // The queue alone notices (TDH reads all ones): lost, not pending forever.
+    assert_eq!(rig.queues[0].tx_pending(), 0);
+    assert_eq!(rig.port.stats().tx_lost, 32);
+    wait_event(&rig, VfEvent::Removed);
+    rig.port.stop(Duration::from_millis(100)).ok();
+    rig.port.release().expect("release after removal");
+    assert_eq!(rig.queues[0].tx_pending(), 0);
+    let stats = rig.port.stats();
+    assert_eq!((stats.tx_packets, stats.tx_lost), (0, 32), "counted once");
+}
+
+#[test]
+fn removal_seen_by_the_control_thread_first_counts_each_once() {
+    let mut rig = rig(1, 64);
+    assert_eq!(stranded_in_flight(&mut rig, 16), 16);
+    rig.model.surprise_remove();
+    wait_event(&rig, VfEvent::Removed);
+    assert_eq!(rig.queues[0].tx_pending(), 0);
+    rig.port.release().expect("release after removal");
+    assert_eq!(rig.port.stats().tx_lost, 16);
+}
+
+#[test]
+fn a_stop_that_times_out_then_release_count_stranded_frames_once() {
+    let mut rig = rig(1, 64);
+    assert_eq!(stranded_in_flight(&mut rig, 32), 32);
+    rig.port.stop(Duration::from_millis(50)).expect("stop");
+    assert_eq!(rig.queues[0].tx_pending(), 0);
+    assert_eq!(rig.port.stats().tx_lost, 32);
+    rig.port.release().expect("release");
+    assert_eq!(rig.queues[0].tx_pending(), 0);
+    assert_eq!(rig.port.stats().tx_lost, 32, "counted once");
+    assert!(rig.model.released_within(Duration::from_secs(1)));
+}
+
+#[test]
+fn release_with_frames_in_flight_leaves_nothing_pending() {
+    let mut rig = rig(1, 64);
+    let pool = rig.queues[0].pool().clone();
+    let mut frames: Vec<Packet> = (0..32)
+        .map(|i| pool.alloc_from(&frame(MAC, 0, i, 64)).unwrap())
+        .collect();
+    assert_eq!(rig.queues[0].tx_burst(&mut frames), 32);
+    rig.port.release().expect("release");
+    assert_eq!(rig.queues[0].tx_pending(), 0);
+    let stats = rig.port.stats();
+    assert_eq!(
+        stats.tx_packets + stats.tx_lost,
+        32,
+        "each completed or lost, once"
+    );
+    assert!(rig.model.released_within(Duration::from_secs(1)));
 }

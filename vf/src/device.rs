@@ -291,6 +291,15 @@ impl EventFd {
             Ok(None)
         }
     }
+
+    /// Waits up to `timeout` until at least one of `fds` is signalled, in one wait over
+    /// all of them (`ppoll(2)`); consumes nothing. Returns, per eventfd, whether it is signalled (so a
+    /// caller [`try_consume`](Self::try_consume)s those it cares about). A zero `timeout`
+    /// only looks; an empty set returns at once.
+    pub fn wait_any(fds: &[&EventFd], timeout: Duration) -> io::Result<Vec<bool>> {
+        let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|fd| fd.fd.as_fd()).collect();
+        sys::poll_any_readable(&borrowed, timeout)
+    }
 }
 
 impl AsFd for EventFd {
@@ -441,6 +450,57 @@ mod tests {
         fd.signal().unwrap();
         assert_eq!(fd.wait(Duration::from_secs(1)).unwrap(), Some(2));
         assert_eq!(fd.try_consume().unwrap(), None);
+    }
+
+    #[test]
+    fn wait_any_reports_which_eventfds_are_signalled_and_consumes_nothing() {
+        let a = EventFd::new().unwrap();
+        let b = EventFd::new().unwrap();
+        let c = EventFd::new().unwrap();
+        assert_eq!(
+            EventFd::wait_any(&[&a, &b, &c], Duration::ZERO).unwrap(),
+            vec![false; 3],
+            "a zero timeout only looks"
+        );
+        assert!(
+            EventFd::wait_any(&[], Duration::from_secs(5))
+                .unwrap()
+                .is_empty()
+        );
+        b.signal().unwrap();
+        c.signal().unwrap();
+        assert_eq!(
+            EventFd::wait_any(&[&a, &b, &c], Duration::from_secs(5)).unwrap(),
+            vec![false, true, true]
+        );
+        assert_eq!(
+            b.try_consume().unwrap(),
+            Some(1),
+            "still pending after the wait"
+        );
+        // A signal from another thread ends a long wait early.
+        let a = Arc::new(a);
+        let signaller = {
+            let a = a.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                a.signal().unwrap();
+            })
+        };
+        assert_eq!(
+            EventFd::wait_any(&[&*a, &b], Duration::from_secs(30)).unwrap(),
+            vec![true, false]
+        );
+        signaller.join().unwrap();
+    }
+
+    #[test]
+    fn wait_any_times_out_after_a_sub_millisecond_timeout() {
+        let a = EventFd::new().unwrap();
+        assert_eq!(
+            EventFd::wait_any(&[&a], Duration::from_micros(300)).unwrap(),
+            vec![false]
+        );
     }
 
     #[test]

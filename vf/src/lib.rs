@@ -10,7 +10,8 @@
 //! - `igbvf`: the Intel 82576 VF driver over [`device::VfDevice`] (mailbox, rings with advanced
 //!   descriptors, link, reset and removal detection, counters).
 //! - [`port`]: [`port::VfPort`], the control face `bond` drives (link, MAC, events, stop,
-//!   release); queues are `packet::PortQueue`s.
+//!   release), and [`port::VfQueue`], the queue face (a `packet::PortQueue` that also reports
+//!   its index and the transmits still in flight).
 
 pub mod device;
 pub mod igbvf;

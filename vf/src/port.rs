@@ -1,9 +1,9 @@
 //! The face of a VF port that `bond` drives, whatever the device behind it.
 //!
 //! Like every port in hvnet (see `packet::PortQueue`), a VF port splits into one control handle
-//! ([`VfPort`], used by the control thread) and one queue handle per queue (a
-//! `packet::PortQueue`, owned by exactly one poller). Queue *i* of the VF serves queue *i* of
-//! the failover port.
+//! ([`VfPort`], used by the control thread) and one queue handle per queue (a [`VfQueue`]: a
+//! `packet::PortQueue` that also reports its index and its transmits in flight, owned by
+//! exactly one poller). Queue *i* of the VF serves queue *i* of the failover port.
 //!
 //! Lifecycle: a driver's `open` resets the function, negotiates with the PF, sets up the
 //! rings and returns the control handle and the queues; [`VfPort::service`] is called by the
@@ -17,6 +17,18 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use packet::MacAddr;
+
+/// One queue pair of a VF port, as the failover port drives it.
+pub trait VfQueue: packet::PortQueue + Debug {
+    /// The queue's index.
+    fn index(&self) -> u16;
+
+    /// Reclaims completed transmits and returns how many frames `tx_burst` took that the
+    /// device has not completed yet. 0 once the queue is stopped, reset or gone and its
+    /// in-flight frames were counted as lost (`tx_lost`) — never a number that can stay above
+    /// 0 forever.
+    fn tx_pending(&mut self) -> usize;
+}
 
 /// Something the VF or its PF did that the control thread must act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +65,8 @@ pub struct VfPortStats {
     pub rx_frame_errors: u64,
     /// Frames received while no buffer was free, dropped.
     pub rx_no_buffer: u64,
-    /// Frames taken by `tx_burst` and lost because the device went away before sending them.
+    /// Frames taken by `tx_burst` and never completed, each counted once: the device went
+    /// away, the PF reset the function, or `stop`/`release` ran out of time.
     pub tx_lost: u64,
     /// Good packets received, per the hardware counters (VFGPRC).
     pub hw_rx_packets: u64,
@@ -63,7 +76,8 @@ pub struct VfPortStats {
 
 /// The control handle of a VF port.
 pub trait VfPort: Send + Sync + Debug {
-    /// The MAC address in use (the PF's assignment).
+    /// The MAC address in use: the PF's administrator MAC, or, when the PF has none, the one
+    /// the driver chose and the PF accepted.
     fn mac(&self) -> MacAddr;
 
     /// Whether the link is up, as of the last [`service`](Self::service).
@@ -73,14 +87,17 @@ pub trait VfPort: Send + Sync + Debug {
     fn queue_count(&self) -> u16;
 
     /// Polls the mailbox, link, reset and removal state and the request IRQ, waiting at most
-    /// `timeout` for an interrupt first; returns what happened, oldest first.
+    /// `timeout` for an interrupt first (a zero `timeout` does not block); returns what
+    /// happened, oldest first.
     fn service(&self, timeout: Duration) -> Vec<VfEvent>;
 
     /// Quiesces every queue: receive stops, frames already accepted by `tx_burst` are sent
-    /// (waiting at most `timeout`) or counted as lost, queues hand out nothing afterwards.
+    /// (waiting at most `timeout`) or counted as lost, queues hand out nothing afterwards and
+    /// their [`VfQueue::tx_pending`] is 0.
     fn stop(&self, timeout: Duration) -> Result<(), crate::device::DeviceError>;
 
-    /// Gives every device resource back. The port and its queues are unusable afterwards.
+    /// Gives every device resource back. The port and its queues are unusable afterwards;
+    /// frames still in flight are counted as lost.
     fn release(&self) -> Result<(), crate::device::DeviceError>;
 
     /// Counters, summed over queues.

@@ -10,7 +10,7 @@
 //! tests too (the fake hands them out as stand-in descriptors).
 //!
 //! This module opts in to `unsafe` because it is the only place that calls `ioctl`,
-//! `memfd_create`, `mlock`, `eventfd`, `poll` and raw `read`/`write`/`pread`/`pwrite`; each block
+//! `memfd_create`, `mlock`, `eventfd`, `poll`/`ppoll` and raw `read`/`write`/`pread`/`pwrite`; each block
 //! says why its pointers are valid.
 #![allow(unsafe_code)]
 
@@ -480,6 +480,54 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> 
             return Err(err);
         }
         return Ok(ret > 0 && pfd.revents & libc::POLLIN != 0);
+    }
+}
+
+/// Waits until at least one of `fds` is readable or `timeout` passes (one `ppoll(2)`, with
+/// nanosecond resolution; a zero timeout only looks); returns, per descriptor, whether it is
+/// readable (or in error or hung up, so a caller's read reports why). An empty set returns at
+/// once. A signal interrupting the wait resumes it for the time left.
+pub fn poll_any_readable(fds: &[BorrowedFd<'_>], timeout: Duration) -> io::Result<Vec<bool>> {
+    if fds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let deadline = std::time::Instant::now().checked_add(timeout);
+    let mut left = timeout;
+    loop {
+        let ts = libc::timespec {
+            tv_sec: left.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: libc::c_long::from(left.subsec_nanos() as i32),
+        };
+        // SAFETY: `pfds` is a live array of `pfds.len()` pollfds the kernel writes `revents`
+        // into; `ts` is a live timespec it only reads; a null signal mask is allowed.
+        let ret = unsafe {
+            libc::ppoll(
+                pfds.as_mut_ptr(),
+                pfds.len() as libc::nfds_t,
+                &ts,
+                std::ptr::null(),
+            )
+        };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                left = deadline.map_or(left, |d| {
+                    d.saturating_duration_since(std::time::Instant::now())
+                });
+                continue;
+            }
+            return Err(err);
+        }
+        let ready = libc::POLLIN | libc::POLLERR | libc::POLLHUP | libc::POLLNVAL;
+        return Ok(pfds.iter().map(|p| p.revents & ready != 0).collect());
     }
 }
 

@@ -6,8 +6,14 @@
 //!
 //! Removal: any all-ones read of `STATUS` or `V2PMAILBOX` marks the port removed once: every
 //! queue becomes `Gone` (bursts return 0), frames stranded in TX rings are counted as
-//! `tx_lost`, and [`VfEvent::Removed`] is reported; nothing further touches the device but
-//! [`VfPort::release`].
+//! `tx_lost` (unless a queue already counted them itself, see `queue`), and
+//! [`VfEvent::Removed`] is reported; nothing further touches the device but
+//! [`VfPort::release`]. A PF reset counts the stranded frames the same way when it is
+//! reported: the reset stopped the rings, and the re-initialisation starts them empty.
+//!
+//! Interrupts: `service` waits in one `poll(2)` (through [`EventFd::wait_any`]) over the MSI-X
+//! eventfds and the request eventfd, the only wait in the driver that is not measured on the
+//! [`Clock`]; then it polls the device whatever fired.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,10 +22,11 @@ use packet::MacAddr;
 use parking_lot::Mutex;
 
 use super::error::IgbvfError;
+use super::mac::{self, MacChoice};
 use super::mailbox_io::{Interrupted, MailboxIo, POLL_INTERVAL};
 use super::queue::{IgbvfQueue, QueueCounters, QueueInner, QueueState};
 use super::{Clock, IgbvfConfig, SystemClock};
-use crate::device::{ALL_ONES, DeviceError, EventFd, VfDevice};
+use crate::device::{ALL_ONES, DeviceError, EventFd, RegisterIo, VfDevice};
 use crate::igbvf::mailbox::{
     MacAddress, MailboxAction, MailboxProtocol, PfMessage, Request, multicast_hash,
     parse_pf_message,
@@ -64,8 +71,16 @@ struct ControlState {
 ///   a control message without CTS, a bare NACK) is reported as [`VfEvent::PfReset`] at once
 ///   and the function is re-initialised on a later call (not while `RSTI` is still set, not
 ///   after `stop`), which reports [`VfEvent::ResetComplete`];
-/// - `stop` disables RX, waits for TX completions, then disables TX; whatever is still in a
-///   TX ring is counted in `tx_lost`;
+/// - `open` uses the PF's administrator MAC; when the PF has none it sends
+///   [`IgbvfConfig::mac`] (or a random locally administered MAC) with `SET_MAC_ADDR` and fails
+///   with [`IgbvfError::MacRejected`] if the PF refuses it; a configured MAC that differs from
+///   the administrator's is ignored (logged at warn). A PF reset re-sends the same MAC;
+/// - `service` waits in one `poll(2)` over the interrupt eventfds (a zero timeout does not
+///   block; without MSI-X and request IRQ it does not wait);
+/// - `stop` disables RX and waits for `RXDCTL.ENABLE` to read back clear, waits for TX
+///   completions, then disables TX and waits for `TXDCTL.ENABLE` to read back clear, all
+///   within its timeout on the [`Clock`] (an all-ones read ends every wait at once: the device
+///   is gone); whatever is still in a TX ring is then counted in `tx_lost`;
 /// - `release` stops first (draining TX for at most the mailbox timeout), masks interrupts,
 ///   disables MSI-X and releases the device; it is idempotent.
 #[derive(Debug)]
@@ -118,7 +133,14 @@ impl Igbvf {
             timeout: config.mailbox_timeout,
         };
         let mut proto = mbx.protocol();
-        let mac = mbx.reset_function(&mut proto)?;
+        let admin = mbx.reset_function(&mut proto)?;
+        let mac = match mac::choose(&name, admin, config.mac)? {
+            MacChoice::Admin(mac) => mac,
+            MacChoice::Own(mac) => {
+                mbx.set_mac(&mut proto, mac)?;
+                mac
+            }
+        };
         if config.mtu > packet::ethernet::DEFAULT_MTU {
             mbx.request_acked(&mut proto, &Request::SetLpe(config.max_frame() as u32))?;
         }
@@ -271,29 +293,22 @@ impl Igbvf {
         self.mbx.clock.as_ref()
     }
 
-    /// Waits up to `timeout` for any MSI-X vector or the request IRQ; returns whether the
-    /// request IRQ fired (its signal is consumed here).
-    fn wait_for_interrupt(&self, msix: &[Arc<EventFd>], timeout: Duration) -> bool {
-        if msix.is_empty() && self.request.is_none() {
-            return false;
+    /// Waits up to `timeout` (real time: the kernel ends this wait, not the [`Clock`]) for
+    /// any MSI-X vector or the request IRQ, in one `poll(2)`, and consumes the MSI-X signals
+    /// (the request's is left for the caller). No eventfds: no wait.
+    fn wait_for_interrupt(&self, msix: &[Arc<EventFd>], timeout: Duration) {
+        let mut fds: Vec<&EventFd> = msix.iter().map(AsRef::as_ref).collect();
+        if let Some(request) = &self.request {
+            fds.push(request);
         }
-        let deadline = self.clock().now() + timeout;
-        loop {
-            let mut fired = false;
-            for fd in msix {
-                fired |= matches!(fd.try_consume(), Ok(Some(_)));
-            }
-            if let Some(request) = &self.request
-                && matches!(request.try_consume(), Ok(Some(_)))
-            {
-                return true;
-            }
-            let now = self.clock().now();
-            if fired || now >= deadline {
-                return false;
-            }
-            self.clock()
-                .pause((deadline - now).min(Duration::from_millis(1)));
+        if fds.is_empty() {
+            return;
+        }
+        // A failed wait (out of memory) is a wait that saw nothing: the device is polled anyway.
+        let ready = EventFd::wait_any(&fds, timeout).unwrap_or_default();
+        for (fd, _) in msix.iter().zip(&ready).filter(|(_, ready)| **ready) {
+            // Auto-masked causes are re-armed by the next interrupt; the count is not needed.
+            let _ = fd.try_consume();
         }
     }
 
@@ -320,10 +335,11 @@ impl Igbvf {
             inner.state = QueueState::Resetting;
             inner.forget_tx();
         }
-        let mac = self.mbx.reset_function(&mut st.proto)?;
-        if mac != st.mac {
-            self.mbx
-                .request_acked(&mut st.proto, &Request::SetMacAddr(st.mac))?;
+        // The same MAC as before: the PF's again, or ours re-sent (the PF forgot it, or now
+        // has another administrator MAC, which refuses ours and fails the re-initialisation).
+        let admin = self.mbx.reset_function(&mut st.proto)?;
+        if admin != Some(st.mac) {
+            self.mbx.set_mac(&mut st.proto, st.mac)?;
         }
         if self.config.mtu > packet::ethernet::DEFAULT_MTU {
             self.mbx.request_acked(
@@ -345,25 +361,27 @@ impl Igbvf {
         Ok(())
     }
 
-    /// Disables RX, waits for TX completions until `deadline`, then disables TX and counts
-    /// what is left as lost.
+    /// Disables RX and waits for `RXDCTL.ENABLE` to clear, waits for TX completions, then
+    /// disables TX and waits for `TXDCTL.ENABLE` to clear (82576 datasheet: a queue is off
+    /// only once its enable bit reads back 0), all until `deadline`; then counts what is left
+    /// in the TX rings as lost. An all-ones read ends every wait at once (the device is gone).
     fn stop_locked(&self, st: &mut ControlState, deadline: Instant) {
         if st.stopped {
             return;
         }
         let bar = &self.mbx.bar;
+        let mut gone = st.removed;
         for queue in &self.queues {
             let mut inner = queue.lock();
-            if !st.removed {
-                let q = inner.queue;
-                let value = bar.read32(rxdctl(q));
-                if value != ALL_ONES {
-                    bar.write32(rxdctl(q), value & !rxdctl::ENABLE);
-                }
+            if !gone {
+                gone = !clear_enable(bar.as_ref(), rxdctl(inner.queue), rxdctl::ENABLE);
             }
             if inner.state != QueueState::Gone {
                 inner.state = QueueState::Stopped;
             }
+        }
+        if !gone {
+            gone = !self.wait_enables_clear(rxdctl, rxdctl::ENABLE, deadline);
         }
         loop {
             let mut pending = 0;
@@ -372,26 +390,52 @@ impl Igbvf {
                 inner.reclaim_tx();
                 pending += inner.tx.in_flight;
             }
-            if pending == 0 || st.removed || self.clock().now() >= deadline {
+            if pending == 0 || gone || self.clock().now() >= deadline {
                 break;
             }
             if bar.read32(STATUS) == ALL_ONES {
+                gone = true;
                 break;
             }
             self.clock().pause(POLL_INTERVAL);
         }
         for queue in &self.queues {
-            let mut inner = queue.lock();
-            if !st.removed {
-                let q = inner.queue;
-                let value = bar.read32(txdctl(q));
-                if value != ALL_ONES {
-                    bar.write32(txdctl(q), value & !txdctl::ENABLE);
-                }
+            let inner = queue.lock();
+            if !gone {
+                gone = !clear_enable(bar.as_ref(), txdctl(inner.queue), txdctl::ENABLE);
             }
-            inner.forget_tx();
+        }
+        if !gone {
+            self.wait_enables_clear(txdctl, txdctl::ENABLE, deadline);
+        }
+        for queue in &self.queues {
+            queue.lock().forget_tx();
         }
         st.stopped = true;
+    }
+
+    /// Polls every queue's `register(queue)` until `bit` reads back clear or `deadline`
+    /// passes (each is read at least once); false as soon as a read returns all ones.
+    fn wait_enables_clear(
+        &self,
+        register: impl Fn(Queue) -> u32,
+        bit: u32,
+        deadline: Instant,
+    ) -> bool {
+        for queue in &self.queues {
+            let offset = register(queue.lock().queue);
+            loop {
+                let value = self.mbx.bar.read32(offset);
+                if value == ALL_ONES {
+                    return false;
+                }
+                if value & bit == 0 || self.clock().now() >= deadline {
+                    break;
+                }
+                self.clock().pause(POLL_INTERVAL);
+            }
+        }
+        true
     }
 }
 
@@ -417,10 +461,11 @@ impl VfPort for Igbvf {
             }
             st.msix.clone()
         };
-        let mut requested = self.wait_for_interrupt(&msix, timeout);
-        if let Some(request) = &self.request {
-            requested |= matches!(request.try_consume(), Ok(Some(_)));
-        }
+        self.wait_for_interrupt(&msix, timeout);
+        let requested = self
+            .request
+            .as_ref()
+            .is_some_and(|request| matches!(request.try_consume(), Ok(Some(_))));
         let mut st = self.state.lock();
         if st.released {
             return events;
@@ -439,7 +484,7 @@ impl VfPort for Igbvf {
         if st.released {
             return Ok(());
         }
-        let deadline = self.clock().now() + timeout;
+        let deadline = deadline_after(self.clock(), timeout);
         self.stop_locked(&mut st, deadline);
         Ok(())
     }
@@ -528,6 +573,8 @@ impl Igbvf {
                 if inner.state == QueueState::Running {
                     inner.state = QueueState::Resetting;
                 }
+                // The reset stopped the ring; it restarts empty.
+                inner.forget_tx();
             }
             events.push(VfEvent::PfReset);
         }
@@ -571,6 +618,26 @@ impl Igbvf {
             st.hw.update(&readings);
         }
     }
+}
+
+/// The instant `timeout` after now, or far in the future when that does not fit in an
+/// `Instant` (a caller passing `Duration::MAX`).
+fn deadline_after(clock: &dyn Clock, timeout: Duration) -> Instant {
+    let now = clock.now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(1 << 32)))
+        .unwrap_or(now)
+}
+
+/// Clears `bit` in the queue control register at `offset` (read-modify-write); false if the
+/// read returned all ones (the device is gone; nothing is written).
+fn clear_enable(bar: &dyn RegisterIo, offset: u32, bit: u32) -> bool {
+    let value = bar.read32(offset);
+    if value == ALL_ONES {
+        return false;
+    }
+    bar.write32(offset, value & !bit);
+    true
 }
 
 /// PCI configuration-space offset of the command register.

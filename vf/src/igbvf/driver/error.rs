@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use packet::MemError;
+use packet::{MacAddr, MemError};
 
 use crate::device::DeviceError;
-use crate::igbvf::mailbox::{MailboxError, MessageType};
+use crate::igbvf::mailbox::{MacAddress, MailboxError, MessageType};
 use crate::igbvf::regs::RegisterError;
 
 /// Errors of the igbvf driver.
@@ -81,13 +81,23 @@ pub enum IgbvfError {
         #[source]
         source: MailboxError,
     },
-    /// The PF kept refusing `RESET` (not ready, or no MAC assigned) for the whole budget.
-    #[error("{device}: pf did not assign a mac within {timeout:?}")]
-    NoMac {
+    /// The PF has no administrator MAC for the VF and refused the one the driver chose
+    /// (`SET_MAC_ADDR` NACKed).
+    #[error("{device}: pf has no mac for the vf and refused {}", MacAddr(*mac))]
+    MacRejected {
         /// The device.
         device: String,
-        /// The budget.
-        timeout: Duration,
+        /// The MAC the driver asked for.
+        mac: MacAddress,
+    },
+    /// The PF has no administrator MAC, none is configured, and no random one could be made.
+    #[error("{device}: cannot generate a random mac")]
+    RandomMac {
+        /// The device.
+        device: String,
+        /// Why `/dev/urandom` could not be read.
+        #[source]
+        source: std::io::Error,
     },
     /// A register value could not be built.
     #[error("{device}: register {register:#06x}")]

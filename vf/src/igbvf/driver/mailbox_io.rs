@@ -14,8 +14,8 @@ use super::Clock;
 use super::error::IgbvfError;
 use crate::device::RegisterIo;
 use crate::igbvf::mailbox::{
-    MacAddress, MailboxAction, MailboxProtocol, MailboxWords, Message, MessageType, Request,
-    parse_ack, parse_reset_reply,
+    MacAddress, MailboxAction, MailboxError, MailboxProtocol, MailboxWords, Message, MessageType,
+    Request, parse_ack, parse_reset_reply,
 };
 use crate::igbvf::regs::{CTRL, EIMC, V2PMAILBOX, V2pMailbox, VMBMEM_WORDS, ctrl, vmbmem};
 
@@ -163,14 +163,34 @@ impl MailboxIo {
             })
     }
 
+    /// Posts `SET_MAC_ADDR` for `mac` and requires the PF's `ACK`; a `NACK` is
+    /// [`IgbvfError::MacRejected`].
+    pub(crate) fn set_mac(
+        &self,
+        proto: &mut MailboxProtocol,
+        mac: MacAddress,
+    ) -> Result<(), IgbvfError> {
+        match self.request_acked(proto, &Request::SetMacAddr(mac)) {
+            Err(IgbvfError::Mailbox {
+                source: MailboxError::Nacked { .. },
+                ..
+            }) => Err(IgbvfError::MacRejected {
+                device: self.name.clone(),
+                mac,
+            }),
+            other => other,
+        }
+    }
+
     /// Resets the function: interrupts masked, `CTRL.RST`, wait for `RSTI` to clear, then the
-    /// `RESET` handshake. While the PF NACKs (not ready, or no MAC yet) the whole sequence is
-    /// redone; a PF reset signalled during the handshake (`RSTD` latched late) makes it post
-    /// `RESET` again. All within the mailbox timeout. Returns the MAC the PF assigned.
+    /// `RESET` handshake; a PF reset signalled during the handshake (`RSTD` latched late) makes
+    /// it post `RESET` again, within the mailbox timeout. Returns the PF's administrator MAC
+    /// (`RESET|ACK`), or `None` when it has none (`RESET|NACK`, Linux igb without an
+    /// administrator MAC: the VF is clear to send and sets its own with `SET_MAC_ADDR`).
     pub(crate) fn reset_function(
         &self,
         proto: &mut MailboxProtocol,
-    ) -> Result<MacAddress, IgbvfError> {
+    ) -> Result<Option<MacAddress>, IgbvfError> {
         let deadline = self.clock.now() + self.timeout;
         let mut write_reset = true;
         loop {
@@ -196,17 +216,7 @@ impl MailboxIo {
                 request: MessageType::RESET,
                 source,
             })?;
-            if let Some(mac) = reply.mac {
-                return Ok(mac);
-            }
-            if self.clock.now() >= deadline {
-                return Err(IgbvfError::NoMac {
-                    device: self.name.clone(),
-                    timeout: self.timeout,
-                });
-            }
-            write_reset = true;
-            self.clock.pause(POLL_INTERVAL);
+            return Ok(reply.mac);
         }
     }
 }

@@ -1,17 +1,21 @@
 //! The igbvf driver: an 82576 virtual function behind [`crate::device::VfDevice`].
 //!
 //! Modules: [`IgbvfConfig`] and [`Clock`] here; `error` ([`IgbvfError`]); `mailbox_io` (the
-//! `V2PMAILBOX` handshake performed on registers, bounded by the clock); `queue`, `rx` and `tx`
-//! (rings, [`IgbvfQueue`]); `control` ([`Igbvf`], the [`crate::port::VfPort`]).
+//! `V2PMAILBOX` handshake performed on registers, bounded by the clock); `mac` (whose MAC the
+//! VF uses); `queue`, `rx` and `tx` (rings, [`IgbvfQueue`], the [`crate::port::VfQueue`]);
+//! `control` ([`Igbvf`], the [`crate::port::VfPort`]).
 //!
 //! Lifecycle: [`Igbvf::open`] resets the function (`CTRL.RST`), waits for the PF (`RESET`
-//! handshake, retried while the PF NACKs, adopting the MAC it assigns), sends `SET_LPE` for
-//! jumbo MTUs, builds and programs the rings and the interrupts, and returns the control handle
-//! and one [`IgbvfQueue`] per queue. The control thread calls [`crate::port::VfPort::service`]
-//! periodically and after interrupts: it polls the mailbox (the mailbox interrupt may arrive on
-//! the wrong vector), link, presence and the request eventfd, and re-initialises the function
-//! in place after a PF reset. `stop` quiesces the rings; `release` gives the device back; the
-//! queues hand out nothing afterwards.
+//! handshake), adopts the PF's administrator MAC or, when the PF NACKs `RESET` because it has
+//! none, sets its own ([`IgbvfConfig::mac`] or a random locally administered one) with
+//! `SET_MAC_ADDR`, sends `SET_LPE` for jumbo MTUs, builds and programs the rings and the
+//! interrupts, and returns the control handle and one [`IgbvfQueue`] per queue. The control
+//! thread calls [`crate::port::VfPort::service`] periodically and after interrupts: it waits in
+//! one `poll(2)` over the MSI-X and request eventfds, then polls the mailbox (the mailbox
+//! interrupt may arrive on the wrong vector), link and presence, and re-initialises the
+//! function in place after a PF reset (same MAC, multicast list and frame size). `stop`
+//! quiesces the rings (waiting for their enable bits to clear); `release` gives the device
+//! back; the queues hand out nothing afterwards.
 //!
 //! Invariants:
 //! - the device is untrusted: every descriptor is copied out of DMA memory once, then
@@ -19,7 +23,11 @@
 //!   all-ones before its bits are interpreted; every read of `V2PMAILBOX` goes through the
 //!   [`MailboxProtocol`](crate::igbvf::mailbox::MailboxProtocol), which latches the
 //!   read-to-clear bits;
-//! - every wait is bounded by the configured timeouts, measured with a [`Clock`];
+//! - every wait is bounded by the configured timeouts, measured with a [`Clock`]; the one
+//!   exception is `service`'s wait for an interrupt, which the kernel (or a model's thread)
+//!   ends, bounded by the caller's timeout in real time;
+//! - every frame `tx_burst` takes is either completed (`tx_packets`) or counted once in
+//!   `tx_lost` (a PF reset, a removal, `stop` or `release`), after which `tx_pending` is 0;
 //! - a packet buffer belongs to exactly one owner at a time: the pool, the RX ring (posted to
 //!   the device), the TX ring (between `tx_burst` and its `DD`), or the caller;
 //! - each queue's state sits behind one uncontended lock taken once per burst (the control
@@ -28,6 +36,7 @@
 
 mod control;
 mod error;
+mod mac;
 mod mailbox_io;
 mod queue;
 mod rx;
@@ -38,6 +47,8 @@ mod tests;
 
 use std::fmt;
 use std::time::{Duration, Instant};
+
+use packet::MacAddr;
 
 pub use control::Igbvf;
 pub use error::IgbvfError;
@@ -67,6 +78,10 @@ pub struct IgbvfConfig {
     /// Budget at open (and after a PF reset) for the queue enable bits to read back and, at
     /// open, for `STATUS.LU`; a link still down after it is not an error.
     pub link_wait: Duration,
+    /// The MAC to use when the PF has no administrator MAC for the VF (it NACKs `RESET`); a
+    /// unicast address. `None`: a random locally administered one. When the PF has one, the
+    /// PF's is used whatever this says (a differing value is logged at warn).
+    pub mac: Option<MacAddr>,
 }
 
 impl Default for IgbvfConfig {
@@ -78,6 +93,7 @@ impl Default for IgbvfConfig {
             rx_buf_size: 2048,
             mailbox_timeout: Duration::from_secs(1),
             link_wait: Duration::from_secs(1),
+            mac: None,
         }
     }
 }
@@ -119,6 +135,14 @@ impl IgbvfConfig {
                     self.max_frame(),
                     self.mtu
                 ),
+            ));
+        }
+        if let Some(mac) = self.mac
+            && !crate::igbvf::mailbox::is_valid_unicast(&mac.0)
+        {
+            return Err(config_error(
+                "mac",
+                format!("{mac} is not a unicast address"),
             ));
         }
         if self.mailbox_timeout.is_zero() {

@@ -6,6 +6,12 @@
 //! `release`. Only a `Running` queue moves frames; every other state makes both bursts return
 //! 0 without touching the device.
 //!
+//! Lost transmits: whatever `tx_burst` took and the device did not complete is counted in
+//! `tx_lost` exactly once, by `forget_tx`, when the ring can no longer complete it: at the PF
+//! reset (reported by the control thread), at removal (the control thread's, or the queue's
+//! own when [`VfQueue::tx_pending`] reads `TDH` as all ones), and at the end of `stop` or
+//! `release`. `forget_tx` empties the slots, so a second call counts nothing.
+//!
 //! Buffer ownership: every RX slot holds the [`Packet`] whose bus address is posted in its
 //! descriptor; the packet leaves the slot only when the device has written it back (`DD`).
 //! Every TX slot between `next_clean` and `next_use` holds the packet the device is reading,
@@ -19,12 +25,13 @@ use parking_lot::Mutex;
 
 use super::error::IgbvfError;
 use super::{Clock, IgbvfConfig};
-use crate::device::{RegisterIo, VfDevice};
+use crate::device::{ALL_ONES, RegisterIo, VfDevice};
 use crate::igbvf::descriptors::DESC_SIZE;
 use crate::igbvf::regs::{
     Queue, rdbah, rdbal, rdh, rdlen, rdt, rxdctl, srrctl, srrctl_one_buffer, tdbah, tdbal, tdh,
     tdlen, tdt, txdctl,
 };
+use crate::port::VfQueue;
 
 /// Per-queue counters, plain integers updated by the queue's poller once per burst.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -202,6 +209,26 @@ impl QueueInner {
         self.tx.in_flight = 0;
     }
 
+    /// Reclaims completions and returns the frames still in flight. A running queue whose
+    /// `TDH` reads all ones has lost its device: it becomes `Gone` and its frames are counted
+    /// as lost at once, without waiting for the control thread to notice. In any other state
+    /// the control thread counts them (at the end of `stop`, bounded by its deadline, or
+    /// already done at a reset or removal).
+    pub(crate) fn tx_pending(&mut self) -> usize {
+        if self.tx.in_flight == 0 {
+            return 0;
+        }
+        self.reclaim_tx();
+        if self.tx.in_flight > 0
+            && self.state == QueueState::Running
+            && self.bar.read32(tdh(self.queue)) == ALL_ONES
+        {
+            self.state = QueueState::Gone;
+            self.forget_tx();
+        }
+        self.tx.in_flight
+    }
+
     /// Re-arms every RX descriptor with its slot's buffer and clears the TX ring memory. The device must not be using the rings.
     fn arm_rings(&mut self) -> Result<(), IgbvfError> {
         let zero = [0u8; DESC_SIZE];
@@ -284,7 +311,7 @@ impl QueueInner {
     ) -> Result<(), IgbvfError> {
         loop {
             let value = self.bar.read32(register);
-            if value == crate::device::ALL_ONES {
+            if value == ALL_ONES {
                 return Err(IgbvfError::Removed {
                     device: self.name.clone(),
                     register,
@@ -311,7 +338,9 @@ impl QueueInner {
 /// Each burst takes the queue's lock once (uncontended unless the control thread is
 /// resetting, stopping or releasing the port) and allocates nothing. `rx_burst` hands out
 /// packets from [`Self::pool`]; `tx_burst` keeps the packets it takes until the device reports
-/// them done. Both return 0 unless the queue is running.
+/// them done. Both return 0 unless the queue is running. As a [`VfQueue`], `tx_pending`
+/// reclaims completions and counts what is still in flight (see the module docs for when
+/// that drops to 0 without completions).
 #[derive(Debug)]
 pub struct IgbvfQueue {
     pub(crate) inner: Arc<Mutex<QueueInner>>,
@@ -335,6 +364,16 @@ impl IgbvfQueue {
     /// A snapshot of this queue's counters.
     pub fn counters(&self) -> QueueCounters {
         self.inner.lock().counters
+    }
+}
+
+impl VfQueue for IgbvfQueue {
+    fn index(&self) -> u16 {
+        self.index
+    }
+
+    fn tx_pending(&mut self) -> usize {
+        self.inner.lock().tx_pending()
     }
 }
 

@@ -11,9 +11,11 @@ use parking_lot::Mutex;
 use crate::device::{ALL_ONES, DeviceError, EventFd, RegisterIo, VfDevice};
 use crate::igbvf::driver::Clock;
 use crate::igbvf::mailbox::{
-    MailboxWords, MessageType, Request, VT_MSGTYPE_ACK, VT_MSGTYPE_CTS, VT_MSGTYPE_NACK,
+    MacAddress, MailboxWords, MessageType, Request, VT_MSGTYPE_ACK, VT_MSGTYPE_CTS, VT_MSGTYPE_NACK,
 };
-use crate::igbvf::regs::{CTRL, V2PMAILBOX, V2pMailbox, VMBMEM_WORDS, ctrl, vmbmem};
+use crate::igbvf::regs::{
+    CTRL, Queue, V2PMAILBOX, V2pMailbox, VMBMEM_WORDS, ctrl, rxdctl, txdctl, vmbmem,
+};
 
 pub(super) const MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
 
@@ -23,12 +25,32 @@ pub(super) struct Regs {
     pub values: HashMap<u32, u32>,
     pub writes: Vec<(u32, u32)>,
     pub removed: bool,
-    /// `RESET` requests still to be NACKed.
+    /// `RESET` requests still to be NACKed (answered as a PF without an administrator MAC).
     pub reset_nacks: u32,
+    /// NACK `SET_MAC_ADDR` (a PF with another administrator MAC).
+    pub nack_set_mac: bool,
+    /// The MAC the PF accepted with `SET_MAC_ADDR`.
+    pub pf_mac: Option<MacAddress>,
+    /// Reads of `RXDCTL`/`TXDCTL` that still show `ENABLE` after a write cleared it (a queue
+    /// finishing its last descriptors); `u32::MAX`: it never clears.
+    pub enable_lag: u32,
+    /// Reads that showed a stale `ENABLE`.
+    pub stale_enable_reads: u32,
     /// Requests the PF received, decoded.
     pub requests: Vec<Request>,
     /// `RESET` requests to answer with a late `RSTD` beside the ACK (a PF finishing a reset).
     pub late_rstd: u32,
+    /// Queue control registers whose `ENABLE` was just cleared and may still read back set.
+    lagging: Vec<u32>,
+}
+
+/// `RXDCTL.ENABLE` and `TXDCTL.ENABLE` (the same bit).
+const DCTL_ENABLE: u32 = rxdctl::ENABLE;
+
+fn is_queue_ctl(offset: u32) -> bool {
+    [Queue::Q0, Queue::Q1]
+        .iter()
+        .any(|&q| offset == rxdctl(q) || offset == txdctl(q))
 }
 
 impl Regs {
@@ -54,6 +76,13 @@ impl Regs {
                     u32::from_le_bytes([MAC[0], MAC[1], MAC[2], MAC[3]]),
                     u32::from_le_bytes([MAC[4], MAC[5], 0, 0]),
                 ]
+            }
+        } else if let Request::SetMacAddr(mac) = request {
+            if self.nack_set_mac {
+                [msg_type | VT_MSGTYPE_NACK | VT_MSGTYPE_CTS, 0, 0]
+            } else {
+                self.pf_mac = Some(mac);
+                [msg_type | VT_MSGTYPE_ACK | VT_MSGTYPE_CTS, 0, 0]
             }
         } else {
             [msg_type | VT_MSGTYPE_ACK | VT_MSGTYPE_CTS, 0, 0]
@@ -84,7 +113,18 @@ impl RegisterIo for FakeBar {
         if regs.removed {
             return ALL_ONES;
         }
-        let value = regs.get(offset);
+        let mut value = regs.get(offset);
+        if is_queue_ctl(offset) && value & DCTL_ENABLE == 0 && regs.lagging.contains(&offset) {
+            if regs.enable_lag == 0 {
+                regs.lagging.retain(|&o| o != offset);
+            } else {
+                if regs.enable_lag != u32::MAX {
+                    regs.enable_lag -= 1;
+                }
+                regs.stale_enable_reads += 1;
+                value |= DCTL_ENABLE;
+            }
+        }
         if offset == V2PMAILBOX {
             regs.values.insert(offset, value & !V2pMailbox::R2C_BITS);
         }
@@ -112,6 +152,9 @@ impl RegisterIo for FakeBar {
                 }
             }
             _ => {
+                if is_queue_ctl(offset) && value & DCTL_ENABLE == 0 {
+                    regs.lagging.push(offset);
+                }
                 regs.values.insert(offset, value);
             }
         }

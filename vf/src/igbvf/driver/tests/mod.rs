@@ -7,7 +7,7 @@ mod fake;
 use std::sync::Arc;
 use std::time::Duration;
 
-use packet::{Packet, Pool, PortQueue, SharedMemory};
+use packet::{MacAddr, Packet, Pool, PortQueue, SharedMemory};
 
 use super::{Igbvf, IgbvfConfig, IgbvfError, IgbvfQueue};
 use crate::igbvf::descriptors::{
@@ -23,6 +23,7 @@ use crate::port::{VfEvent, VfPort};
 use fake::{FakeVf, MAC, TestClock};
 
 const Q0: Queue = Queue::Q0;
+const OWN_MAC: MacAddr = MacAddr([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01]);
 
 fn open_with(config: IgbvfConfig, msix: bool) -> (Arc<FakeVf>, Igbvf, Vec<IgbvfQueue>) {
     let dev = FakeVf::new(msix);
@@ -163,13 +164,98 @@ fn jumbo_mtu_asks_the_pf_for_large_frames() {
 }
 
 #[test]
-fn reset_nack_is_retried_until_the_pf_assigns_a_mac() {
+fn a_reset_nack_without_a_mac_makes_the_driver_set_a_random_local_unicast_mac() {
+    // Linux igb without an administrator MAC: `RESET|NACK`, no address, clear to send.
     let dev = FakeVf::new(true);
-    dev.bar.regs.lock().reset_nacks = 3;
+    dev.bar.regs.lock().reset_nacks = u32::MAX;
     let (port, _queues) =
         Igbvf::open_with_clock(dev.clone(), IgbvfConfig::default(), TestClock::new()).unwrap();
+    let mac = port.mac().0;
+    assert_eq!(
+        mac[0] & 0x03,
+        0x02,
+        "{mac:02x?}: locally administered unicast"
+    );
+    assert_eq!(
+        dev.requests(),
+        vec![Request::Reset, Request::SetMacAddr(mac)]
+    );
+    assert_eq!(dev.bar.regs.lock().pf_mac, Some(mac));
+}
+
+#[test]
+fn a_configured_mac_is_set_when_the_pf_has_none() {
+    let dev = FakeVf::new(true);
+    dev.bar.regs.lock().reset_nacks = u32::MAX;
+    let config = IgbvfConfig {
+        mac: Some(OWN_MAC),
+        ..IgbvfConfig::default()
+    };
+    let (port, _queues) = Igbvf::open_with_clock(dev.clone(), config, TestClock::new()).unwrap();
+    assert_eq!(port.mac(), OWN_MAC);
+    assert_eq!(
+        dev.requests(),
+        vec![Request::Reset, Request::SetMacAddr(OWN_MAC.0)]
+    );
+}
+
+#[test]
+fn the_pf_administrator_mac_wins_over_a_configured_one() {
+    let dev = FakeVf::new(true);
+    let config = IgbvfConfig {
+        mac: Some(OWN_MAC),
+        ..IgbvfConfig::default()
+    };
+    let (port, _queues) = Igbvf::open_with_clock(dev.clone(), config, TestClock::new()).unwrap();
     assert_eq!(port.mac().0, MAC);
-    assert_eq!(dev.requests().len(), 4);
+    assert_eq!(dev.requests(), vec![Request::Reset], "nothing to set");
+}
+
+#[test]
+fn a_pf_refusing_the_drivers_mac_fails_open_with_mac_rejected() {
+    let dev = FakeVf::new(true);
+    {
+        let mut regs = dev.bar.regs.lock();
+        regs.reset_nacks = u32::MAX;
+        regs.nack_set_mac = true;
+    }
+    let config = IgbvfConfig {
+        mac: Some(OWN_MAC),
+        ..IgbvfConfig::default()
+    };
+    let err = Igbvf::open_with_clock(dev, config, TestClock::new()).unwrap_err();
+    assert!(
+        matches!(err, IgbvfError::MacRejected { mac, .. } if mac == OWN_MAC.0),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "fake-vf: pf has no mac for the vf and refused 02:aa:bb:cc:dd:01"
+    );
+}
+
+#[test]
+fn after_a_pf_reset_the_driver_re_sends_its_own_mac() {
+    let dev = FakeVf::new(true);
+    dev.bar.regs.lock().reset_nacks = u32::MAX;
+    let (port, _queues) =
+        Igbvf::open_with_clock(dev.clone(), IgbvfConfig::default(), TestClock::new()).unwrap();
+    let mac = port.mac().0;
+    dev.bar.regs.lock().pf_mac = None;
+    dev.set_reg(V2PMAILBOX, V2pMailbox::RSTD);
+    assert_eq!(port.service(Duration::ZERO), vec![VfEvent::PfReset]);
+    assert_eq!(port.service(Duration::ZERO), vec![VfEvent::ResetComplete]);
+    assert_eq!(port.mac().0, mac, "the same mac");
+    assert_eq!(
+        dev.requests(),
+        vec![
+            Request::Reset,
+            Request::SetMacAddr(mac),
+            Request::Reset,
+            Request::SetMacAddr(mac)
+        ]
+    );
+    assert_eq!(dev.bar.regs.lock().pf_mac, Some(mac));
 }
 
 #[test]
@@ -194,15 +280,6 @@ fn a_late_rstd_during_the_reset_handshake_reposts_reset() {
         vec![],
         "the late RSTD was consumed"
     );
-}
-
-#[test]
-fn a_pf_that_never_assigns_a_mac_fails_open_within_the_timeout() {
-    let dev = FakeVf::new(true);
-    dev.bar.regs.lock().reset_nacks = u32::MAX;
-    let err = Igbvf::open_with_clock(dev, IgbvfConfig::default(), TestClock::new()).unwrap_err();
-    assert!(matches!(err, IgbvfError::NoMac { .. }), "{err}");
-    assert!(err.to_string().starts_with("fake-vf: "));
 }
 
 #[test]
@@ -568,6 +645,14 @@ fn config_validation_rejects_what_the_hardware_cannot_do() {
             mailbox_timeout: Duration::ZERO,
             ..IgbvfConfig::default()
         },
+        IgbvfConfig {
+            mac: Some(MacAddr([0x03, 0, 0, 0, 0, 1])),
+            ..IgbvfConfig::default()
+        },
+        IgbvfConfig {
+            mac: Some(MacAddr([0; 6])),
+            ..IgbvfConfig::default()
+        },
     ];
     for config in bad {
         assert!(
@@ -663,4 +748,221 @@ fn hardware_counters_accumulate_and_survive_a_pf_reset() {
     let stats = port.stats();
     assert_eq!(stats.hw_rx_packets, 15);
     assert_eq!(stats.hw_tx_packets, 4);
+}
+
+mod lost_transmits {
+    //! `VfQueue::tx_pending` and `tx_lost`: every frame `tx_burst` took is completed or counted
+    //! lost exactly once, and `tx_pending` reaches 0 whenever the ring can no longer complete.
+
+    use super::*;
+    use crate::port::VfQueue;
+
+    /// Sends `n` frames on queue 0; returns the pool they came from.
+    fn send(queues: &mut [IgbvfQueue], n: usize) -> Pool {
+        let pool = tx_pool();
+        let mut frames: Vec<Packet> = (0..n)
+            .map(|i| pool.alloc_from(&frame(64, i as u8)).unwrap())
+            .collect();
+        assert_eq!(queues[0].tx_burst(&mut frames), n);
+        pool
+    }
+
+    #[test]
+    fn tx_pending_counts_frames_until_the_device_completes_them() {
+        let (dev, port, mut queues) = open();
+        assert_eq!(VfQueue::index(&queues[0]), 0);
+        assert_eq!(queues[0].tx_pending(), 0);
+        let pool = send(&mut queues, 3);
+        assert_eq!(queues[0].tx_pending(), 3);
+        let ring = tx_ring(&dev);
+        for i in 0..2 {
+            ring.write(i * DESC_SIZE, &TxWriteback::done().to_bytes())
+                .unwrap();
+        }
+        assert_eq!(queues[0].tx_pending(), 1, "completions reclaimed");
+        assert_eq!(pool.available(), pool.capacity() - 1);
+        let stats = port.stats();
+        assert_eq!((stats.tx_packets, stats.tx_lost), (2, 0));
+    }
+
+    #[test]
+    fn a_queue_that_finds_its_device_gone_counts_its_frames_lost_once() {
+        let (dev, port, mut queues) = open();
+        let pool = send(&mut queues, 3);
+        dev.bar.regs.lock().removed = true;
+        // The queue notices on its own (TDH reads all ones), before the control thread.
+        assert_eq!(queues[0].tx_pending(), 0);
+        assert_eq!(port.stats().tx_lost, 3);
+        assert_eq!(pool.available(), pool.capacity(), "stranded frames freed");
+        let mut more = vec![pool.alloc_from(&frame(64, 9)).unwrap()];
+        assert_eq!(queues[0].tx_burst(&mut more), 0, "gone: takes nothing");
+        assert_eq!(port.service(Duration::ZERO), vec![VfEvent::Removed]);
+        port.stop(Duration::from_millis(10)).unwrap();
+        port.release().unwrap();
+        assert_eq!(port.stats().tx_lost, 3, "counted once");
+        assert_eq!(queues[0].tx_pending(), 0);
+    }
+
+    #[test]
+    fn a_removal_seen_by_service_first_counts_the_frames_once() {
+        let (dev, port, mut queues) = open();
+        send(&mut queues, 4);
+        dev.bar.regs.lock().removed = true;
+        assert_eq!(port.service(Duration::ZERO), vec![VfEvent::Removed]);
+        assert_eq!(queues[0].tx_pending(), 0);
+        port.release().unwrap();
+        assert_eq!(queues[0].tx_pending(), 0);
+        assert_eq!(port.stats().tx_lost, 4);
+    }
+
+    #[test]
+    fn release_with_frames_in_flight_counts_them_once() {
+        let (_dev, port, mut queues) = open();
+        let pool = send(&mut queues, 5);
+        port.release().unwrap();
+        assert_eq!(queues[0].tx_pending(), 0);
+        assert_eq!(port.stats().tx_lost, 5);
+        assert_eq!(pool.available(), pool.capacity());
+        port.release().unwrap();
+        assert_eq!(port.stats().tx_lost, 5, "idempotent");
+    }
+
+    #[test]
+    fn a_pf_reset_counts_the_stranded_frames_when_it_is_reported() {
+        let (dev, port, mut queues) = open();
+        send(&mut queues, 2);
+        // The PF stays in reset: the re-initialisation waits, tx_pending must not.
+        dev.set_reg(V2PMAILBOX, V2pMailbox::RSTI);
+        assert_eq!(port.service(Duration::ZERO), vec![VfEvent::PfReset]);
+        assert_eq!(queues[0].tx_pending(), 0);
+        assert_eq!(port.stats().tx_lost, 2);
+        dev.set_reg(V2PMAILBOX, V2pMailbox::RSTD);
+        assert_eq!(port.service(Duration::ZERO), vec![VfEvent::ResetComplete]);
+        assert_eq!(
+            port.stats().tx_lost,
+            2,
+            "not again at the re-initialisation"
+        );
+        send(&mut queues, 1);
+        assert_eq!(queues[0].tx_pending(), 1, "running again");
+    }
+
+    #[test]
+    fn a_stop_that_times_out_leaves_nothing_pending() {
+        let (_dev, port, mut queues) = open();
+        send(&mut queues, 3);
+        port.stop(Duration::from_millis(5)).unwrap();
+        assert_eq!(queues[0].tx_pending(), 0);
+        assert_eq!(port.stats().tx_lost, 3);
+    }
+}
+
+mod stop_waits_for_the_queues {
+    use super::*;
+    use crate::igbvf::driver::Clock;
+
+    fn open_clocked() -> (Arc<FakeVf>, Igbvf, Vec<IgbvfQueue>, Arc<TestClock>) {
+        let dev = FakeVf::new(true);
+        dev.set_reg(STATUS, Status::LU);
+        let clock = TestClock::new();
+        let (port, queues) =
+            Igbvf::open_with_clock(dev.clone(), IgbvfConfig::default(), clock.clone()).unwrap();
+        (dev, port, queues, clock)
+    }
+
+    #[test]
+    fn stop_polls_until_the_enable_bits_read_back_clear() {
+        let (dev, port, _queues, _clock) = open_clocked();
+        dev.bar.regs.lock().enable_lag = 6;
+        port.stop(Duration::from_secs(1)).unwrap();
+        let regs = dev.bar.regs.lock();
+        assert_eq!(regs.enable_lag, 0, "read until the lag ran out");
+        assert_eq!(regs.stale_enable_reads, 6);
+        drop(regs);
+        assert_eq!(dev.reg(rxdctl(Q0)) & rxdctl::ENABLE, 0);
+        assert_eq!(dev.reg(txdctl(Q0)) & txdctl::ENABLE, 0);
+    }
+
+    #[test]
+    fn an_enable_bit_that_never_clears_ends_the_wait_at_the_deadline() {
+        let (dev, port, mut queues, clock) = open_clocked();
+        let pool = tx_pool();
+        let mut frames = vec![pool.alloc_from(&frame(64, 0)).unwrap()];
+        assert_eq!(queues[0].tx_burst(&mut frames), 1);
+        dev.bar.regs.lock().enable_lag = u32::MAX;
+        let start = clock.now();
+        port.stop(Duration::from_millis(50)).unwrap();
+        let waited = clock.now() - start;
+        assert!(waited >= Duration::from_millis(50), "{waited:?}");
+        assert!(waited < Duration::from_millis(52), "{waited:?}: bounded");
+        assert_eq!(port.stats().tx_lost, 1);
+    }
+
+    #[test]
+    fn a_device_gone_during_stop_ends_the_waits_at_once() {
+        let (dev, port, mut queues, clock) = open_clocked();
+        let pool = tx_pool();
+        let mut frames = vec![pool.alloc_from(&frame(64, 0)).unwrap()];
+        assert_eq!(queues[0].tx_burst(&mut frames), 1);
+        dev.bar.regs.lock().removed = true;
+        let start = clock.now();
+        port.stop(Duration::from_secs(10)).unwrap();
+        assert_eq!(clock.now(), start, "no pause: all-ones reads end the waits");
+        assert_eq!(port.stats().tx_lost, 1);
+        assert_eq!(port.service(Duration::ZERO), vec![VfEvent::Removed]);
+        assert_eq!(port.stats().tx_lost, 1, "counted once");
+    }
+}
+
+mod interrupt_wait {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn an_msix_signal_ends_a_long_service_wait_and_is_consumed() {
+        let (dev, port, _queues) = open();
+        let vector = dev.msix.lock()[1].clone();
+        let signaller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            vector.signal().unwrap();
+        });
+        let start = Instant::now();
+        assert_eq!(port.service(Duration::from_secs(60)), vec![]);
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "woken by the vector"
+        );
+        signaller.join().unwrap();
+        assert_eq!(
+            dev.msix.lock()[1].try_consume().unwrap(),
+            None,
+            "the signal was consumed"
+        );
+    }
+
+    #[test]
+    fn a_zero_timeout_polls_the_mailbox_without_waiting() {
+        let (dev, port, _queues) = open();
+        dev.set_reg(V2PMAILBOX, V2pMailbox::RSTD);
+        // Nothing signalled: with a zero timeout the poll only looks, then the mailbox is read.
+        assert_eq!(port.service(Duration::ZERO), vec![VfEvent::PfReset]);
+    }
+
+    #[test]
+    fn the_request_irq_is_seen_by_a_wait_over_every_eventfd() {
+        let (dev, port, _queues) = open();
+        let request = dev.request.clone();
+        let signaller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            request.signal().unwrap();
+        });
+        let start = Instant::now();
+        assert_eq!(
+            port.service(Duration::from_secs(60)),
+            vec![VfEvent::ReleaseRequested]
+        );
+        assert!(start.elapsed() < Duration::from_secs(30));
+        signaller.join().unwrap();
+    }
 }
