@@ -432,6 +432,25 @@ impl SyntheticQueue {
         self.queue().state.lock().stats.clone()
     }
 
+    /// Takes the completions the host has written, then returns how many frames `tx_burst`
+    /// took that the host has not completed yet. 0 while the session is down: sends abandoned
+    /// by a dead channel are counted in `tx_failed` when it is detached. A failover port uses
+    /// this to keep order across a switch: it moves a queue's transmit to the other path only
+    /// once this reads 0.
+    pub fn tx_pending(&mut self) -> usize {
+        let shared = &*self.shared;
+        let queue = &shared.queues[usize::from(self.index)];
+        queue.touch(shared.epoch);
+        let mut st = queue.state.lock();
+        let mut room = 0;
+        st.service(shared, None, &mut room, BURST_BUDGET);
+        st.flush();
+        if st.chan.is_none() {
+            return 0;
+        }
+        st.tx.outstanding()
+    }
+
     fn queue(&self) -> &QueueShared {
         &self.shared.queues[usize::from(self.index)]
     }

@@ -1,0 +1,524 @@
+//! The control thread: the state machine of DESIGN §4.
+//!
+//! One thread per port owns the VF and every NVSP request the port makes. It loops: wait a
+//! tick for the VF's interrupts (or, without a VF, for a host event), take the host's events
+//! (VF association, host data-path switch, dead channel) and the VF's (link, reset, removal,
+//! release request), run the timers on the port's [`Clock`] (looking for an associated VF, the
+//! watchdog's keepalive), and switch to the VF when one is attached, its link is up and the
+//! host has not refused it.
+//!
+//! Leaving the VF, planned (release request, association 0, host switch, link down):
+//! 1. every queue transmits on synthetic once the VF sent what it took, and receives from the
+//!    VF only (synthetic may already hold newer frames);
+//! 2. NVSP 129 {synthetic} and its completion (the host has put everything for the VF in its
+//!    rings);
+//! 3. every queue receives VF first until it found the VF's rings empty;
+//! 4. the queues give the VF up; the VF is stopped and released, or kept for later (link down,
+//!    host switch).
+//!
+//! Surprise (removal, in-place reset): transmit and receive move to synthetic at once, the
+//! frames stranded on the VF are counted as lost, then 129 {synthetic}. Every wait is bounded
+//! by [`FailoverConfig`]; a wait that runs out is counted and the sequence goes on.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use netvsc::nic::{NicEvent, SyntheticNic};
+use parking_lot::{Condvar, Mutex};
+use vf::port::{VfEvent, VfPort};
+
+use crate::clock::Clock;
+use crate::config::FailoverConfig;
+use crate::events::{FailoverEvent, FailoverStats, PortState, SwitchReason};
+use crate::link::{Handshake, Route, RxMode, SharedVfQueue, TxPath};
+use crate::provider::{AttachedVf, VfProvider, VfRequest};
+use crate::queue::QueueShared;
+
+/// Events kept for [`FailoverPort::next_event`](crate::FailoverPort::next_event); older ones
+/// are dropped first.
+const EVENT_CAPACITY: usize = 1024;
+
+/// What the control thread and the port's handle share.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub nic: SyntheticNic,
+    pub provider: Arc<dyn VfProvider>,
+    pub config: FailoverConfig,
+    pub clock: Arc<dyn Clock>,
+    pub queues: Vec<Arc<QueueShared>>,
+    pub handshake: Arc<Handshake>,
+    pub stop: AtomicBool,
+    pub status: Mutex<FailoverStats>,
+    pub status_changed: Condvar,
+    pub events: Mutex<VecDeque<FailoverEvent>>,
+    pub events_ready: Condvar,
+}
+
+impl Inner {
+    fn emit(&self, event: FailoverEvent) {
+        tracing::info!(target: "hvnet::bond", ?event);
+        let mut events = self.events.lock();
+        if events.len() >= EVENT_CAPACITY {
+            events.pop_front();
+        }
+        events.push_back(event);
+        drop(events);
+        self.events_ready.notify_all();
+    }
+
+    fn update(&self, f: impl FnOnce(&mut FailoverStats)) {
+        f(&mut self.status.lock());
+        self.status_changed.notify_all();
+    }
+}
+
+/// A VF in use.
+#[derive(Debug)]
+struct Attached {
+    serial: u32,
+    name: String,
+    port: Arc<dyn VfPort>,
+    queues: Vec<SharedVfQueue>,
+    link_up: bool,
+    resetting: bool,
+    /// Whether the pollers were given its queues (the data path is or was just on it).
+    in_use: bool,
+}
+
+/// Looking for the VF of an association.
+#[derive(Debug)]
+struct Probe {
+    serial: u32,
+    deadline: Instant,
+    next_try: Instant,
+}
+
+/// The control thread's own state.
+#[derive(Debug)]
+pub(crate) struct Control {
+    inner: Arc<Inner>,
+    state: PortState,
+    association: Option<u32>,
+    vf: Option<Attached>,
+    probe: Option<Probe>,
+    /// The host refused (or took back) the last switch; wait for a change before retrying.
+    refused: bool,
+    next_keepalive: Instant,
+}
+
+impl Control {
+    pub fn new(inner: Arc<Inner>) -> Self {
+        let next_keepalive = inner.clock.now() + inner.config.watchdog_interval;
+        Self {
+            inner,
+            state: PortState::Synthetic,
+            association: None,
+            vf: None,
+            probe: None,
+            refused: false,
+            next_keepalive,
+        }
+    }
+
+    /// The thread's body; returns when the port closes.
+    pub fn run(mut self) {
+        while !self.inner.stop.load(Ordering::Acquire) {
+            self.step();
+        }
+        if self.vf.is_some() {
+            self.leave_vf(SwitchReason::Shutdown, true);
+        }
+    }
+
+    fn set_state(&mut self, state: PortState) {
+        self.state = state;
+        let vf = self.vf.as_ref().map(|v| v.name.clone());
+        self.inner.update(|s| {
+            s.state = state;
+            s.vf = vf;
+        });
+    }
+
+    fn step(&mut self) {
+        let tick = self.inner.config.tick;
+        let vf_events = match &self.vf {
+            Some(vf) => vf.port.service(tick),
+            None => Vec::new(),
+        };
+        let mut wait = if self.vf.is_some() {
+            Duration::ZERO
+        } else {
+            tick
+        };
+        let mut nic_events = Vec::new();
+        while let Some(event) = self.inner.nic.next_event(wait) {
+            nic_events.push(event);
+            wait = Duration::ZERO;
+        }
+        for event in vf_events {
+            self.on_vf_event(event);
+        }
+        for event in nic_events {
+            self.on_nic_event(event);
+        }
+        self.run_timers();
+        self.maybe_switch_to_vf();
+    }
+
+    fn on_nic_event(&mut self, event: NicEvent) {
+        match event {
+            NicEvent::VfAssociation {
+                allocated: true,
+                serial,
+            } => {
+                self.association = Some(serial);
+                self.refused = false;
+                self.inner.emit(FailoverEvent::VfAssociated { serial });
+                if self.vf.as_ref().is_none_or(|v| v.serial != serial) {
+                    let now = self.inner.clock.now();
+                    self.probe = Some(Probe {
+                        serial,
+                        deadline: now + self.inner.config.vf_appear_timeout,
+                        next_try: now,
+                    });
+                }
+            }
+            NicEvent::VfAssociation {
+                allocated: false, ..
+            } => {
+                self.association = None;
+                self.probe = None;
+                if self.vf.is_some() {
+                    self.leave_vf(SwitchReason::AssociationRemoved, true);
+                }
+            }
+            NicEvent::HostSwitchedDataPath { to_vf: false } => {
+                if matches!(self.state, PortState::OnVf | PortState::SwitchingToVf) {
+                    self.refused = true;
+                    self.inner.update(|s| s.switches_refused += 1);
+                    self.inner.emit(FailoverEvent::SwitchRefused);
+                    self.leave_vf(SwitchReason::HostSwitched, false);
+                }
+            }
+            NicEvent::ChannelDead => self.recover_session(),
+            _ => {}
+        }
+    }
+
+    fn on_vf_event(&mut self, event: VfEvent) {
+        let Some(vf) = self.vf.as_mut() else {
+            return;
+        };
+        match event {
+            VfEvent::LinkUp => {
+                vf.link_up = true;
+                self.refused = false;
+            }
+            VfEvent::LinkDown => {
+                vf.link_up = false;
+                if vf.in_use {
+                    self.leave_vf(SwitchReason::LinkDown, false);
+                }
+            }
+            VfEvent::PfReset => {
+                vf.resetting = true;
+                if vf.in_use {
+                    self.leave_vf(SwitchReason::VfReset, false);
+                }
+            }
+            VfEvent::ResetComplete => {
+                vf.resetting = false;
+                self.refused = false;
+            }
+            VfEvent::Removed => self.leave_vf(SwitchReason::Removed, true),
+            VfEvent::ReleaseRequested => self.leave_vf(SwitchReason::ReleaseRequested, true),
+        }
+    }
+
+    fn run_timers(&mut self) {
+        let now = self.inner.clock.now();
+        if now >= self.next_keepalive {
+            self.next_keepalive = now + self.inner.config.watchdog_interval;
+            if let Err(error) = self.inner.nic.keepalive(self.inner.config.watchdog_timeout) {
+                tracing::warn!(target: "hvnet::bond", %error, "keepalive failed");
+                self.recover_session();
+            }
+        }
+        if let Some(probe) = self.probe.as_mut()
+            && now >= probe.next_try
+        {
+            probe.next_try = now + self.inner.config.vf_probe_interval;
+            let serial = probe.serial;
+            let expired = now >= probe.deadline;
+            self.try_attach(serial);
+            if self.vf.is_none() && expired {
+                self.probe = None;
+                self.inner.update(|s| s.vf_appear_timeouts += 1);
+                tracing::warn!(target: "hvnet::bond", serial, "the VF did not appear in time");
+            }
+        }
+    }
+
+    fn request(&self) -> VfRequest {
+        VfRequest {
+            mac: self.inner.nic.mac(),
+            mtu: self.inner.nic.mtu(),
+            queues: self.inner.nic.queue_count(),
+        }
+    }
+
+    fn try_attach(&mut self, serial: u32) {
+        let attached = match self.inner.provider.probe(serial, &self.request()) {
+            Ok(Some(attached)) => attached,
+            Ok(None) => return,
+            Err(error) => {
+                self.inner.update(|s| s.vf_attach_errors += 1);
+                self.inner.emit(FailoverEvent::VfAttachFailed {
+                    serial,
+                    error: error.to_string(),
+                });
+                return;
+            }
+        };
+        let AttachedVf { name, port, queues } = attached;
+        if port.mac() != self.inner.nic.mac() || queues.is_empty() {
+            let _ = port.release();
+            self.inner.update(|s| s.vf_mac_mismatches += 1);
+            self.inner.emit(FailoverEvent::VfAttachFailed {
+                serial,
+                error: format!(
+                    "{name}: MAC {} is not the port's {} (or it has no queues)",
+                    port.mac(),
+                    self.inner.nic.mac()
+                ),
+            });
+            return;
+        }
+        self.probe = None;
+        let link_up = port.link_up();
+        let queues = queues
+            .into_iter()
+            .map(|q| Arc::new(Mutex::new(q)))
+            .collect();
+        self.inner.update(|s| s.vf_attached += 1);
+        self.inner.emit(FailoverEvent::VfAttached {
+            serial,
+            device: name.clone(),
+        });
+        self.vf = Some(Attached {
+            serial,
+            name,
+            port,
+            queues,
+            link_up,
+            resetting: false,
+            in_use: false,
+        });
+        self.set_state(PortState::VfAttaching);
+    }
+
+    fn maybe_switch_to_vf(&mut self) {
+        let ready = self.vf.as_ref().is_some_and(|vf| {
+            vf.link_up && !vf.resetting && !vf.in_use && self.association == Some(vf.serial)
+        });
+        if ready && !self.refused {
+            self.switch_to_vf();
+        }
+    }
+
+    /// Publishes one route per queue (built by `route(i, vf_queues)`); waits for the acks.
+    fn publish(&self, route: impl Fn(usize) -> Route) -> Vec<u64> {
+        self.inner
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| q.link.publish(route(i)))
+            .collect()
+    }
+
+    fn wait_acked(&self, generations: &[u64]) {
+        let deadline = Instant::now() + self.inner.config.ack_timeout;
+        let late = wait_queues(&self.inner, generations, deadline, false);
+        if !late.is_empty() {
+            tracing::warn!(target: "hvnet::bond", ?late, "queues did not take the new path in time");
+            self.inner.update(|s| s.ack_timeouts += 1);
+        }
+    }
+
+    fn route_for(vf: &Attached, tx: TxPath, rx: RxMode, i: usize, rx_vf: bool) -> Route {
+        let n = vf.queues.len();
+        Route {
+            tx,
+            tx_at_once: false,
+            rx,
+            rx_vf: (rx_vf && i < n).then(|| vf.queues[i].clone()),
+            tx_vf: (tx == TxPath::Vf).then(|| vf.queues[i % n].clone()),
+        }
+    }
+
+    fn switch_to_vf(&mut self) {
+        let started = Instant::now();
+        self.set_state(PortState::SwitchingToVf);
+        if let Err(error) = self
+            .inner
+            .nic
+            .switch_data_path(true, self.inner.config.switch_timeout)
+        {
+            tracing::warn!(target: "hvnet::bond", %error, "switching the data path to the VF failed");
+            self.inner.update(|s| s.switch_errors += 1);
+            self.refused = true;
+            self.set_state(PortState::VfAttaching);
+            return;
+        }
+        let Some(vf) = self.vf.as_mut() else {
+            return;
+        };
+        vf.in_use = true;
+        let vf = self.vf.as_ref().expect("checked above");
+        let generations =
+            self.publish(|i| Self::route_for(vf, TxPath::Vf, RxMode::SyntheticThenVf, i, true));
+        self.wait_acked(&generations);
+        let duration = started.elapsed();
+        self.set_state(PortState::OnVf);
+        self.inner.update(|s| {
+            s.switches_to_vf += 1;
+            s.last_failback = Some(duration);
+        });
+        self.inner.emit(FailoverEvent::SwitchedToVf { duration });
+    }
+
+    /// Leaves the VF for `reason` (see the module docs); releases it if `release`.
+    fn leave_vf(&mut self, reason: SwitchReason, release: bool) {
+        let started = Instant::now();
+        let Some(vf) = self.vf.as_mut() else {
+            return;
+        };
+        let was_in_use = std::mem::replace(&mut vf.in_use, false);
+        let mut failover = Duration::ZERO;
+        if was_in_use {
+            self.set_state(PortState::SwitchingToSynthetic);
+            let vf = self.vf.as_ref().expect("checked above");
+            if reason.is_surprise() {
+                let generations = self.publish(|_| Route {
+                    tx_at_once: true,
+                    ..Route::synthetic()
+                });
+                self.wait_acked(&generations);
+                failover = started.elapsed();
+                self.switch_back_request();
+            } else {
+                // 1. Transmit moves (after the VF sent what it took); receive from the VF only.
+                let generations =
+                    self.publish(|i| Self::route_for(vf, TxPath::Synthetic, RxMode::Vf, i, true));
+                self.wait_acked(&generations);
+                failover = started.elapsed();
+                // 2. The host moves its side and flushes the VF.
+                self.switch_back_request();
+                // 3. Drain the VF's receive rings.
+                let generations = self.publish(|i| {
+                    Self::route_for(vf, TxPath::Synthetic, RxMode::VfThenSynthetic, i, true)
+                });
+                let deadline = Instant::now() + self.inner.config.drain_timeout;
+                if !wait_queues(&self.inner, &generations, deadline, true).is_empty() {
+                    self.inner.update(|s| s.drain_timeouts += 1);
+                }
+            }
+            // 4. Give the VF up.
+            let generations = self.publish(|_| Route::synthetic());
+            self.wait_acked(&generations);
+        }
+        if release {
+            self.release_vf(reason);
+        }
+        let complete = started.elapsed();
+        let next = if self.vf.is_some() {
+            PortState::VfAttaching
+        } else {
+            PortState::Synthetic
+        };
+        self.set_state(next);
+        if was_in_use {
+            self.inner.update(|s| {
+                s.switches_to_synthetic.bump(reason);
+                s.last_failover = Some(failover);
+            });
+            self.inner.emit(FailoverEvent::SwitchedToSynthetic {
+                reason,
+                failover,
+                complete,
+            });
+        }
+    }
+
+    /// NVSP 129 {synthetic}, errors counted.
+    fn switch_back_request(&self) {
+        if let Err(error) = self
+            .inner
+            .nic
+            .switch_data_path(false, self.inner.config.switch_timeout)
+        {
+            tracing::warn!(target: "hvnet::bond", %error, "switching the data path back failed");
+            self.inner.update(|s| s.switch_errors += 1);
+        }
+    }
+
+    fn release_vf(&mut self, reason: SwitchReason) {
+        let Some(vf) = self.vf.take() else {
+            return;
+        };
+        let _ = vf.port.stop(self.inner.config.vf_stop_timeout);
+        if let Err(error) = vf.port.release() {
+            tracing::warn!(target: "hvnet::bond", %error, device = vf.name, "releasing the VF");
+        }
+        let tx_lost = vf.port.stats().tx_lost;
+        self.inner.update(|s| {
+            s.vf_released += 1;
+            s.lost_vf_tx += tx_lost;
+        });
+        self.inner.emit(FailoverEvent::VfReleased {
+            serial: vf.serial,
+            reason,
+            tx_lost,
+        });
+    }
+
+    /// The watchdog: re-establishes a dead session, keeping the port's identity.
+    fn recover_session(&mut self) {
+        let started = Instant::now();
+        match self
+            .inner
+            .nic
+            .reestablish(self.inner.config.watchdog_timeout)
+        {
+            Ok(()) => {
+                let duration = started.elapsed();
+                self.inner.update(|s| s.watchdog_reestablished += 1);
+                self.inner
+                    .emit(FailoverEvent::SessionReestablished { duration });
+                if self.vf.as_ref().is_some_and(|v| v.in_use)
+                    && let Err(error) = self
+                        .inner
+                        .nic
+                        .switch_data_path(true, self.inner.config.switch_timeout)
+                {
+                    tracing::warn!(target: "hvnet::bond", %error, "re-sending the switch to the VF");
+                    self.inner.update(|s| s.switch_errors += 1);
+                }
+            }
+            Err(error) => {
+                self.inner.update(|s| s.watchdog_failures += 1);
+                self.inner.emit(FailoverEvent::SessionLost {
+                    error: error.to_string(),
+                });
+            }
+        }
+    }
+}
+
+/// Waits until every queue acknowledged (or, with `drained`, drained at) its generation.
+fn wait_queues(inner: &Inner, generations: &[u64], deadline: Instant, drained: bool) -> Vec<u16> {
+    let links: Vec<&crate::link::QueueLink> = inner.queues.iter().map(|q| &q.link).collect();
+    inner.handshake.wait(&links, generations, deadline, drained)
+}

@@ -1,0 +1,297 @@
+//! [`FailoverQueue`]: queue *i* of the failover port, over VMBus channel *i* and VF queue *i*.
+//!
+//! At every burst boundary the queue checks its link's generation (see `link`); when it moved
+//! it takes the new route: which path transmits, which paths receive in which order, and the
+//! VF queue it may use. Between changes a burst costs one atomic load over the path's own
+//! burst (plus an uncontended lock on the VF queue, which port queues folded onto the same VF
+//! queue share).
+//!
+//! Order across a switch: when transmit moves to the other path, the queue first lets the old
+//! path finish what it accepted ([`tx_pending`](vf::port::VfQueue::tx_pending) reaches 0) and
+//! accepts nothing meanwhile (the caller keeps its frames and retries), bounded by
+//! `tx_order_timeout`; receive polls the path the data left before the one it moved to, and
+//! the second only when the first did not fill the burst.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use netvsc::nic::SyntheticQueue;
+use packet::{Packet, PortQueue};
+
+use crate::link::{Handshake, QueueLink, Route, RxMode, SharedVfQueue, TxPath};
+
+/// Counters of one queue, written by its poller once per burst, read by anyone.
+#[derive(Debug, Default)]
+pub(crate) struct QueueCounters {
+    rx_synthetic: AtomicU64,
+    rx_vf: AtomicU64,
+    tx_synthetic: AtomicU64,
+    tx_vf: AtomicU64,
+    tx_order_waits: AtomicU64,
+    tx_order_timeouts: AtomicU64,
+    routes_applied: AtomicU64,
+}
+
+/// A snapshot of one queue's counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FailoverQueueStats {
+    /// Frames received from the synthetic path.
+    pub rx_synthetic: u64,
+    /// Frames received from the VF.
+    pub rx_vf: u64,
+    /// Frames the synthetic path took for transmit.
+    pub tx_synthetic: u64,
+    /// Frames the VF took for transmit.
+    pub tx_vf: u64,
+    /// Transmit bursts held back while the old path emptied after a switch.
+    pub tx_order_waits: u64,
+    /// Switches after which the old path did not empty within `tx_order_timeout`.
+    pub tx_order_timeouts: u64,
+    /// Routes (path changes) this queue applied.
+    pub routes_applied: u64,
+}
+
+impl QueueCounters {
+    fn add(counter: &AtomicU64, n: usize) {
+        if n != 0 {
+            counter.fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> FailoverQueueStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        FailoverQueueStats {
+            rx_synthetic: get(&self.rx_synthetic),
+            rx_vf: get(&self.rx_vf),
+            tx_synthetic: get(&self.tx_synthetic),
+            tx_vf: get(&self.tx_vf),
+            tx_order_waits: get(&self.tx_order_waits),
+            tx_order_timeouts: get(&self.tx_order_timeouts),
+            routes_applied: get(&self.routes_applied),
+        }
+    }
+}
+
+/// The old path a queue waits on before transmitting on the new one.
+#[derive(Debug)]
+enum Gate {
+    Synthetic {
+        deadline: Instant,
+    },
+    Vf {
+        queue: SharedVfQueue,
+        deadline: Instant,
+    },
+}
+
+/// What the control thread and a queue handle share.
+#[derive(Debug)]
+pub(crate) struct QueueShared {
+    pub link: QueueLink,
+    pub counters: QueueCounters,
+}
+
+/// One queue of a [`FailoverPort`](crate::FailoverPort), owned by one polling thread.
+/// Implements [`PortQueue`]. Dropping it tells the control thread this queue will not poll
+/// again (a switch then does not wait for it).
+#[derive(Debug)]
+pub struct FailoverQueue {
+    index: u16,
+    synthetic: SyntheticQueue,
+    shared: Arc<QueueShared>,
+    handshake: Arc<Handshake>,
+    tx_order_timeout: std::time::Duration,
+    seen: u64,
+    tx: TxPath,
+    rx: RxMode,
+    rx_vf: Option<SharedVfQueue>,
+    tx_vf: Option<SharedVfQueue>,
+    gate: Option<Gate>,
+    drain_generation: Option<u64>,
+}
+
+impl FailoverQueue {
+    pub(crate) fn new(
+        index: u16,
+        synthetic: SyntheticQueue,
+        shared: Arc<QueueShared>,
+        handshake: Arc<Handshake>,
+        tx_order_timeout: std::time::Duration,
+    ) -> Self {
+        Self {
+            index,
+            synthetic,
+            shared,
+            handshake,
+            tx_order_timeout,
+            seen: 0,
+            tx: TxPath::Synthetic,
+            rx: RxMode::Synthetic,
+            rx_vf: None,
+            tx_vf: None,
+            gate: None,
+            drain_generation: None,
+        }
+    }
+
+    /// The queue's index (VMBus channel *i*, VF queue *i* folded onto the VF's count).
+    pub fn index(&self) -> u16 {
+        self.index
+    }
+
+    /// A snapshot of this queue's counters.
+    pub fn stats(&self) -> FailoverQueueStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Applies a new route if the control thread published one.
+    #[inline]
+    fn sync(&mut self) {
+        if self.shared.link.changed(self.seen) {
+            self.apply();
+        }
+    }
+
+    #[cold]
+    fn apply(&mut self) {
+        let (generation, route) = self.shared.link.take();
+        let Route {
+            tx,
+            tx_at_once,
+            rx,
+            rx_vf,
+            tx_vf,
+        } = route;
+        if tx != self.tx {
+            let deadline = Instant::now() + self.tx_order_timeout;
+            self.gate = match (tx_at_once, self.tx, self.tx_vf.take()) {
+                (true, _, _) => None,
+                (false, TxPath::Synthetic, _) => Some(Gate::Synthetic { deadline }),
+                (false, TxPath::Vf, Some(queue)) => Some(Gate::Vf { queue, deadline }),
+                (false, TxPath::Vf, None) => None,
+            };
+        } else if tx_at_once {
+            self.gate = None;
+        }
+        self.tx = tx;
+        self.tx_vf = tx_vf;
+        self.rx = rx;
+        self.rx_vf = rx_vf;
+        self.drain_generation = (rx == RxMode::VfThenSynthetic).then_some(generation);
+        // A queue that receives nothing from the VF has nothing to drain.
+        if self.rx_vf.is_none()
+            && let Some(g) = self.drain_generation.take()
+        {
+            self.shared.link.mark_drained(g, &self.handshake);
+        }
+        self.seen = generation;
+        self.shared
+            .counters
+            .routes_applied
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.link.ack(generation, &self.handshake);
+    }
+
+    fn rx_from_vf(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let Some(vf) = &self.rx_vf else {
+            return 0;
+        };
+        let n = vf.lock().rx_burst(out, max);
+        QueueCounters::add(&self.shared.counters.rx_vf, n);
+        if n < max
+            && let Some(g) = self.drain_generation.take()
+        {
+            self.shared.link.mark_drained(g, &self.handshake);
+        }
+        n
+    }
+
+    fn rx_from_synthetic(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let n = self.synthetic.rx_burst(out, max);
+        QueueCounters::add(&self.shared.counters.rx_synthetic, n);
+        n
+    }
+
+    /// Whether the old path still holds frames this queue gave it (after a switch).
+    fn gated(&mut self) -> bool {
+        let Some(gate) = &self.gate else {
+            return false;
+        };
+        let (pending, deadline) = match gate {
+            Gate::Synthetic { deadline } => (self.synthetic.tx_pending(), *deadline),
+            Gate::Vf { queue, deadline } => (queue.lock().tx_pending(), *deadline),
+        };
+        if pending == 0 {
+            self.gate = None;
+            return false;
+        }
+        if Instant::now() >= deadline {
+            self.shared
+                .counters
+                .tx_order_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            self.gate = None;
+            return false;
+        }
+        self.shared
+            .counters
+            .tx_order_waits
+            .fetch_add(1, Ordering::Relaxed);
+        true
+    }
+}
+
+impl PortQueue for FailoverQueue {
+    fn rx_burst(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        self.sync();
+        match self.rx {
+            RxMode::Synthetic => self.rx_from_synthetic(out, max),
+            RxMode::SyntheticThenVf => {
+                let n = self.rx_from_synthetic(out, max);
+                if n < max {
+                    n + self.rx_from_vf(out, max - n)
+                } else {
+                    n
+                }
+            }
+            RxMode::Vf => self.rx_from_vf(out, max),
+            RxMode::VfThenSynthetic => {
+                let n = self.rx_from_vf(out, max);
+                if n < max {
+                    n + self.rx_from_synthetic(out, max - n)
+                } else {
+                    n
+                }
+            }
+        }
+    }
+
+    fn tx_burst(&mut self, frames: &mut Vec<Packet>) -> usize {
+        self.sync();
+        if self.gated() {
+            return 0;
+        }
+        match (self.tx, &self.tx_vf) {
+            (TxPath::Vf, Some(vf)) => {
+                let n = vf.lock().tx_burst(frames);
+                QueueCounters::add(&self.shared.counters.tx_vf, n);
+                n
+            }
+            _ => {
+                let n = self.synthetic.tx_burst(frames);
+                QueueCounters::add(&self.shared.counters.tx_synthetic, n);
+                n
+            }
+        }
+    }
+}
+
+impl Drop for FailoverQueue {
+    fn drop(&mut self) {
+        self.rx_vf = None;
+        self.tx_vf = None;
+        self.gate = None;
+        self.shared.link.close(&self.handshake);
+    }
+}
