@@ -10,12 +10,19 @@
 //! - [`conformance`]: the NetVSP conformance transcripts, golden answers recorded from a real
 //!   NetVSP host, loaded and compared against what the simulated host produces;
 //! - [`rig`]: [`rig::SyntheticRig`], a host with a guest NIC opened against it;
+//! - [`failover_rig`]: [`failover_rig::FailoverRig`], a failover port over a NIC on the
+//!   simulated host with a simulated vPCI bus ([`failover_rig::SimPci`]) that makes software
+//!   VFs in guest memory, plugged into the host's vSwitch;
+//! - [`traffic`]: sequenced traffic both ways through a port, checked at the far end;
 //! - [`vf_model`]: the software igbvf (82576 VF) behind `vf::device`, with its PF's mailbox,
 //!   a DMA engine on its own thread, an in-memory wire and fault injection.
 //!
-//! The failover suites (synthetic ⇄ VF) will join `tests/` with the bond issue.
+//! The failover suites (`tests/failover_*.rs`) run a [`failover_rig::FailoverRig`] under
+//! [`traffic::Traffic`], one suite per guarantee of DESIGN §4.
 
 pub mod conformance;
+pub mod failover_rig;
 pub mod host;
 pub mod rig;
+pub mod traffic;
 pub mod vf_model;

@@ -14,6 +14,9 @@ pub enum RigError {
     /// The guest NIC did not open against it.
     #[error("opening the synthetic NIC against the simulated host")]
     Nic(#[source] NicError),
+    /// The failover port did not open over the NIC.
+    #[error("opening the failover port")]
+    Failover(#[source] bond::FailoverError),
 }
 
 /// The simulated host, the guest's control handle and its queues.

@@ -11,16 +11,18 @@
 //! - `netvsp`: the NetVSP session — `init` (NVSP initialisation), `rndis` (control and
 //!   OIDs), `rx` (receive buffer, delivery, completions), `tx` (guest sends), `vf`
 //!   (association and data path).
-//! - [`vswitch`]: loopback and the in-memory external port.
+//! - [`vswitch`]: loopback, the in-memory external port and the VF's port (steering by data
+//!   path, the ordering promise at a data-path switch, the lock order with a VF).
 //! - [`faults`] and [`stats`].
 //!
 //! Lifecycle of the host thread: it opens the primary channel (writing the host's ring header
 //! fields), then loops: acknowledge a guest reopen (dropping its ring ends first, then starting
 //! a fresh NetVSP session — this works even when the NetVSP worker is dead, as Hyper-V's VMBus
-//! server does), apply control requests, poll the session (drain each guest→host ring, answer,
-//! deliver receives), and when idle unmask the guest's signals and sleep in
-//! `wait_guest_signal`, honouring both doorbells (eventfd and monitor-page bits). Dropping
-//! [`SimHost`] stops and joins the thread. The behaviour follows
+//! server does), apply control requests, steer the frames a VF sent in Loopback mode, poll the
+//! session (drain each guest→host ring, answer, deliver receives), and when idle unmask the
+//! guest's signals and sleep in `wait_guest_signal`, honouring both doorbells (eventfd and
+//! monitor-page bits). Dropping [`SimHost`] stops and joins the thread (and unplugs a VF
+//! port, breaking the switch → VF → uplink → switch cycle). The behaviour follows
 //! `reference/netvsp-host-behaviour.md` (OpenVMM's netvsp) and is checked byte for byte against
 //! the conformance transcripts (`tests/conformance_replay.rs`).
 
@@ -45,7 +47,7 @@ use parking_lot::Mutex;
 
 pub use faults::Fault;
 pub use stats::HostStats;
-pub use vswitch::{ExternalPort, PortMode};
+pub use vswitch::{ExternalPort, PortMode, VfUplink, VfWire};
 
 use netvsp::{Command, Persist, Session, SessionConfig};
 use stats::StatsCell;
@@ -130,6 +132,7 @@ pub struct SimHost {
     shared: Arc<Shared>,
     host_side: ShmHostSide,
     external: ExternalPort,
+    switch: Arc<Switch>,
     /// A guest doorbell of channel 0, used only to wake the host thread for a control request.
     kick: Arc<dyn Doorbell>,
     thread: Option<JoinHandle<()>>,
@@ -182,7 +185,8 @@ impl SimHost {
             SimHost {
                 shared,
                 host_side,
-                external: ExternalPort::new(switch),
+                external: ExternalPort::new(switch.clone()),
+                switch,
                 kick,
                 thread: Some(thread),
             },
@@ -229,6 +233,41 @@ impl SimHost {
         self.command(Command::Fault(fault));
     }
 
+    /// Plugs the VF's port into the vSwitch (replacing any): while the guest's data path is
+    /// the VF, unicast frames for the guest go to `wire` (see [`vswitch`]). A harness calls
+    /// this when the simulated PCI device appears.
+    pub fn attach_vf_wire(&self, wire: Arc<dyn VfWire>) {
+        self.switch.set_vf_wire(Some(wire));
+    }
+
+    /// Pulls the VF's port out: everything goes to the synthetic path again. A harness calls
+    /// this when the simulated PCI device goes.
+    pub fn detach_vf_wire(&self) {
+        self.switch.set_vf_wire(None);
+    }
+
+    /// The VF's uplink into the vSwitch (hand it to the VF as where its transmissions go).
+    pub fn vf_uplink(&self) -> VfUplink {
+        VfUplink::new(self.switch.clone(), self.kick.clone())
+    }
+
+    /// The serial of the VF whose device the host has made available to the guest (the
+    /// association went out and `vf_device_delay` elapsed, or the guest already switched to
+    /// it); `None` before that and after removal.
+    pub fn vf_device_ready(&self) -> Option<u32> {
+        self.switch.vf_device()
+    }
+
+    /// Whether the guest's data path is the VF (the vSwitch's steering flag).
+    pub fn data_path_vf(&self) -> bool {
+        self.switch.data_path_vf()
+    }
+
+    /// The whole bus memfd, the guest's "physical memory" (bus address = offset).
+    pub fn guest_memory(&self) -> packet::SharedMemory {
+        self.host_side.memory().clone()
+    }
+
     /// A snapshot of the counters.
     pub fn stats(&self) -> HostStats {
         self.shared.stats.snapshot()
@@ -252,6 +291,8 @@ impl Drop for SimHost {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // Breaks the switch → wire → VF → uplink → switch cycle.
+        self.switch.set_vf_wire(None);
     }
 }
 
@@ -277,13 +318,14 @@ fn host_thread(shared: Arc<Shared>, mut session: Session) {
             session.command(command, now);
         }
         let _ = host_side.take_monitor_pending();
-        if session.poll(now) {
+        let steered = session.switch.steer_vf_loopback();
+        if session.poll(now) || steered {
             continue;
         }
         if session.arm() {
             continue;
         }
-        let mut timeout = if session.has_backlog() {
+        let mut timeout = if session.has_backlog() || session.switch.has_vf_loopback() {
             BUSY_WAIT
         } else {
             IDLE_WAIT

@@ -38,6 +38,14 @@ pub struct HostStats {
     pub tx_failed: u64,
     /// Frames the guest transmitted that the external port could not hold.
     pub tx_dropped_port_full: u64,
+    /// Frames for the guest the vSwitch steered to the VF (accepted by its wire).
+    pub rx_to_vf: u64,
+    /// Frames for the guest steered to the VF that the VF refused (lost, as on a dead VF).
+    pub rx_dropped_vf: u64,
+    /// Frames the VF transmitted into the vSwitch (through the `VfUplink`).
+    pub tx_from_vf: u64,
+    /// Data-path switches completed without the old path flushed within 2 s.
+    pub switch_flush_timeouts: u64,
     /// Guest protocol violations that stopped the NetVSP worker.
     pub protocol_errors: u64,
     /// Reason of the last worker stop, for diagnostics.
@@ -91,6 +99,10 @@ pub(crate) struct StatsCell {
     pub tx_packets: AtomicU64,
     pub tx_failed: AtomicU64,
     pub tx_dropped_port_full: AtomicU64,
+    pub rx_to_vf: AtomicU64,
+    pub rx_dropped_vf: AtomicU64,
+    pub tx_from_vf: AtomicU64,
+    pub switch_flush_timeouts: AtomicU64,
     pub protocol_errors: AtomicU64,
     pub data_path_vf: AtomicBool,
     pub vf_associations: AtomicU64,
@@ -154,6 +166,10 @@ impl StatsCell {
             tx_packets: load(&self.tx_packets),
             tx_failed: load(&self.tx_failed),
             tx_dropped_port_full: load(&self.tx_dropped_port_full),
+            rx_to_vf: load(&self.rx_to_vf),
+            rx_dropped_vf: load(&self.rx_dropped_vf),
+            tx_from_vf: load(&self.tx_from_vf),
+            switch_flush_timeouts: load(&self.switch_flush_timeouts),
             protocol_errors: load(&self.protocol_errors),
             last_error: misc.last_error.clone(),
             data_path_vf: self.data_path_vf.load(Ordering::Relaxed),

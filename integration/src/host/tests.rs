@@ -573,3 +573,321 @@ fn a_host_switch_to_synthetic_and_vf_removal_follow_openvmm_order() {
     assert_eq!((gone.nvsp_type(), gone.word(4), gone.word(8)), (128, 0, 7));
     assert_eq!(g.host.stats().data_path_switches, vec![true, false]);
 }
+
+// --- The VF port: steering, ordering at a switch, the uplink --------------------------------
+
+/// A VF port that records what it gets; it can refuse frames and hold a flush.
+#[derive(Debug, Default)]
+struct FakeWire {
+    queues: u16,
+    refuse: std::sync::atomic::AtomicBool,
+    delivered: parking_lot::Mutex<Vec<(u16, Vec<u8>)>>,
+    flushes: std::sync::atomic::AtomicUsize,
+    /// While true, `flush` waits (bounded by its timeout) for the test to clear it.
+    hold_flush: parking_lot::Mutex<bool>,
+    released: parking_lot::Condvar,
+}
+
+impl FakeWire {
+    fn new(queues: u16) -> Arc<Self> {
+        Arc::new(Self {
+            queues,
+            ..Self::default()
+        })
+    }
+
+    fn delivered(&self) -> Vec<(u16, Vec<u8>)> {
+        self.delivered.lock().clone()
+    }
+
+    fn release_flush(&self) {
+        *self.hold_flush.lock() = false;
+        self.released.notify_all();
+    }
+}
+
+impl super::VfWire for FakeWire {
+    fn deliver(&self, queue: u16, frame: &[u8]) -> bool {
+        if self.refuse.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.delivered.lock().push((queue, frame.to_vec()));
+        true
+    }
+
+    fn flush(&self, timeout: Duration) -> bool {
+        self.flushes.fetch_add(1, Ordering::AcqRel);
+        let deadline = Instant::now() + timeout;
+        let mut hold = self.hold_flush.lock();
+        while *hold {
+            if self.released.wait_until(&mut hold, deadline).timed_out() {
+                return !*hold;
+            }
+        }
+        true
+    }
+
+    fn queues(&self) -> u16 {
+        self.queues
+    }
+}
+
+/// Waits (bounded) until `cond` holds.
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+fn vf_config() -> HostConfig {
+    HostConfig {
+        vf: Some(7),
+        vf_device_delay: Duration::from_millis(20),
+        ..config()
+    }
+}
+
+impl RawGuest {
+    /// Sends `SWITCH_DATA_PATH {path}`; returns its tid.
+    fn switch_path(&mut self, path: u32) -> u64 {
+        self.nvsp(&NvspMessage::SwitchDataPath(
+            nvsp::Message4SwitchDataPath::new(path),
+        ))
+    }
+
+    /// Reads transfer-page packets (completing them) until `frames` came, in order, and
+    /// nothing else.
+    fn expect_synthetic(&mut self, frames: &[&[u8]]) {
+        let mut got = Vec::new();
+        while got.len() < frames.len() {
+            let seen = self.next_reply();
+            assert!(
+                matches!(seen.kind, IncomingKind::TransferPages { .. }),
+                "{seen:?}"
+            );
+            for &(offset, _) in &seen.ranges {
+                let mut frame = vec![0u8; frames.get(got.len()).map_or(60, |f| f.len())];
+                self.recv
+                    .0
+                    .read(offset as usize + rndis::HOST_RX_FRAME_OFFSET, &mut frame)
+                    .unwrap();
+                got.push(frame);
+            }
+            self.complete_rx(seen.tid);
+        }
+        assert_eq!(got, frames);
+    }
+}
+
+fn multicast(n: u8) -> Vec<u8> {
+    let mut f = frame(n);
+    f[..6].copy_from_slice(&[0x01, 0x00, 0x5e, 0x00, 0x00, 0x01]);
+    f
+}
+
+fn broadcast(n: u8) -> Vec<u8> {
+    let mut f = frame(n);
+    f[..6].fill(0xff);
+    f
+}
+
+#[test]
+fn unicast_follows_the_data_path_to_the_vf_and_broadcast_and_multicast_stay_synthetic() {
+    let mut g = RawGuest::start(vf_config());
+    g.bring_up();
+    let wire = FakeWire::new(2);
+    g.host.attach_vf_wire(wire.clone());
+    // Synthetic data path: everything goes to the guest's rings.
+    assert!(g.host.external().inject_on(0, &frame(1)));
+    g.expect_synthetic(&[&frame(1)]);
+    assert!(wire.delivered().is_empty());
+
+    let tid = g.switch_path(nvsp::DATA_PATH_VF);
+    assert!(
+        g.completion(tid).payload.is_empty(),
+        "nothing pending: at once"
+    );
+    assert!(g.host.data_path_vf());
+    assert_eq!(g.host.vf_device_ready(), Some(7));
+
+    assert!(g.host.external().inject_on(0, &frame(2)));
+    // Queue 3 folds onto the VF's 2 queues.
+    assert!(g.host.external().inject_on(3, &frame(3)));
+    assert!(g.host.external().inject_on(0, &broadcast(4)));
+    assert!(g.host.external().inject_on(0, &multicast(5)));
+    g.expect_synthetic(&[&broadcast(4), &multicast(5)]);
+    assert_eq!(wire.delivered(), vec![(0, frame(2)), (1, frame(3))]);
+
+    // A VF that refuses loses the frame, counted.
+    wire.refuse.store(true, Ordering::Relaxed);
+    assert!(!g.host.external().inject_on(0, &frame(6)));
+    wire.refuse.store(false, Ordering::Relaxed);
+
+    // Without a VF port, unicast is synthetic again even on the VF data path.
+    g.host.detach_vf_wire();
+    assert!(g.host.external().inject_on(0, &frame(7)));
+    g.expect_synthetic(&[&frame(7)]);
+    let stats = g.host.stats();
+    assert_eq!((stats.rx_to_vf, stats.rx_dropped_vf), (2, 1));
+    assert_eq!(stats.switch_flush_timeouts, 0);
+    assert_eq!(wire.delivered().len(), 2);
+}
+
+#[test]
+fn a_switch_to_the_vf_completes_only_after_the_synthetic_backlog_reached_the_guest() {
+    let mut g = RawGuest::start(vf_config());
+    g.bring_up();
+    let wire = FakeWire::new(1);
+    g.host.attach_vf_wire(wire.clone());
+    // More frames than receive sub-allocations (129): the guest completes none yet, so the
+    // rest waits in the switch.
+    const FRAMES: usize = 200;
+    for i in 0..FRAMES {
+        assert!(g.host.external().inject_on(0, &frame(i as u8)));
+    }
+    wait_until("the host ran out of sub-allocations", || {
+        g.host.external().pending_to_guest() == FRAMES - 129
+    });
+    let tid = g.switch_path(nvsp::DATA_PATH_VF);
+    wait_until("the host took the switch", || g.host.data_path_vf());
+    // Injected after the flip: straight to the VF, not behind the backlog.
+    assert!(g.host.external().inject_on(0, &frame(0xee)));
+    assert_eq!(wire.delivered(), vec![(0, frame(0xee))]);
+
+    // Read (without completing) everything the host wrote: only receives, no completion.
+    let mut held = Vec::new();
+    let mut ranges = 0;
+    while let Some(seen) = g.next_within(QUIET) {
+        assert!(
+            matches!(seen.kind, IncomingKind::TransferPages { .. }),
+            "the switch completed while frames were pending: {seen:?}"
+        );
+        ranges += seen.ranges.len();
+        held.push(seen.tid);
+    }
+    assert_eq!(ranges, 129);
+    for tid in held {
+        g.complete_rx(tid);
+    }
+    // Now the rest arrives, then the completion.
+    loop {
+        let seen = g.next();
+        match seen.kind {
+            IncomingKind::TransferPages { .. } => {
+                ranges += seen.ranges.len();
+                g.complete_rx(seen.tid);
+            }
+            IncomingKind::Completion => {
+                assert_eq!(seen.tid, tid);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        ranges, FRAMES,
+        "every synthetic frame came before the completion"
+    );
+    let stats = g.host.stats();
+    assert_eq!(stats.switch_flush_timeouts, 0);
+    assert_eq!(stats.rx_delivered, FRAMES as u64);
+    assert_eq!(stats.rx_to_vf, 1);
+}
+
+#[test]
+fn a_switch_to_synthetic_flushes_the_vf_wire_before_completing() {
+    let mut g = RawGuest::start(vf_config());
+    g.bring_up();
+    let wire = FakeWire::new(1);
+    g.host.attach_vf_wire(wire.clone());
+    let tid = g.switch_path(nvsp::DATA_PATH_VF);
+    g.completion(tid);
+    assert_eq!(wire.flushes.load(Ordering::Acquire), 0);
+
+    *wire.hold_flush.lock() = true;
+    let tid = g.switch_path(nvsp::DATA_PATH_SYNTHETIC);
+    wait_until("the host flushes the VF", || {
+        wire.flushes.load(Ordering::Acquire) == 1
+    });
+    assert!(
+        !g.host.data_path_vf(),
+        "the steering flag flips before the flush"
+    );
+    g.assert_quiet();
+    wire.release_flush();
+    assert!(g.completion(tid).payload.is_empty());
+    // Frames now take the synthetic path.
+    assert!(g.host.external().inject_on(0, &frame(9)));
+    g.expect_synthetic(&[&frame(9)]);
+    assert!(wire.delivered().is_empty());
+    assert_eq!(g.host.stats().switch_flush_timeouts, 0);
+    assert_eq!(g.host.stats().data_path_switches, vec![true, false]);
+}
+
+#[test]
+fn a_host_switch_to_synthetic_flushes_the_vf_and_removal_clears_the_device() {
+    let mut g = RawGuest::start(vf_config());
+    g.bring_up();
+    wait_until("the VF device is ready", || {
+        g.host.vf_device_ready() == Some(7)
+    });
+    let wire = FakeWire::new(1);
+    g.host.attach_vf_wire(wire.clone());
+    let tid = g.switch_path(nvsp::DATA_PATH_VF);
+    g.completion(tid);
+    g.host.remove_vf();
+    let switch = g.next();
+    assert_eq!(switch.tid, nvsp::HOST_SWITCH_DATA_PATH_TRANSACTION_ID);
+    assert_eq!(wire.flushes.load(Ordering::Acquire), 1);
+    assert!(!g.host.data_path_vf());
+    assert_eq!(g.host.vf_device_ready(), None);
+}
+
+#[test]
+fn vf_uplink_frames_reach_the_external_port() {
+    let g = RawGuest::start(config());
+    let uplink = g.host.vf_uplink();
+    uplink.clone().transmit(1, &frame(1));
+    uplink.transmit(0, &frame(2));
+    assert_eq!(g.host.external().try_recv(), Some((1, frame(1))));
+    assert_eq!(g.host.external().recv(WAIT), Some(frame(2)));
+    assert_eq!(g.host.stats().tx_from_vf, 2);
+}
+
+#[test]
+fn in_loopback_vf_uplink_frames_come_back_through_the_steering() {
+    let mut g = RawGuest::start(HostConfig {
+        port: PortMode::Loopback,
+        ..vf_config()
+    });
+    g.bring_up();
+    g.host.vf_uplink().transmit(0, &frame(3));
+    g.expect_synthetic(&[&frame(3)]);
+    let wire = FakeWire::new(1);
+    g.host.attach_vf_wire(wire.clone());
+    let tid = g.switch_path(nvsp::DATA_PATH_VF);
+    g.completion(tid);
+    g.host.vf_uplink().transmit(0, &frame(4));
+    wait_until("the frame is looped back to the VF", || {
+        wire.delivered() == vec![(0, frame(4))]
+    });
+    assert!(g.host.external().try_recv().is_none());
+}
+
+#[test]
+fn the_guest_memory_is_the_whole_bus() {
+    let g = RawGuest::start(config());
+    let memory = g.host.guest_memory();
+    let layout = g.host.host_side().layout().clone();
+    assert_eq!(memory.len(), layout.total_size);
+    assert_eq!(memory.bus_addr(0), 0);
+    // The receive buffer the guest sees is that memory at its offset.
+    g.recv.0.write(0, &[0xab]).unwrap();
+    let mut byte = [0u8];
+    memory
+        .read(layout.receive_buffer_offset, &mut byte)
+        .unwrap();
+    assert_eq!(byte, [0xab]);
+}

@@ -7,6 +7,41 @@
 //! - **External**: frames the guest sends go to the in-memory [`ExternalPort`] (a test reads
 //!   them with [`ExternalPort::recv`]); frames a test injects there are delivered to the guest.
 //!
+//! **The VF port.** A test harness plugs a VF into the switch with
+//! [`SimHost::attach_vf_wire`](super::SimHost::attach_vf_wire) (a [`VfWire`]: where frames
+//! steered to the VF go) and takes the VF's transmissions through a [`VfUplink`]
+//! ([`SimHost::vf_uplink`](super::SimHost::vf_uplink)). Steering, as on Azure: while the
+//! guest's data path is the VF (NVSP 129, mirrored in an atomic flag the NetVSP session sets
+//! wherever it changes the data path) and a wire is attached, unicast frames for the guest
+//! (destination MAC bit 0 clear) go to the VF on the same queue index folded onto
+//! [`VfWire::queues`]; broadcast and multicast always take the synthetic path. A frame the VF
+//! refuses is lost and counted (`rx_dropped_vf`), as a dead VF loses what the host steered to
+//! it. What the VF transmits goes to the external port's FIFO (External mode) or back towards
+//! the guest through the same steering (Loopback mode; those frames are queued and steered by
+//! the host thread, so an uplink call never calls back into the VF).
+//!
+//! **Ordering at a data-path switch** (the simulated host's promise): when the guest's NVSP 129
+//! moves the data path, the steering flag flips at once (frames injected afterwards take the
+//! new path) and the 129 completion is written only after the *old* path is flushed:
+//! - to the VF: every frame already waiting in the switch's per-queue FIFOs (all queues) has
+//!   been written into the guest's rings (published) before the completion is staged; the
+//!   session defers the completion meanwhile and keeps delivering, at most
+//!   `SWITCH_FLUSH_TIMEOUT` (2 s), after which it completes anyway and counts
+//!   `switch_flush_timeouts`;
+//! - to synthetic: [`VfWire::flush`] (2 s) before the completion (a false result is counted in
+//!   `switch_flush_timeouts`); a host-initiated switch to synthetic flushes the same way before
+//!   its own 129 goes out.
+//!
+//! With nothing pending the completion is immediate, byte for byte what the recorded hosts
+//! send.
+//!
+//! **Lock order.** The switch never holds one of its locks while calling into a [`VfWire`]:
+//! the wire's `Arc` is cloned out of its slot and the lock dropped before `deliver` or
+//! `flush`. A VF may call [`VfUplink::transmit`] while holding its own device lock: the uplink
+//! takes only the switch's leaf locks (the external FIFO, the VF-loopback FIFO) and rings the
+//! host thread's doorbell; it never calls a [`VfWire`]. So the order is
+//! *VF device lock → switch leaf locks*, and nothing takes a switch lock and then a VF lock.
+//!
 //! Lifecycle and invariants: one switch per [`SimHost`](super::SimHost), shared between the
 //! host thread and the control handle. Frames for the guest wait in one bounded FIFO per queue
 //! (the backend's queue) until the host has a free receive sub-allocation and room in the
@@ -17,10 +52,12 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
+
+use netvsc::vmbus::Doorbell;
 
 use super::stats::{StatsCell, bump};
 
@@ -30,6 +67,18 @@ pub const PORT_QUEUE_FRAMES: usize = 8192;
 pub const EXTERNAL_TX_FRAMES: usize = 1 << 16;
 /// Queues a switch port can have (VRSS_CHANNEL_MAX).
 pub const MAX_PORT_QUEUES: usize = 64;
+
+/// The vSwitch's view of a VF: where it delivers frames steered to the VF.
+pub trait VfWire: Send + Sync + std::fmt::Debug {
+    /// Hands `frame` to the VF's receive queue `queue`; false if the VF dropped it (the VF
+    /// counts it).
+    fn deliver(&self, queue: u16, frame: &[u8]) -> bool;
+    /// Waits at most `timeout` until every frame delivered so far is in the VF's receive rings
+    /// or dropped and counted; whether it got there.
+    fn flush(&self, timeout: Duration) -> bool;
+    /// Receive queues the VF has (frames for higher queues are folded: queue % queues).
+    fn queues(&self) -> u16;
+}
 
 /// Where the guest's transmitted frames go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -81,6 +130,14 @@ pub(crate) struct Switch {
     from_guest: Mutex<VecDeque<(u16, Vec<u8>)>>,
     from_guest_ready: Condvar,
     rss: Mutex<RssState>,
+    /// Whether the guest's data path is the VF (mirrors the session's `persist.data_path_vf`).
+    data_path_vf: AtomicBool,
+    /// The VF's port, while one is attached.
+    vf_wire: Mutex<Option<Arc<dyn VfWire>>>,
+    /// Frames the VF sent in Loopback mode, steered by the host thread.
+    vf_loopback: Mutex<VecDeque<(u16, Vec<u8>)>>,
+    /// The serial of the VF whose device the host made available to the guest.
+    vf_device: Mutex<Option<u32>>,
 }
 
 impl Switch {
@@ -95,7 +152,91 @@ impl Switch {
             from_guest: Mutex::new(VecDeque::new()),
             from_guest_ready: Condvar::new(),
             rss: Mutex::new(RssState::default()),
+            data_path_vf: AtomicBool::new(false),
+            vf_wire: Mutex::new(None),
+            vf_loopback: Mutex::new(VecDeque::new()),
+            vf_device: Mutex::new(None),
         }
+    }
+
+    /// Plugs the VF's port in (replacing any) or, with `None`, pulls it out.
+    pub fn set_vf_wire(&self, wire: Option<Arc<dyn VfWire>>) {
+        *self.vf_wire.lock() = wire;
+    }
+
+    /// The attached VF port (cloned out: call it without the switch lock).
+    pub fn vf_wire(&self) -> Option<Arc<dyn VfWire>> {
+        self.vf_wire.lock().clone()
+    }
+
+    /// Steers unicast frames to the VF (`true`) or to the synthetic path.
+    pub fn set_data_path_vf(&self, vf: bool) {
+        self.data_path_vf.store(vf, Ordering::Release);
+    }
+
+    pub fn data_path_vf(&self) -> bool {
+        self.data_path_vf.load(Ordering::Acquire)
+    }
+
+    pub fn set_vf_device(&self, serial: Option<u32>) {
+        *self.vf_device.lock() = serial;
+    }
+
+    pub fn vf_device(&self) -> Option<u32> {
+        *self.vf_device.lock()
+    }
+
+    /// Frames waiting for the guest on the synthetic path, all queues.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// Sends `frame` for the guest on `queue` down the path steering picks (see the module
+    /// docs); `false` if dropped (and counted).
+    pub fn to_guest(&self, queue: u16, frame: RxFrame) -> bool {
+        let unicast = frame.data.first().is_some_and(|b| b & 1 == 0);
+        if unicast
+            && self.data_path_vf()
+            && let Some(wire) = self.vf_wire()
+        {
+            let queue = queue % wire.queues().max(1);
+            return if wire.deliver(queue, &frame.data) {
+                bump(&self.stats.rx_to_vf, 1);
+                true
+            } else {
+                bump(&self.stats.rx_dropped_vf, 1);
+                false
+            };
+        }
+        self.enqueue_for_guest(queue, frame)
+    }
+
+    /// Steers the frames the VF sent in Loopback mode; `true` if there were any. Host thread
+    /// only (it holds no switch lock while steering).
+    pub fn steer_vf_loopback(&self) -> bool {
+        let frames = std::mem::take(&mut *self.vf_loopback.lock());
+        let any = !frames.is_empty();
+        for (queue, data) in frames {
+            self.to_guest(queue, RxFrame { data, vlan: None });
+        }
+        any
+    }
+
+    /// Whether VF-loopback frames wait for the host thread.
+    pub fn has_vf_loopback(&self) -> bool {
+        !self.vf_loopback.lock().is_empty()
+    }
+
+    /// Puts a frame on the external port's FIFO; counts it if the FIFO is full.
+    fn to_external(&self, queue: u16, data: &[u8]) {
+        let mut q = self.from_guest.lock();
+        if q.len() >= EXTERNAL_TX_FRAMES {
+            bump(&self.stats.tx_dropped_port_full, 1);
+            return;
+        }
+        q.push_back((queue, data.to_vec()));
+        drop(q);
+        self.from_guest_ready.notify_all();
     }
 
     /// Sets how many queues the host serves (1 + open subchannels).
@@ -114,7 +255,8 @@ impl Switch {
         }
     }
 
-    /// Queues `frame` for the guest on `queue`; `false` if dropped (and counted).
+    /// Queues `frame` for the guest on `queue` on the synthetic path; `false` if dropped (and
+    /// counted).
     pub fn enqueue_for_guest(&self, queue: u16, frame: RxFrame) -> bool {
         if queue >= self.open_queues.load(Ordering::Acquire) {
             bump(&self.stats.rx_dropped_no_queue, 1);
@@ -161,7 +303,7 @@ impl Switch {
     pub fn transmitted(&self, queue: u16, data: &[u8], vlan: Option<u32>) {
         match self.mode {
             PortMode::Loopback => {
-                self.enqueue_for_guest(
+                self.to_guest(
                     queue,
                     RxFrame {
                         data: data.to_vec(),
@@ -169,16 +311,7 @@ impl Switch {
                     },
                 );
             }
-            PortMode::External => {
-                let mut q = self.from_guest.lock();
-                if q.len() >= EXTERNAL_TX_FRAMES {
-                    bump(&self.stats.tx_dropped_port_full, 1);
-                    return;
-                }
-                q.push_back((queue, data.to_vec()));
-                drop(q);
-                self.from_guest_ready.notify_all();
-            }
+            PortMode::External => self.to_external(queue, data),
         }
     }
 
@@ -270,8 +403,10 @@ impl ExternalPort {
     /// packet filter is 0.
     /// The frame is delivered as given (an 802.1Q tag inside it stays in the frame; only
     /// looped-back frames carry a VLAN PPI, the one the guest sent).
+    /// While the data path is the VF and a VF port is attached, a unicast frame goes to the VF
+    /// instead (`false` if the VF refused it, counted in `rx_dropped_vf`).
     pub fn inject_on(&self, queue: u16, frame: &[u8]) -> bool {
-        self.switch.enqueue_for_guest(
+        self.switch.to_guest(
             queue,
             RxFrame {
                 data: frame.to_vec(),
@@ -305,9 +440,47 @@ impl ExternalPort {
         self.switch.from_guest.lock().pop_front()
     }
 
-    /// Frames injected (or looped back) that the guest has not received yet.
+    /// Frames injected (or looped back) that the guest has not received yet on the synthetic
+    /// path.
     pub fn pending_to_guest(&self) -> usize {
         self.switch.pending.load(Ordering::Acquire)
+    }
+}
+
+/// The VF's uplink into the switch ([`SimHost::vf_uplink`](super::SimHost::vf_uplink)):
+/// what the VF transmits. Cheap to clone, `Send + Sync`; it never calls back into a VF (see
+/// the module docs' lock order).
+#[derive(Clone, Debug)]
+pub struct VfUplink {
+    switch: Arc<Switch>,
+    /// Wakes the host thread to steer Loopback-mode frames.
+    kick: Arc<dyn Doorbell>,
+}
+
+impl VfUplink {
+    pub(crate) fn new(switch: Arc<Switch>, kick: Arc<dyn Doorbell>) -> Self {
+        Self { switch, kick }
+    }
+
+    /// A frame the VF sent on `queue`: to the external port's FIFO (External mode, read by
+    /// [`ExternalPort::recv`] and [`ExternalPort::try_recv`]) or, in Loopback mode, back
+    /// towards the guest through the usual steering (by the host thread, in order). Counted in
+    /// `tx_from_vf`.
+    pub fn transmit(&self, queue: u16, frame: &[u8]) {
+        bump(&self.switch.stats.tx_from_vf, 1);
+        match self.switch.mode {
+            PortMode::External => self.switch.to_external(queue, frame),
+            PortMode::Loopback => {
+                let mut q = self.switch.vf_loopback.lock();
+                if q.len() >= EXTERNAL_TX_FRAMES {
+                    bump(&self.switch.stats.tx_dropped_port_full, 1);
+                    return;
+                }
+                q.push_back((queue, frame.to_vec()));
+                drop(q);
+                let _ = self.kick.signal();
+            }
+        }
     }
 }
 

@@ -12,12 +12,18 @@
 //! - `regs_file`: BAR0 with the 82576 VF's side effects, MSI-X through `IVAR`/`EIMS`;
 //! - `mailbox_pf`: `V2PMAILBOX`/`VMBMEM` and a PF answering like Linux igb;
 //! - `rings`: the device-side DMA engine (TX and RX advanced descriptors, validated);
-//! - `port`: the in-memory wire and the counters ([`VfModelStats`], [`PfState`]);
+//! - `port`: the in-memory wire, the uplink ([`FrameSink`]), the counters ([`VfModelStats`],
+//!   [`PfState`]) and the model as the vSwitch's [`VfWire`](crate::host::VfWire);
 //! - `faults`: PF reset, link, surprise removal, planned removal, bad write-backs.
 //!
 //! Lifecycle: `new` creates one memfd of `dma_size` bytes as the function's DMA space (bus
 //! address = offset in the memfd; the first page is never handed out, so bus address 0 is
-//! never valid) and starts the DMA thread. The function starts with its rings off and link as
+//! never valid) and starts the DMA thread. With [`SoftIgbvfConfig::guest_memory`] the function
+//! instead DMAs into the guest's memory ([`GuestDma`]: bus address `a` is offset
+//! `a - memory.bus_addr(0)` of `memory`, bounds-checked) and `dma_alloc` carves page-aligned
+//! allocations out of its `window`. With [`SoftIgbvfConfig::uplink`] transmitted frames go to
+//! the uplink (a vSwitch) instead of the in-memory wire, handed over before the descriptor's
+//! `DD` write-back, so a driver that saw the completion knows the frame is on the switch. The function starts with its rings off and link as
 //! configured; the PF NACKs everything until the VF does `CTRL.RST` and the `RESET` handshake.
 //! The DMA thread is the device: it wakes on every register write, injected frame and fault
 //! (and every few milliseconds regardless), answers the mailbox as the PF, runs the rings and
@@ -25,6 +31,16 @@
 //! dropping the `SoftIgbvf`) releases the function: registers read all ones, DMA stops, calls
 //! fail with `Closed`; dropping the `SoftIgbvf` also stops and joins the thread. The
 //! [`VfModelControl`] stays usable afterwards (to read counters and the wire).
+//!
+//! Lock order: the device lock (`Inner::state`) is the model's only lock taken on the data
+//! path. The DMA thread holds it while it calls [`FrameSink::transmit`], so an uplink must
+//! never call back into this model synchronously (the simulated host's `VfUplink` takes only
+//! its own leaf locks and defers Loopback steering to the host thread). The vSwitch calls
+//! [`VfWire::deliver`](crate::host::VfWire::deliver) and
+//! [`VfWire::flush`](crate::host::VfWire::flush) holding none of its locks; they take the
+//! device lock. Order: device lock → switch leaf locks, never the reverse. `dma` (the allocator) and
+//! `config_space` are taken only after the device lock or alone. Dropping the `SoftIgbvf`
+//! drops the uplink (breaking a switch → wire → model → uplink → switch cycle).
 //!
 //! Invariants: no driver input makes the model panic; anything a device would refuse is a
 //! counted device error that stops the queue ([`VfModelStats::device_errors`]).
@@ -48,7 +64,7 @@ use vf::device::{
 };
 use vf::igbvf::regs::MSIX_VECTORS;
 
-pub use port::{MailboxStats, PfState, VfModelStats};
+pub use port::{FrameSink, MailboxStats, PfState, VfModelStats};
 
 use port::WIRE_CAPACITY;
 use regs_file::Function;
@@ -62,6 +78,16 @@ const DMA_ALIGN: usize = 4096;
 /// VFIO's MSI-X IRQ index, for errors.
 const MSIX_IRQ_INDEX: u32 = 2;
 
+/// Guest memory a [`SoftIgbvf`] DMAs into instead of its own memfd.
+#[derive(Clone, Debug)]
+pub struct GuestDma {
+    /// Everything the device may DMA to; the bus address of byte `i` is `memory.bus_addr(i)`.
+    pub memory: SharedMemory,
+    /// Where `dma_alloc` carves allocations: a subregion of `memory` with correct bus
+    /// addresses.
+    pub window: SharedMemory,
+}
+
 /// Configuration of a [`SoftIgbvf`].
 #[derive(Clone, Debug)]
 pub struct SoftIgbvfConfig {
@@ -74,6 +100,10 @@ pub struct SoftIgbvfConfig {
     pub dma_size: usize,
     /// Initial link state.
     pub link_up: bool,
+    /// DMA into guest memory instead of an own memfd of `dma_size` bytes (default `None`).
+    pub guest_memory: Option<GuestDma>,
+    /// Where transmitted frames go instead of the in-memory wire (default `None`).
+    pub uplink: Option<Arc<dyn FrameSink>>,
 }
 
 impl SoftIgbvfConfig {
@@ -84,6 +114,8 @@ impl SoftIgbvfConfig {
             queues: 2,
             dma_size: 16 << 20,
             link_up: true,
+            guest_memory: None,
+            uplink: None,
         }
     }
 }
@@ -131,10 +163,12 @@ impl RegisterIo for Bar0 {
     }
 }
 
-/// DMA allocation state: a bump allocator over the one memfd.
+/// DMA allocation state: a bump allocator over the own memfd or the guest-memory window.
 #[derive(Debug)]
 struct DmaSpace {
+    /// Where allocations are carved from.
     memory: SharedMemory,
+    /// Offset in `memory` of the next allocation.
     next: usize,
 }
 
@@ -175,15 +209,42 @@ impl SoftIgbvf {
             op,
             source,
         };
-        let memory = SharedMemory::memfd("soft-igbvf-dma", config.dma_size.max(DMA_ALIGN))
-            .map_err(|e| memory_error("creating the dma memfd", e))?;
+        let (memory, window, next) = match config.guest_memory {
+            None => {
+                let memory = SharedMemory::memfd("soft-igbvf-dma", config.dma_size.max(DMA_ALIGN))
+                    .map_err(|e| memory_error("creating the dma memfd", e))?;
+                (memory.clone(), memory, DMA_ALIGN)
+            }
+            Some(GuestDma { memory, window }) => {
+                let start = window.bus_addr(0).checked_sub(memory.bus_addr(0));
+                let inside = start.and_then(|s| s.checked_add(window.len() as u64));
+                if inside.is_none_or(|end| end > memory.len() as u64) {
+                    return Err(memory_error(
+                        "checking the dma window",
+                        MemError::OutOfBounds {
+                            offset: start.unwrap_or(0) as usize,
+                            len: window.len(),
+                            size: memory.len(),
+                        },
+                    ));
+                }
+                // The first page-aligned bus address, never bus address 0.
+                let align = DMA_ALIGN as u64;
+                let mut next = ((align - window.bus_addr(0) % align) % align) as usize;
+                if window.bus_addr(next) == 0 {
+                    next += DMA_ALIGN;
+                }
+                (memory, window, next)
+            }
+        };
         let request = EventFd::new().map_err(|source| DeviceError::Io {
             device: DEVICE_NAME.to_owned(),
             op: "eventfd",
             source,
         })?;
         let queues = usize::from(config.queues.clamp(1, 2));
-        let function = Function::new(queues, config.link_up, config.mac.0, memory.clone());
+        let mut function = Function::new(queues, config.link_up, config.mac.0, memory);
+        function.uplink = config.uplink;
         let inner = Arc::new(Inner {
             state: Mutex::new(function),
             work: Condvar::new(),
@@ -205,8 +266,8 @@ impl SoftIgbvf {
             }),
             inner: inner.clone(),
             dma: Mutex::new(DmaSpace {
-                memory,
-                next: DMA_ALIGN,
+                memory: window,
+                next,
             }),
             config_space: Mutex::new(config_space()),
             thread: Mutex::new(Some(thread)),
@@ -277,6 +338,11 @@ impl Drop for SoftIgbvf {
             state.shutdown = true;
             state.released = true;
             state.msix.clear();
+            // Nobody will deliver what waits: dropped and counted, so a flush ends.
+            let dropped = state.wire.rx_backlog.len() as u64;
+            state.wire.rx_backlog.clear();
+            state.stats.rx_dropped_disabled += dropped;
+            state.uplink = None;
         }
         self.inner.wake();
         if let Some(thread) = self.thread.lock().take() {

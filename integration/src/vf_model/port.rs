@@ -1,11 +1,62 @@
-//! The model's port to the outside: the in-memory wire and the counters.
+//! The model's port to the outside: the in-memory wire, the uplink, the counters, and the
+//! model as a vSwitch port.
 //!
 //! The wire has two directions. Frames the device transmits are queued for the test to take
-//! with `VfModelControl::recv_frame`; frames the test injects wait in a receive backlog until
-//! the DMA engine delivers (or drops) them. Both queues are bounded: a full queue drops and
-//! counts, it never blocks the device.
+//! with `VfModelControl::recv_frame` (or, with an uplink, handed to a [`FrameSink`] such as
+//! the simulated host's [`VfUplink`]); frames the test injects (or the vSwitch delivers
+//! through [`VfWire`]) wait in a receive backlog until the DMA engine delivers (or drops)
+//! them. Both queues are bounded: a full queue drops and counts, it never blocks the device.
+//! The uplink is called under the device lock (see the lock order in the parent module).
 
 use std::collections::{BTreeSet, VecDeque};
+use std::time::Duration;
+
+use super::VfModelControl;
+use crate::host::{VfUplink, VfWire};
+
+/// Where a VF's transmitted frames go instead of the in-memory wire.
+///
+/// Called by the device's DMA thread under the device lock, before the descriptor's `DD`
+/// write-back: an implementation must not block for long and must never call back into the
+/// same model (no [`VfWire`] of it, no `VfModelControl` method).
+pub trait FrameSink: Send + Sync + std::fmt::Debug {
+    /// Takes `frame`, transmitted on TX queue `queue`.
+    fn transmit(&self, queue: u16, frame: &[u8]);
+}
+
+impl FrameSink for VfUplink {
+    fn transmit(&self, queue: u16, frame: &[u8]) {
+        VfUplink::transmit(self, queue, frame);
+    }
+}
+
+impl VfWire for VfModelControl {
+    /// [`VfModelControl::inject`], but a function that is gone, released, not enabled by the
+    /// PF or whose link is down drops (counted in `rx_dropped_disabled`) and says so.
+    fn deliver(&self, queue: u16, frame: &[u8]) -> bool {
+        self.with_state(|f| {
+            if !f.alive()
+                || !f.mbx.state.vf_enabled
+                || !f.link_up
+                || f.wire.rx_backlog.len() >= WIRE_CAPACITY
+            {
+                f.stats.rx_dropped_disabled += 1;
+                false
+            } else {
+                f.wire.rx_backlog.push_back((queue, frame.to_vec()));
+                true
+            }
+        })
+    }
+
+    fn flush(&self, timeout: Duration) -> bool {
+        self.wait_rx_drained(timeout)
+    }
+
+    fn queues(&self) -> u16 {
+        self.inner.state.lock().queues as u16
+    }
+}
 
 /// Most frames the wire holds in each direction before it drops.
 pub(super) const WIRE_CAPACITY: usize = 65_536;

@@ -24,7 +24,7 @@ use vf::device::{ALL_ONES, EventFd};
 use vf::igbvf::regs::{self, IVAR_VALID, MSIX_VECTORS, Queue, Status, ctrl};
 
 use super::mailbox_pf::PfMailbox;
-use super::port::{VfModelStats, Wire};
+use super::port::{FrameSink, VfModelStats, Wire};
 
 /// Size of BAR0 in bytes.
 pub(super) const BAR0_SIZE: u32 = 16 * 1024;
@@ -154,9 +154,11 @@ pub(super) struct Function {
     pub counters: HwCounters,
     pub mbx: PfMailbox,
     pub msix: Vec<Arc<EventFd>>,
-    /// The DMA memory: bus address = offset.
+    /// Everything the function may DMA to: bus address `a` is offset `a - dma.bus_addr(0)`.
     pub dma: SharedMemory,
     pub wire: Wire,
+    /// Where transmitted frames go instead of `wire.tx` (called under the device lock).
+    pub uplink: Option<Arc<dyn FrameSink>>,
     pub stats: VfModelStats,
     /// Next RX write-back per queue carries a bad length.
     pub bad_writeback: [bool; 2],
@@ -187,6 +189,7 @@ impl Function {
             msix: Vec::new(),
             dma,
             wire: Wire::default(),
+            uplink: None,
             stats: VfModelStats::default(),
             bad_writeback: [false; 2],
             started: Instant::now(),

@@ -2,7 +2,7 @@
 //!
 //! TX: from `TDH` up to `TDT` the engine reads descriptors out of DMA memory, gathers the
 //! buffers of one frame (up to the descriptor with `EOP`; a frame whose `EOP` is not yet posted
-//! waits), puts the frame on the wire, writes `DD` back into every descriptor posted with `RS`
+//! waits), puts the frame on the wire (or hands it to the uplink), then writes `DD` back into every descriptor posted with `RS`
 //! and advances `TDH`. Context descriptors carry no data and are consumed. RX: an injected frame
 //! goes into the packet buffer of the descriptor at `RDH` (if `RDH != RDT`), the descriptor is
 //! overwritten with the write-back (length, `DD | EOP`, no VLAN, no RSS) and `RDH` advances.
@@ -61,12 +61,20 @@ impl Function {
         }
     }
 
+    /// The offset in the DMA memory of bus address `addr`, if it is inside.
+    fn dma_offset(&self, addr: u64) -> Option<usize> {
+        addr.checked_sub(self.dma.bus_addr(0))
+            .and_then(|offset| usize::try_from(offset).ok())
+    }
+
     fn dma_read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        usize::try_from(addr).is_ok_and(|offset| self.dma.read(offset, buf).is_ok())
+        self.dma_offset(addr)
+            .is_some_and(|offset| self.dma.read(offset, buf).is_ok())
     }
 
     fn dma_write(&self, addr: u64, buf: &[u8]) -> bool {
-        usize::try_from(addr).is_ok_and(|offset| self.dma.write(offset, buf).is_ok())
+        self.dma_offset(addr)
+            .is_some_and(|offset| self.dma.write(offset, buf).is_ok())
     }
 
     /// Process TX queue `q` as far as it goes; whether any frame was sent.
@@ -104,6 +112,10 @@ impl Function {
                     next,
                     report,
                 })) => {
+                    // On the wire (or the uplink) before DD: a driver that saw the completion
+                    // knows the frame left.
+                    self.transmit(q, bytes);
+                    sent = true;
                     let done = TxWriteback::done().to_bytes();
                     let mut ok = true;
                     for index in report {
@@ -114,8 +126,6 @@ impl Function {
                         break;
                     }
                     self.tx[q].head = next;
-                    self.transmit(q, bytes);
-                    sent = true;
                 }
             }
         }
@@ -199,7 +209,11 @@ impl Function {
         self.counters.gotc = self.counters.gotc.wrapping_add(len + FCS_LEN);
         self.stats.tx_frames += 1;
         self.stats.tx_bytes += u64::from(len);
-        if !self.link_up || self.wire.tx.len() >= WIRE_CAPACITY {
+        if !self.link_up {
+            self.stats.tx_wire_dropped += 1;
+        } else if let Some(uplink) = &self.uplink {
+            uplink.transmit(q as u16, &frame);
+        } else if self.wire.tx.len() >= WIRE_CAPACITY {
             self.stats.tx_wire_dropped += 1;
         } else {
             self.wire.tx.push_back((q as u16, frame));

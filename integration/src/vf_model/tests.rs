@@ -695,3 +695,196 @@ fn tx_waits_until_the_pf_enables_the_vf() {
     let (_, got) = vf.ctl.recv_frame(WAIT).expect("sent once enabled");
     assert_eq!(got, frame(9, 60));
 }
+
+// --- Guest memory and the uplink ------------------------------------------------------------
+
+/// An uplink that records frames and whether the frame's TX descriptor was already done
+/// when the frame arrived.
+#[derive(Debug, Default)]
+struct RecordingSink {
+    ring: parking_lot::Mutex<Option<SharedMemory>>,
+    frames: parking_lot::Mutex<Vec<(u16, Vec<u8>, bool)>>,
+}
+
+impl super::FrameSink for RecordingSink {
+    fn transmit(&self, queue: u16, frame: &[u8]) {
+        let mut frames = self.frames.lock();
+        let index = frames.len();
+        let done = self.ring.lock().as_ref().is_some_and(|ring| {
+            let mut desc = [0u8; DESC_SIZE];
+            ring.read(index % RING as usize * DESC_SIZE, &mut desc)
+                .unwrap();
+            TxWriteback::is_done(&desc)
+        });
+        frames.push((queue, frame.to_vec(), done));
+    }
+}
+
+const GUEST_BASE: u64 = 0x4000_0000;
+
+fn guest_dma(window_offset: usize, window_len: usize) -> super::GuestDma {
+    let memory = SharedMemory::memfd("guest", 1 << 20)
+        .unwrap()
+        .with_bus_base(GUEST_BASE);
+    let window = memory.subregion(window_offset, window_len).unwrap();
+    super::GuestDma { memory, window }
+}
+
+#[test]
+fn a_function_on_guest_memory_dmas_there_and_transmits_to_the_uplink_before_dd() {
+    use crate::host::VfWire;
+    let dma = guest_dma(256 << 10, 256 << 10);
+    let memory = dma.memory.clone();
+    let sink = Arc::new(RecordingSink::default());
+    let mut vf = open_with(SoftIgbvfConfig {
+        guest_memory: Some(dma),
+        uplink: Some(sink.clone()),
+        ..SoftIgbvfConfig::new(MacAddr(MAC))
+    });
+    vf.bring_up();
+    // Allocations come out of the window, with the guest's bus addresses.
+    let probe = vf.dev.dma_alloc(100).unwrap();
+    assert_eq!(probe.bus_addr(0), GUEST_BASE + (256 << 10));
+    probe.write(0, &[0x5a]).unwrap();
+    let mut byte = [0u8];
+    memory.read(256 << 10, &mut byte).unwrap();
+    assert_eq!(byte, [0x5a]);
+
+    // TX: descriptors and buffers read from guest memory, frames to the uplink before DD.
+    let q = Queue::Q0;
+    let tx = setup_tx(&vf, q);
+    *sink.ring.lock() = Some(tx.ring.clone());
+    let frames: Vec<Vec<u8>> = (0..3).map(|i| frame(i, 60 + usize::from(i))).collect();
+    let tail = post_tx(&vf, &tx, q, 0, &frames);
+    assert!(wait_for(|| vf.bar.read32(regs::tdh(q)) == tail));
+    let sent = sink.frames.lock().clone();
+    let expected: Vec<(u16, Vec<u8>, bool)> =
+        frames.iter().map(|f| (0, f.clone(), false)).collect();
+    assert_eq!(
+        sent, expected,
+        "each frame reached the uplink before its DD"
+    );
+    for i in 0..tail {
+        assert!(TxWriteback::is_done(&tx.desc(i)));
+    }
+    assert_eq!(
+        vf.ctl.recv_frame(Duration::ZERO),
+        None,
+        "nothing on the in-memory wire"
+    );
+
+    // RX through the vSwitch's view: the frames land in guest memory.
+    assert_eq!(vf.ctl.queues(), 2);
+    let rx = setup_rx(&vf, Queue::Q1, RING - 1);
+    let incoming = [frame(0x40, 70), frame(0x41, 80)];
+    for f in &incoming {
+        assert!(vf.ctl.deliver(1, f));
+    }
+    assert!(vf.ctl.flush(WAIT));
+    assert_eq!(vf.ctl.stats().rx_frames, 2);
+    for (i, f) in incoming.iter().enumerate() {
+        let offset = (rx.buf_addr(i as u32) - GUEST_BASE) as usize;
+        let mut got = vec![0u8; f.len()];
+        memory.read(offset, &mut got).unwrap();
+        assert_eq!(&got, f);
+    }
+
+    // A buffer below the guest memory's first bus address is outside DMA memory.
+    let q1 = Queue::Q1;
+    let bad = setup_tx(&vf, q1);
+    let desc = AdvTxDataDesc::single(0x1000, 60).unwrap();
+    bad.set_desc(0, &desc.to_bytes());
+    vf.bar.write32(regs::tdt(q1), 1);
+    vf.ctl
+        .wait_for_stats(WAIT, |s| s.device_errors == 1)
+        .unwrap();
+
+    // A released function refuses what the switch delivers, counted.
+    vf.dev.release().unwrap();
+    let before = vf.ctl.stats().rx_dropped_disabled;
+    assert!(!vf.ctl.deliver(0, &frame(1, 60)));
+    assert_eq!(vf.ctl.stats().rx_dropped_disabled, before + 1);
+    assert!(vf.ctl.flush(WAIT));
+}
+
+#[test]
+fn a_guest_dma_window_hands_out_page_aligned_allocations_until_full() {
+    // A window starting mid-page: the first allocation is at the next page.
+    let vf = open_with(SoftIgbvfConfig {
+        guest_memory: Some(guest_dma(0x1800, 3 * 4096)),
+        ..SoftIgbvfConfig::new(MacAddr(MAC))
+    });
+    assert_eq!(
+        vf.dev.dma_alloc(10).unwrap().bus_addr(0),
+        GUEST_BASE + 0x2000
+    );
+    assert_eq!(
+        vf.dev.dma_alloc(4096).unwrap().bus_addr(0),
+        GUEST_BASE + 0x3000
+    );
+    assert!(matches!(
+        vf.dev.dma_alloc(4096),
+        Err(vf::device::DeviceError::IovaExhausted { .. })
+    ));
+    // Bus address 0 is never handed out.
+    let memory = SharedMemory::memfd("guest", 1 << 16).unwrap();
+    let window = memory.clone();
+    let vf = open_with(SoftIgbvfConfig {
+        guest_memory: Some(super::GuestDma { memory, window }),
+        ..SoftIgbvfConfig::new(MacAddr(MAC))
+    });
+    assert_eq!(vf.dev.dma_alloc(10).unwrap().bus_addr(0), 4096);
+    // A window outside the memory is refused.
+    let dma = guest_dma(0, 4096);
+    let other = SharedMemory::memfd("other", 4096).unwrap();
+    assert!(
+        SoftIgbvf::try_new(SoftIgbvfConfig {
+            guest_memory: Some(super::GuestDma {
+                memory: dma.memory,
+                window: other,
+            }),
+            ..SoftIgbvfConfig::new(MacAddr(MAC))
+        })
+        .is_err()
+    );
+}
+
+#[test]
+fn a_function_on_the_simulated_hosts_memory_transmits_through_the_vswitch() {
+    use crate::host::{HostConfig, SimHost};
+    let (host, _device) = SimHost::start(HostConfig {
+        shm: netvsc::vmbus::shm::ShmConfig {
+            dma_size: 1 << 20,
+            ..Default::default()
+        },
+        ..HostConfig::default()
+    })
+    .unwrap();
+    let memory = host.guest_memory();
+    let layout = host.host_side().layout().clone();
+    let window = memory
+        .subregion(layout.dma_offset, layout.dma_size)
+        .unwrap();
+    let mut vf = open_with(SoftIgbvfConfig {
+        guest_memory: Some(super::GuestDma { memory, window }),
+        uplink: Some(Arc::new(host.vf_uplink())),
+        ..SoftIgbvfConfig::new(MacAddr(MAC))
+    });
+    host.attach_vf_wire(Arc::new(vf.ctl.clone()));
+    vf.bring_up();
+    let q = Queue::Q1;
+    let tx = setup_tx(&vf, q);
+    assert!(tx.ring.bus_addr(0) >= layout.dma_offset as u64);
+    let frames: Vec<Vec<u8>> = (0..4).map(|i| frame(i, 64)).collect();
+    post_tx(&vf, &tx, q, 0, &frames);
+    for f in &frames {
+        let mut got = None;
+        assert!(wait_for(|| {
+            got = host.external().try_recv();
+            got.is_some()
+        }));
+        assert_eq!(got, Some((1, f.clone())));
+    }
+    assert_eq!(host.stats().tx_from_vf, 4);
+    host.detach_vf_wire();
+}

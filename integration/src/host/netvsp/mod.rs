@@ -155,6 +155,7 @@ impl Session {
             persist.data_path_vf = false;
             stats.record_switch(false);
         }
+        switch.set_data_path_vf(false);
         switch.set_open_queues(1);
         stats.nvsp_version.store(0, Ordering::Relaxed);
         stats.packet_filter.store(0, Ordering::Relaxed);
@@ -271,6 +272,12 @@ impl Session {
         }
         for ch in &mut self.channels {
             ch.flush();
+        }
+        if !self.dead && self.finish_switch(now) {
+            if let Some(primary) = self.channels.first_mut() {
+                primary.flush();
+            }
+            work = true;
         }
         work
     }
@@ -443,7 +450,8 @@ impl Session {
     /// The next timer deadline, if any.
     pub fn next_deadline(&self) -> Option<Instant> {
         let link = self.persist.link_toggle.map(|(at, _)| at);
-        [link, self.vf.ready_at].into_iter().flatten().min()
+        let switch = self.vf.switch_pending.map(|p| p.deadline);
+        [link, self.vf.ready_at, switch].into_iter().flatten().min()
     }
 
     /// Whether work waits on something other than a guest signal (queued messages, frames).
@@ -451,6 +459,7 @@ impl Session {
         let receiving = self.init_done && self.rndis.filter != 0;
         !self.dead
             && (!self.control_out.is_empty()
+                || self.vf.switch_pending.is_some()
                 || (receiving
                     && (0..self.channels.len() as u16).any(|q| self.switch.has_pending(q))))
     }

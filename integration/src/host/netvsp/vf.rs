@@ -9,13 +9,34 @@
 //! `set_data_path_to_guest_vf` calls. Removal follows OpenVMM's order: if the data path is the
 //! VF, a host `SWITCH_DATA_PATH {synthetic}` (tid `…01`, 8-byte payload) first, then
 //! `{128, 0, serial}`.
+//!
+//! Every change of the data path goes through `Session::set_data_path`, which also flips the
+//! vSwitch's steering flag. The guest's switch is completed only once the old path is flushed
+//! (the ordering promise in the [`vswitch`](crate::host::vswitch) docs): to the VF, the
+//! completion waits in [`VfState::switch_pending`] until the switch's synthetic FIFOs are
+//! empty (the session keeps delivering; at most [`SWITCH_FLUSH_TIMEOUT`]); to synthetic, the
+//! VF's wire is flushed first. A host switch to synthetic flushes the VF's wire before its
+//! message goes out.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use netvsc::nvsp::{self, NvspMessage};
+use netvsc::vmbus::{OutgoingKind, OutgoingPacket};
 
 use super::{OutMsg, Session};
 use crate::host::stats::bump;
+
+/// How long a data-path switch waits for the old path to drain before completing anyway.
+pub(crate) const SWITCH_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A guest `SWITCH_DATA_PATH {VF}` whose completion waits for the synthetic path to drain.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PendingSwitch {
+    pub tid: u64,
+    pub completion_requested: bool,
+    /// When the host completes it regardless (counted in `switch_flush_timeouts`).
+    pub deadline: Instant,
+}
 
 /// VF state of a session.
 #[derive(Clone, Debug, Default)]
@@ -24,9 +45,32 @@ pub(crate) struct VfState {
     pub advertised: Option<u32>,
     /// When the host makes the VF device available to the guest.
     pub ready_at: Option<Instant>,
+    /// A deferred completion of the guest's switch to the VF.
+    pub switch_pending: Option<PendingSwitch>,
 }
 
 impl Session {
+    /// Moves the data path (persisted state, steering flag, stats); whether it changed.
+    pub(super) fn set_data_path(&mut self, to_vf: bool) -> bool {
+        if to_vf == self.persist.data_path_vf {
+            return false;
+        }
+        self.persist.data_path_vf = to_vf;
+        self.switch.set_data_path_vf(to_vf);
+        self.stats.record_switch(to_vf);
+        true
+    }
+
+    /// Waits (bounded) until what the VF's wire took is in the VF's rings or dropped; a
+    /// timeout is counted. Called with no switch lock held.
+    fn flush_vf_wire(&self) {
+        if let Some(wire) = self.switch.vf_wire()
+            && !wire.flush(SWITCH_FLUSH_TIMEOUT)
+        {
+            bump(&self.stats.switch_flush_timeouts, 1);
+        }
+    }
+
     /// Whether this session may carry VF associations.
     fn vf_capable(&self) -> bool {
         self.version.unwrap_or(0) >= nvsp::VERSION_4
@@ -77,9 +121,9 @@ impl Session {
     /// Moves the data path to synthetic on the host's initiative: host `SWITCH_DATA_PATH
     /// {synthetic}` (8-byte payload, tid `…01`).
     fn host_switch_to_synthetic(&mut self) {
-        if self.persist.data_path_vf {
-            self.persist.data_path_vf = false;
-            self.stats.record_switch(false);
+        self.overtake_pending_switch();
+        if self.set_data_path(false) {
+            self.flush_vf_wire();
         }
         let payload = NvspMessage::SwitchDataPath(nvsp::Message4SwitchDataPath::new(
             nvsp::DATA_PATH_SYNTHETIC,
@@ -96,11 +140,11 @@ impl Session {
     pub(super) fn remove_vf(&mut self) {
         let serial = self.persist.vf_serial.take();
         self.vf.ready_at = None;
+        self.switch.set_vf_device(None);
         if self.persist.data_path_vf && !self.dead {
             self.host_switch_to_synthetic();
-        } else if self.persist.data_path_vf {
-            self.persist.data_path_vf = false;
-            self.stats.record_switch(false);
+        } else if self.set_data_path(false) {
+            self.flush_vf_wire();
         }
         if let Some(advertised) = self.vf.advertised.take()
             && !self.dead
@@ -113,27 +157,79 @@ impl Session {
     pub(super) fn force_synthetic(&mut self) {
         if self.vf_capable() {
             self.host_switch_to_synthetic();
-        } else if self.persist.data_path_vf {
-            self.persist.data_path_vf = false;
-            self.stats.record_switch(false);
+        } else if self.set_data_path(false) {
+            self.flush_vf_wire();
         }
     }
 
-    /// The guest's `SWITCH_DATA_PATH`.
+    /// The guest's `SWITCH_DATA_PATH`: completed once the old path is flushed (module docs).
     pub(super) fn guest_switch(&mut self, tid: u64, rc: bool, path: u32) {
+        self.overtake_pending_switch();
         let to_vf = path == nvsp::DATA_PATH_VF;
         if to_vf && self.vf.advertised.is_none() {
             tracing::warn!(target: "hvnet::host", "guest switches to a VF that is not advertised");
-        } else if to_vf != self.persist.data_path_vf {
-            self.persist.data_path_vf = to_vf;
-            self.stats.record_switch(to_vf);
+        } else if self.set_data_path(to_vf) {
             if to_vf {
                 // OpenVMM makes the device available at once when the guest switches; the
                 // association's own timer still fires later.
                 bump(&self.stats.vf_ready_for_device, 1);
+                self.switch.set_vf_device(self.vf.advertised);
+                if self.switch.pending() > 0 {
+                    self.vf.switch_pending = Some(PendingSwitch {
+                        tid,
+                        completion_requested: rc,
+                        deadline: Instant::now() + SWITCH_FLUSH_TIMEOUT,
+                    });
+                    return;
+                }
+            } else {
+                self.flush_vf_wire();
             }
         }
         self.complete(0, tid, rc, &[]);
+    }
+
+    /// A switch still waiting for its completion is overtaken by another change of the data
+    /// path: it is completed at once, so the guest sees the completions in order.
+    fn overtake_pending_switch(&mut self) {
+        if let Some(pending) = self.vf.switch_pending.take() {
+            self.complete(0, pending.tid, pending.completion_requested, &[]);
+        }
+    }
+
+    /// Writes a deferred switch completion once the synthetic path is drained (or the wait
+    /// timed out) and the guest's ring has room; `true` if it did. Called after the round's
+    /// deliveries were published, so the guest sees them before the completion.
+    pub(super) fn finish_switch(&mut self, now: Instant) -> bool {
+        let Some(pending) = self.vf.switch_pending else {
+            return false;
+        };
+        let drained = self.switch.pending() == 0;
+        if !drained && now < pending.deadline {
+            return false;
+        }
+        if pending.completion_requested {
+            let packet = OutgoingPacket {
+                kind: OutgoingKind::Completion,
+                transaction_id: pending.tid,
+                completion_requested: false,
+                payload: &[],
+            };
+            let Some(primary) = self.channels.first_mut() else {
+                return false;
+            };
+            if primary.free() <= packet.ring_len() {
+                primary.request_space(packet.ring_len() + 1);
+                return false;
+            }
+        }
+        if !drained {
+            tracing::warn!(target: "hvnet::host", "switch to the VF completed with synthetic frames pending");
+            bump(&self.stats.switch_flush_timeouts, 1);
+        }
+        self.vf.switch_pending = None;
+        self.complete(0, pending.tid, pending.completion_requested, &[]);
+        true
     }
 
     /// Fires the VF device timer; `true` if it did.
@@ -141,6 +237,7 @@ impl Session {
         match self.vf.ready_at {
             Some(at) if now >= at => {
                 self.vf.ready_at = None;
+                self.switch.set_vf_device(self.vf.advertised);
                 bump(&self.stats.vf_ready_for_device, 1);
                 true
             }

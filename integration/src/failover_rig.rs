@@ -1,0 +1,360 @@
+//! A failover port against the simulated host and software VFs: [`FailoverRig`] and
+//! [`SimPci`], the simulated vPCI bus the port's [`VfProvider`] looks at.
+//!
+//! The host associates a VF (NVSP 128) and, `vf_device_delay` later, makes its device
+//! available ([`SimHost::vf_device_ready`]). When the port's control thread then probes, the
+//! bus creates a [`SoftIgbvf`] in the guest's memory (so the VF and the synthetic NIC share
+//! one pool, as on a real guest), plugs its port into the host's vSwitch, and opens it with
+//! the igbvf driver, exactly as a real guest binds a VF through VFIO. The scenario methods
+//! take the device away in the orders real hosts do ([`SimPci::eject_azure`],
+//! [`SimPci::remove_openvmm`], [`SimPci::surprise_remove`]).
+//!
+//! Memory: each device gets one of [`VF_WINDOWS`] windows of [`VF_WINDOW_SIZE`] bytes of
+//! guest memory, in turn, so a window is reused only after that many later devices (frames a
+//! test still holds from an old VF are long gone by then).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bond::{
+    AttachedVf, FailoverConfig, FailoverPort, FailoverQueue, ManualClock, ProbeError,
+    VfProvider, VfRequest,
+};
+use netvsc::nic::{NicConfig, SyntheticNic};
+use netvsc::vmbus::VmbusDevice;
+use packet::{MacAddr, SharedMemory};
+use parking_lot::Mutex;
+use vf::igbvf::{Igbvf, IgbvfConfig};
+use vf::port::VfQueue;
+
+use crate::host::{HostConfig, SimHost};
+use crate::rig::RigError;
+use crate::vf_model::{GuestDma, SoftIgbvf, SoftIgbvfConfig, VfModelControl, VfModelStats};
+
+/// Windows of guest memory the bus hands to VFs in turn.
+pub const VF_WINDOWS: usize = 8;
+/// Bytes of one window (two queue pairs of the igbvf driver need about 3.5 MiB).
+pub const VF_WINDOW_SIZE: usize = 8 << 20;
+
+/// A VF device on the simulated bus.
+#[derive(Debug)]
+struct SimVf {
+    serial: u32,
+    device: Arc<SoftIgbvf>,
+    control: VfModelControl,
+}
+
+/// Counters of the simulated bus, over every device it ever had.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimPciStats {
+    /// Devices created (each probe that found the host's VF ready).
+    pub devices: u64,
+    /// Devices the driver failed to open.
+    pub open_failures: u64,
+    /// Frames the devices received into their rings, summed over removed devices.
+    pub rx_frames: u64,
+    /// Frames the devices dropped (no descriptor, disabled, gone, oversize), summed over
+    /// removed devices.
+    pub rx_dropped: u64,
+    /// Frames the devices transmitted, summed over removed devices.
+    pub tx_frames: u64,
+}
+
+/// How the PF of the simulated VFs answers.
+#[derive(Clone, Debug)]
+pub struct SimPciConfig {
+    /// VF queue pairs (1 or 2).
+    pub vf_queues: u16,
+    /// Whether the PF has an administrator MAC for the VF (the NIC's, as Hyper-V assigns);
+    /// without one the driver sets the MAC the port asks for.
+    pub admin_mac: Option<MacAddr>,
+    /// Whether new devices start with their link up.
+    pub link_up: bool,
+    /// Descriptors per ring of the driver.
+    pub ring_size: u16,
+}
+
+impl Default for SimPciConfig {
+    fn default() -> Self {
+        Self {
+            vf_queues: 2,
+            admin_mac: None,
+            link_up: true,
+            ring_size: 256,
+        }
+    }
+}
+
+/// The simulated vPCI bus: a [`VfProvider`] over the host's VF. See the module docs.
+#[derive(Debug)]
+pub struct SimPci {
+    host: Arc<SimHost>,
+    memory: SharedMemory,
+    windows: SharedMemory,
+    config: Mutex<SimPciConfig>,
+    next_window: Mutex<usize>,
+    current: Mutex<Option<SimVf>>,
+    stats: Mutex<SimPciStats>,
+}
+
+impl SimPci {
+    fn new(host: Arc<SimHost>, windows: SharedMemory, config: SimPciConfig) -> Self {
+        Self {
+            memory: host.guest_memory(),
+            host,
+            windows,
+            config: Mutex::new(config),
+            next_window: Mutex::new(0),
+            current: Mutex::new(None),
+            stats: Mutex::new(SimPciStats::default()),
+        }
+    }
+
+    /// Changes how later devices are made.
+    pub fn configure(&self, f: impl FnOnce(&mut SimPciConfig)) {
+        f(&mut self.config.lock());
+    }
+
+    /// The current device's model handle (faults, counters), if a device exists.
+    pub fn vf(&self) -> Option<VfModelControl> {
+        self.current.lock().as_ref().map(|v| v.control.clone())
+    }
+
+    /// Counters over every device, the current one included.
+    pub fn stats(&self) -> SimPciStats {
+        let mut stats = self.stats.lock().clone();
+        if let Some(vf) = self.current.lock().as_ref() {
+            add_device_stats(&mut stats, &vf.control.stats());
+        }
+        stats
+    }
+
+    /// Azure's order: the host asks for the device (the VFIO request IRQ), waits at most
+    /// `timeout` for the guest to let it go, then drops the association (NVSP 128 {0}) and
+    /// the device. Whether the guest released it in time.
+    pub fn eject_azure(&self, timeout: Duration) -> bool {
+        let Some(control) = self.vf() else {
+            return false;
+        };
+        control.request_release();
+        let released = control.released_within(timeout);
+        self.unplug();
+        self.host.remove_vf();
+        released
+    }
+
+    /// OpenVMM's order: the host moves the data path back (NVSP 129 {synthetic}), drops the
+    /// association (NVSP 128 {0}), then waits at most `timeout` for the guest to release the
+    /// device before removing it. Whether the guest released it in time.
+    pub fn remove_openvmm(&self, timeout: Duration) -> bool {
+        self.host.remove_vf();
+        let released = self.vf().is_some_and(|c| c.released_within(timeout));
+        self.unplug();
+        released
+    }
+
+    /// The device vanishes without warning (reads return all ones); `notice_after` later
+    /// the host notices and drops it (129 {synthetic}, 128 {0}). Until then it keeps steering
+    /// the guest's frames to the dead VF, which drops them (counted). Whether the guest
+    /// released the device within `timeout` after that.
+    pub fn surprise_remove(&self, host_notices: impl FnOnce(), timeout: Duration) -> bool {
+        let Some(control) = self.vf() else {
+            return false;
+        };
+        control.surprise_remove();
+        host_notices();
+        self.host.remove_vf();
+        let released = control.released_within(timeout);
+        self.unplug();
+        released
+    }
+
+    /// Pulls the device out of the vSwitch and off the bus.
+    fn unplug(&self) {
+        self.host.detach_vf_wire();
+        if let Some(vf) = self.current.lock().take() {
+            add_device_stats(&mut self.stats.lock(), &vf.control.stats());
+            drop(vf.device);
+        }
+    }
+
+    fn window(&self) -> Result<SharedMemory, ProbeError> {
+        let mut next = self.next_window.lock();
+        let slot = *next % VF_WINDOWS;
+        *next += 1;
+        self.windows
+            .subregion(slot * VF_WINDOW_SIZE, VF_WINDOW_SIZE)
+            .map_err(|e| ProbeError::Open {
+                device: "soft-igbvf".into(),
+                message: format!("no guest memory for the VF: {e}"),
+            })
+    }
+}
+
+fn add_device_stats(total: &mut SimPciStats, s: &VfModelStats) {
+    total.rx_frames += s.rx_frames;
+    total.rx_dropped += s.rx_no_descriptor + s.rx_oversize + s.rx_dropped_disabled;
+    total.tx_frames += s.tx_frames;
+}
+
+impl VfProvider for SimPci {
+    fn probe(&self, serial: u32, request: &VfRequest) -> Result<Option<AttachedVf>, ProbeError> {
+        if self.host.vf_device_ready() != Some(serial) {
+            return Ok(None);
+        }
+        if self.current.lock().as_ref().is_some_and(|v| v.serial == serial) {
+            // Still bound from before (the host re-sent its association): nothing new.
+            return Ok(None);
+        }
+        self.unplug();
+        let config = self.config.lock().clone();
+        let open_error = |message: String| ProbeError::Open {
+            device: "soft-igbvf".into(),
+            message,
+        };
+        let model = SoftIgbvfConfig {
+            mac: config.admin_mac.unwrap_or(MacAddr([0; 6])),
+            queues: config.vf_queues,
+            dma_size: 0,
+            link_up: config.link_up,
+            guest_memory: Some(GuestDma {
+                memory: self.memory.clone(),
+                window: self.window()?,
+            }),
+            uplink: Some(Arc::new(self.host.vf_uplink())),
+        };
+        let (device, control) =
+            SoftIgbvf::try_new(model).map_err(|e| open_error(e.to_string()))?;
+        self.stats.lock().devices += 1;
+        self.host.attach_vf_wire(Arc::new(control.clone()));
+        let driver = IgbvfConfig {
+            queues: request.queues.clamp(1, config.vf_queues.clamp(1, 2)),
+            ring_size: config.ring_size,
+            mtu: request.mtu,
+            mac: Some(request.mac),
+            ..IgbvfConfig::default()
+        };
+        let opened = Igbvf::open(device.clone(), driver);
+        *self.current.lock() = Some(SimVf {
+            serial,
+            device,
+            control,
+        });
+        match opened {
+            Ok((port, queues)) => Ok(Some(AttachedVf {
+                name: format!("soft-igbvf-{serial}"),
+                port: Arc::new(port),
+                queues: queues
+                    .into_iter()
+                    .map(|q| Box::new(q) as Box<dyn VfQueue>)
+                    .collect(),
+            })),
+            Err(e) => {
+                self.stats.lock().open_failures += 1;
+                self.unplug();
+                Err(open_error(bond_error_chain(&e)))
+            }
+        }
+    }
+}
+
+fn bond_error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// Everything a failover rig is made of.
+#[derive(Clone, Debug)]
+pub struct FailoverRigConfig {
+    /// The simulated host (the rig makes its DMA area large enough for the VF windows).
+    pub host: HostConfig,
+    /// The guest NIC (the rig sets `sriov`).
+    pub nic: NicConfig,
+    /// The failover port.
+    pub failover: FailoverConfig,
+    /// The simulated PCI bus.
+    pub pci: SimPciConfig,
+}
+
+impl Default for FailoverRigConfig {
+    /// Two queues, a VF device 10 ms after its association, the port's timers on a manual
+    /// clock that starts still (the watchdog fires only when a test advances it).
+    fn default() -> Self {
+        let host = HostConfig {
+            vf_device_delay: Duration::from_millis(10),
+            ..HostConfig::default()
+        };
+        let nic = NicConfig {
+            queues: 2,
+            sriov: true,
+            ..NicConfig::default()
+        };
+        let failover = FailoverConfig {
+            vf_probe_interval: Duration::ZERO,
+            watchdog_interval: Duration::from_secs(2),
+            watchdog_timeout: Duration::from_secs(2),
+            ..FailoverConfig::default()
+        };
+        Self {
+            host,
+            nic,
+            failover,
+            pci: SimPciConfig::default(),
+        }
+    }
+}
+
+/// A failover port over a NIC on the simulated host, with the simulated PCI bus as its VF
+/// provider. Fields drop in order: the port (leaving and releasing any VF) first.
+#[derive(Debug)]
+pub struct FailoverRig {
+    /// The port's control handle.
+    pub port: FailoverPort,
+    /// The port's queues (move them to poller threads).
+    pub queues: Vec<FailoverQueue>,
+    /// The simulated bus (VF faults, removal orders, device counters).
+    pub pci: Arc<SimPci>,
+    /// The simulated host.
+    pub host: Arc<SimHost>,
+    /// The port's clock.
+    pub clock: ManualClock,
+}
+
+impl FailoverRig {
+    /// Starts the host, opens the NIC (with SR-IOV) and the failover port over it.
+    pub fn start(mut config: FailoverRigConfig) -> Result<Self, RigError> {
+        let windows = VF_WINDOWS * VF_WINDOW_SIZE;
+        config.host.shm.dma_size += windows;
+        config.nic.sriov = true;
+        let (host, mut device) = SimHost::start(config.host).map_err(RigError::Host)?;
+        let host = Arc::new(host);
+        let vf_memory = device
+            .dma_memory(windows)
+            .map_err(|e| RigError::Host(e.into()))?;
+        let (nic, queues) =
+            SyntheticNic::open(Box::new(device), config.nic).map_err(RigError::Nic)?;
+        let pci = Arc::new(SimPci::new(host.clone(), vf_memory, config.pci));
+        let clock = ManualClock::new();
+        let (port, queues) = FailoverPort::open(
+            nic,
+            queues,
+            pci.clone(),
+            config.failover,
+            Arc::new(clock.clone()),
+        )
+        .map_err(RigError::Failover)?;
+        Ok(Self {
+            port,
+            queues,
+            pci,
+            host,
+            clock,
+        })
+    }
+}

@@ -1,0 +1,510 @@
+//! Sequenced traffic through a port under test, both ways, checked at the far end:
+//! [`Traffic`].
+//!
+//! One poller thread per port queue receives (checking that sequence numbers only grow within
+//! each flow) and transmits numbered frames; one peer thread stands at the vSwitch's external
+//! port, injecting numbered frames for every queue (unicast to the port's MAC, and, if asked,
+//! a broadcast flow) and checking the order of what the guest sent. Each direction keeps at
+//! most `window` frames in flight per queue, so queues never overflow in a healthy run; a
+//! direction that makes no progress for `stall` writes its in-flight frames off (they were
+//! lost, and the test's accounting must find them in some drop counter).
+//!
+//! A flow is (the queue the frame was sent or injected on, its kind); order is checked per
+//! flow, which is what "no reordering within a queue" means when a port queue and the VF
+//! queue under it have the same index.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use packet::{MacAddr, Packet, Pool, PortQueue};
+
+use crate::host::SimHost;
+
+/// EtherType of traffic frames (IEEE local experimental).
+pub const TRAFFIC_ETHERTYPE: u16 = 0x88b5;
+/// The peer's MAC.
+pub const PEER_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0xfe]);
+const MAGIC: u32 = 0x4856_4654;
+const HEADER: usize = 14 + 4 + 1 + 2 + 8;
+/// Flows per queue: unicast to the guest, broadcast to the guest, from the guest.
+const KINDS: usize = 3;
+const KIND_UNICAST: u8 = 0;
+const KIND_BROADCAST: u8 = 1;
+const KIND_FROM_GUEST: u8 = 2;
+const MAX_QUEUES: usize = 64;
+const BURST: usize = 32;
+
+/// How traffic is generated.
+#[derive(Clone, Debug)]
+pub struct TrafficConfig {
+    /// Bytes per frame (60..=1514).
+    pub frame_len: usize,
+    /// Frames in flight per queue and direction at most.
+    pub window: u64,
+    /// Whether the guest transmits.
+    pub guest_tx: bool,
+    /// Whether the peer transmits.
+    pub peer_tx: bool,
+    /// Every how many peer frames one is broadcast (0 = never).
+    pub broadcast_every: u64,
+    /// No progress for this long writes a direction's in-flight frames off.
+    pub stall: Duration,
+}
+
+impl Default for TrafficConfig {
+    fn default() -> Self {
+        Self {
+            frame_len: 128,
+            window: 256,
+            guest_tx: true,
+            peer_tx: true,
+            broadcast_every: 16,
+            stall: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Counters of a traffic run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TrafficCounts {
+    /// Frames the port's `tx_burst` took.
+    pub guest_sent: u64,
+    /// Unicast frames the guest received.
+    pub guest_received: u64,
+    /// Broadcast frames the guest received.
+    pub guest_received_broadcast: u64,
+    /// Frames the guest received out of order within their flow.
+    pub guest_reordered: u64,
+    /// Frames the guest received that were not traffic frames or were corrupt.
+    pub guest_bad: u64,
+    /// Unicast frames the peer injected and the vSwitch accepted.
+    pub peer_injected: u64,
+    /// Broadcast frames the peer injected and the vSwitch accepted.
+    pub peer_injected_broadcast: u64,
+    /// Frames the vSwitch refused at injection (counted by the host too).
+    pub peer_refused: u64,
+    /// Frames the peer received from the guest.
+    pub peer_received: u64,
+    /// Frames the peer received out of order within their flow.
+    pub peer_reordered: u64,
+    /// Frames the peer received that were not traffic frames or were corrupt.
+    pub peer_bad: u64,
+}
+
+#[derive(Debug)]
+struct Shared {
+    stop_sending: AtomicBool,
+    halt: AtomicBool,
+    guest_sent: PerQueue,
+    guest_received: PerQueue,
+    guest_received_broadcast: AtomicU64,
+    guest_reordered: AtomicU64,
+    guest_bad: AtomicU64,
+    peer_injected: PerQueue,
+    peer_injected_broadcast: AtomicU64,
+    peer_refused: AtomicU64,
+    peer_received: PerQueue,
+    peer_reordered: AtomicU64,
+    peer_bad: AtomicU64,
+}
+
+/// One counter per queue.
+type PerQueue = [AtomicU64; MAX_QUEUES];
+
+impl Default for Shared {
+    fn default() -> Self {
+        let per_queue = || std::array::from_fn(|_| AtomicU64::new(0));
+        Self {
+            stop_sending: AtomicBool::new(false),
+            halt: AtomicBool::new(false),
+            guest_sent: per_queue(),
+            guest_received: per_queue(),
+            guest_received_broadcast: AtomicU64::new(0),
+            guest_reordered: AtomicU64::new(0),
+            guest_bad: AtomicU64::new(0),
+            peer_injected: per_queue(),
+            peer_injected_broadcast: AtomicU64::new(0),
+            peer_refused: AtomicU64::new(0),
+            peer_received: per_queue(),
+            peer_reordered: AtomicU64::new(0),
+            peer_bad: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Shared {
+    fn counts(&self) -> TrafficCounts {
+        let sum = |a: &PerQueue| a.iter().map(|c| c.load(Ordering::Acquire)).sum();
+        let get = |c: &AtomicU64| c.load(Ordering::Acquire);
+        TrafficCounts {
+            guest_sent: sum(&self.guest_sent),
+            guest_received: sum(&self.guest_received),
+            guest_received_broadcast: get(&self.guest_received_broadcast),
+            guest_reordered: get(&self.guest_reordered),
+            guest_bad: get(&self.guest_bad),
+            peer_injected: sum(&self.peer_injected),
+            peer_injected_broadcast: get(&self.peer_injected_broadcast),
+            peer_refused: get(&self.peer_refused),
+            peer_received: sum(&self.peer_received),
+            peer_reordered: get(&self.peer_reordered),
+            peer_bad: get(&self.peer_bad),
+        }
+    }
+}
+
+/// Builds a traffic frame.
+fn frame(dst: MacAddr, src: MacAddr, kind: u8, queue: u16, seq: u64, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len.max(HEADER)];
+    f[0..6].copy_from_slice(&dst.0);
+    f[6..12].copy_from_slice(&src.0);
+    f[12..14].copy_from_slice(&TRAFFIC_ETHERTYPE.to_be_bytes());
+    f[14..18].copy_from_slice(&MAGIC.to_be_bytes());
+    f[18] = kind;
+    f[19..21].copy_from_slice(&queue.to_le_bytes());
+    f[21..29].copy_from_slice(&seq.to_le_bytes());
+    for (i, b) in f[HEADER..].iter_mut().enumerate() {
+        *b = (seq as u8) ^ (i as u8);
+    }
+    f
+}
+
+/// Parses a traffic frame: (kind, queue, seq), or `None` if it is not one or is corrupt.
+fn parse(f: &[u8]) -> Option<(u8, u16, u64)> {
+    if f.len() < HEADER
+        || f[12..14] != TRAFFIC_ETHERTYPE.to_be_bytes()
+        || f[14..18] != MAGIC.to_be_bytes()
+    {
+        return None;
+    }
+    let kind = f[18];
+    let queue = u16::from_le_bytes([f[19], f[20]]);
+    let seq = u64::from_le_bytes(f[21..29].try_into().ok()?);
+    let payload_ok = f[HEADER..]
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b == (seq as u8) ^ (i as u8));
+    (usize::from(kind) < KINDS && usize::from(queue) < MAX_QUEUES && payload_ok)
+        .then_some((kind, queue, seq))
+}
+
+/// Order checking per flow.
+struct Order {
+    last: Vec<Option<u64>>,
+}
+
+impl Order {
+    fn new() -> Self {
+        Self {
+            last: vec![None; MAX_QUEUES * KINDS],
+        }
+    }
+
+    /// Records `seq` on flow (queue, kind); whether it is in order.
+    fn check(&mut self, kind: u8, queue: u16, seq: u64) -> bool {
+        let slot = &mut self.last[usize::from(queue) * KINDS + usize::from(kind)];
+        let ok = slot.is_none_or(|last| seq > last);
+        if ok {
+            *slot = Some(seq);
+        }
+        ok
+    }
+}
+
+/// Running traffic; see the module docs.
+#[derive(Debug)]
+pub struct Traffic<Q: PortQueue + 'static> {
+    shared: Arc<Shared>,
+    pollers: Vec<JoinHandle<Q>>,
+    peer: Option<JoinHandle<()>>,
+}
+
+impl<Q: PortQueue + 'static> Traffic<Q> {
+    /// Starts a poller per queue of `queues` and the peer at `host`'s external port.
+    pub fn start(
+        queues: Vec<Q>,
+        pool: Pool,
+        mac: MacAddr,
+        host: Arc<SimHost>,
+        config: TrafficConfig,
+    ) -> Self {
+        let shared = Arc::new(Shared::default());
+        let n = queues.len();
+        let pollers = queues
+            .into_iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let (shared, pool, config) = (shared.clone(), pool.clone(), config.clone());
+                std::thread::Builder::new()
+                    .name(format!("traffic-q{i}"))
+                    .spawn(move || poll(q, i as u16, pool, mac, &shared, &config))
+                    .expect("spawning a poller")
+            })
+            .collect();
+        let peer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("traffic-peer".into())
+                .spawn(move || peer(n, mac, &host, &shared, &config))
+                .expect("spawning the peer")
+        };
+        Self {
+            shared,
+            pollers,
+            peer: Some(peer),
+        }
+    }
+
+    /// The counters so far.
+    pub fn counts(&self) -> TrafficCounts {
+        self.shared.counts()
+    }
+
+    /// Waits at most `timeout` until both directions moved `frames` more frames (those the
+    /// config enables); whether they did.
+    pub fn wait_progress(&self, frames: u64, timeout: Duration) -> bool {
+        let start = self.counts();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.counts();
+            let rx_ok = now.guest_received >= start.guest_received + frames
+                || start.peer_injected == 0 && now.peer_injected == 0;
+            let tx_ok = now.peer_received >= start.peer_received + frames
+                || start.guest_sent == 0 && now.guest_sent == 0;
+            if rx_ok && tx_ok {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Stops generating frames, waits at most `timeout` until `settled` holds for the counts
+    /// (keeping both ends receiving), then stops the threads. Returns the final counts and the
+    /// queues.
+    pub fn stop(
+        mut self,
+        timeout: Duration,
+        settled: impl Fn(&TrafficCounts) -> bool,
+    ) -> (TrafficCounts, Vec<Q>) {
+        self.shared.stop_sending.store(true, Ordering::Release);
+        let deadline = Instant::now() + timeout;
+        while !settled(&self.counts()) && Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        self.shared.halt.store(true, Ordering::Release);
+        let queues = self
+            .pollers
+            .drain(..)
+            .map(|p| p.join().expect("poller panicked"))
+            .collect();
+        if let Some(peer) = self.peer.take() {
+            peer.join().expect("peer panicked");
+        }
+        (self.counts(), queues)
+    }
+}
+
+impl<Q: PortQueue + 'static> Drop for Traffic<Q> {
+    fn drop(&mut self) {
+        self.shared.stop_sending.store(true, Ordering::Release);
+        self.shared.halt.store(true, Ordering::Release);
+        for p in self.pollers.drain(..) {
+            let _ = p.join();
+        }
+        if let Some(peer) = self.peer.take() {
+            let _ = peer.join();
+        }
+    }
+}
+
+/// A direction's flow control: in flight = sent − arrived − written off.
+struct Window {
+    written_off: u64,
+    last_arrived: u64,
+    since: Instant,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self {
+            written_off: 0,
+            last_arrived: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// How many more may be sent now.
+    fn room(&mut self, sent: u64, arrived: u64, config: &TrafficConfig) -> u64 {
+        if arrived != self.last_arrived {
+            self.last_arrived = arrived;
+            self.since = Instant::now();
+        }
+        let in_flight = sent.saturating_sub(arrived + self.written_off);
+        if in_flight >= config.window && self.since.elapsed() >= config.stall {
+            self.written_off = sent.saturating_sub(arrived);
+            self.since = Instant::now();
+            return config.window;
+        }
+        config.window.saturating_sub(in_flight)
+    }
+}
+
+fn poll<Q: PortQueue>(
+    mut q: Q,
+    index: u16,
+    pool: Pool,
+    mac: MacAddr,
+    shared: &Shared,
+    config: &TrafficConfig,
+) -> Q {
+    let i = usize::from(index);
+    let mut rx: Vec<Packet> = Vec::with_capacity(BURST * 2);
+    let mut tx: Vec<Packet> = Vec::with_capacity(BURST);
+    let mut order = Order::new();
+    let mut window = Window::new();
+    let mut seq = 0u64;
+    while !shared.halt.load(Ordering::Acquire) {
+        let mut busy = false;
+        if q.rx_burst(&mut rx, BURST * 2) > 0 {
+            busy = true;
+            let (mut unicast, mut broadcast) = (0u64, 0u64);
+            for p in rx.drain(..) {
+                match parse(p.data()) {
+                    Some((kind @ (KIND_UNICAST | KIND_BROADCAST), queue, s)) => {
+                        if !order.check(kind, queue, s) {
+                            shared.guest_reordered.fetch_add(1, Ordering::Relaxed);
+                        }
+                        if kind == KIND_UNICAST {
+                            unicast += 1;
+                        } else {
+                            broadcast += 1;
+                        }
+                    }
+                    _ => {
+                        shared.guest_bad.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            shared.guest_received[i].fetch_add(unicast, Ordering::Release);
+            shared
+                .guest_received_broadcast
+                .fetch_add(broadcast, Ordering::Release);
+        }
+        if config.guest_tx && !shared.stop_sending.load(Ordering::Acquire) {
+            let sent = shared.guest_sent[i].load(Ordering::Relaxed);
+            let arrived = shared.peer_received[i].load(Ordering::Acquire);
+            let room = window.room(sent + tx.len() as u64, arrived, config);
+            while tx.len() < BURST && (tx.len() as u64) < room {
+                let f = frame(PEER_MAC, mac, KIND_FROM_GUEST, index, seq, config.frame_len);
+                match pool.alloc_from(&f) {
+                    Some(p) => {
+                        tx.push(p);
+                        seq += 1;
+                    }
+                    None => break,
+                }
+            }
+        } else if shared.stop_sending.load(Ordering::Acquire) {
+            tx.clear();
+        }
+        if !tx.is_empty() {
+            let n = q.tx_burst(&mut tx);
+            if n > 0 {
+                busy = true;
+                shared.guest_sent[i].fetch_add(n as u64, Ordering::Release);
+            }
+        }
+        if !busy {
+            std::hint::spin_loop();
+            std::thread::yield_now();
+        }
+    }
+    q
+}
+
+fn peer(queues: usize, mac: MacAddr, host: &SimHost, shared: &Shared, config: &TrafficConfig) {
+    let external = host.external();
+    let mut order = Order::new();
+    let mut windows: Vec<Window> = (0..queues).map(|_| Window::new()).collect();
+    let mut seqs = vec![0u64; queues];
+    let mut broadcast_seq = vec![0u64; queues];
+    let mut count = 0u64;
+    while !shared.halt.load(Ordering::Acquire) {
+        let mut busy = false;
+        if config.peer_tx && !shared.stop_sending.load(Ordering::Acquire) {
+            for q in 0..queues {
+                let sent = shared.peer_injected[q].load(Ordering::Relaxed);
+                let arrived = shared.guest_received[q].load(Ordering::Acquire);
+                let room = windows[q].room(sent, arrived, config).min(BURST as u64);
+                for _ in 0..room {
+                    count += 1;
+                    let broadcast = config.broadcast_every != 0 && count % config.broadcast_every == 0;
+                    let (dst, kind, seq) = if broadcast {
+                        broadcast_seq[q] += 1;
+                        (MacAddr::BROADCAST, KIND_BROADCAST, broadcast_seq[q])
+                    } else {
+                        seqs[q] += 1;
+                        (mac, KIND_UNICAST, seqs[q])
+                    };
+                    let f = frame(dst, PEER_MAC, kind, q as u16, seq, config.frame_len);
+                    if external.inject_on(q as u16, &f) {
+                        if broadcast {
+                            shared.peer_injected_broadcast.fetch_add(1, Ordering::Release);
+                        } else {
+                            shared.peer_injected[q].fetch_add(1, Ordering::Release);
+                        }
+                    } else {
+                        shared.peer_refused.fetch_add(1, Ordering::Release);
+                    }
+                    busy = true;
+                }
+            }
+        }
+        while let Some((_, f)) = external.try_recv() {
+            busy = true;
+            match parse(&f) {
+                Some((KIND_FROM_GUEST, queue, seq)) if usize::from(queue) < queues => {
+                    if !order.check(KIND_FROM_GUEST, queue, seq) {
+                        shared.peer_reordered.fetch_add(1, Ordering::Relaxed);
+                    }
+                    shared.peer_received[usize::from(queue)].fetch_add(1, Ordering::Release);
+                }
+                _ => {
+                    shared.peer_bad.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if !busy {
+            std::thread::yield_now();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_round_trip_and_corruption_is_caught() {
+        let f = frame(PEER_MAC, MacAddr::BROADCAST, KIND_UNICAST, 3, 77, 100);
+        assert_eq!(parse(&f), Some((KIND_UNICAST, 3, 77)));
+        let mut bad = f.clone();
+        bad[60] ^= 1;
+        assert_eq!(parse(&bad), None);
+        assert_eq!(parse(&f[..20]), None);
+    }
+
+    #[test]
+    fn order_is_per_flow() {
+        let mut o = Order::new();
+        assert!(o.check(0, 1, 5));
+        assert!(o.check(0, 2, 1), "another queue is another flow");
+        assert!(o.check(1, 1, 1), "another kind is another flow");
+        assert!(!o.check(0, 1, 5));
+        assert!(o.check(0, 1, 9), "gaps are loss, not reordering");
+    }
+}
