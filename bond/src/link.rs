@@ -39,11 +39,14 @@ pub(crate) enum TxPath {
 pub(crate) enum RxMode {
     /// Synthetic only (no VF, or the switch to the VF is not complete yet).
     Synthetic,
-    /// Synthetic first, then the VF if synthetic did not fill the burst (on the VF).
+    /// Synthetic first, then the VF if synthetic did not fill the burst: just switched to the
+    /// VF. Once synthetic came up short (everything from before the switch is out) the queue
+    /// moves to [`RxMode::VfThenSynthetic`] by itself.
     SyntheticThenVf,
     /// The VF only (a switch back is in flight: synthetic may already hold newer frames).
     Vf,
-    /// The VF first, then synthetic (switched back; the VF's rings are being drained).
+    /// The VF first, then synthetic, then the VF again (on the VF, ready for the host to move
+    /// the path on its own; or switched back while the VF's rings are drained).
     VfThenSynthetic,
 }
 

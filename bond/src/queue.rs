@@ -109,6 +109,8 @@ pub struct FailoverQueue {
     tx_vf: Option<SharedVfQueue>,
     gate: Option<Gate>,
     drain_generation: Option<u64>,
+    /// Synthetic frames read but not handed out yet (see [`Self::rx_vf_first`]).
+    held: Vec<Packet>,
 }
 
 impl FailoverQueue {
@@ -132,6 +134,7 @@ impl FailoverQueue {
             tx_vf: None,
             gate: None,
             drain_generation: None,
+            held: Vec::new(),
         }
     }
 
@@ -213,6 +216,41 @@ impl FailoverQueue {
         n
     }
 
+    /// Receives VF first, then synthetic, then the VF again; the synthetic frames are handed
+    /// out only once a VF read after them came up short. A host that moves the data path on
+    /// its own flushes the VF before it steers anything to synthetic, so once a synthetic
+    /// frame is visible every older VF frame is too: the later VF read finds any the first
+    /// one missed, and no flow is reordered whenever the host flips the path. Synthetic frames
+    /// that cannot go out yet wait in `held`, ahead of anything synthetic read later.
+    fn rx_vf_first(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let mut n = self.rx_from_vf(out, max);
+        if n == max {
+            return n;
+        }
+        if self.held.is_empty() {
+            let mut held = std::mem::take(&mut self.held);
+            self.rx_from_synthetic(&mut held, max - n);
+            self.held = held;
+            if self.held.is_empty() {
+                return n;
+            }
+        }
+        let room = max - n;
+        let again = self.rx_from_vf(out, room);
+        n += again;
+        if again < room {
+            n += self.release_held(out, max - n);
+        }
+        n
+    }
+
+    /// Hands out up to `max` held synthetic frames, oldest first.
+    fn release_held(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let take = self.held.len().min(max);
+        out.extend(self.held.drain(..take));
+        take
+    }
+
     /// Whether the old path still holds frames this queue gave it (after a switch).
     fn gated(&mut self) -> bool {
         let Some(gate) = &self.gate else {
@@ -246,24 +284,24 @@ impl PortQueue for FailoverQueue {
     fn rx_burst(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         self.sync();
         match self.rx {
-            RxMode::Synthetic => self.rx_from_synthetic(out, max),
+            RxMode::Synthetic => {
+                let n = self.release_held(out, max);
+                n + self.rx_from_synthetic(out, max - n)
+            }
             RxMode::SyntheticThenVf => {
-                let n = self.rx_from_synthetic(out, max);
-                if n < max {
+                let held = self.release_held(out, max);
+                let n = held + self.rx_from_synthetic(out, max - held);
+                if n < max && self.synthetic.rx_caught_up() {
+                    // Everything the synthetic path held from before the switch is out:
+                    // from now on the VF comes first (see `rx_vf_first`).
+                    self.rx = RxMode::VfThenSynthetic;
                     n + self.rx_from_vf(out, max - n)
                 } else {
                     n
                 }
             }
             RxMode::Vf => self.rx_from_vf(out, max),
-            RxMode::VfThenSynthetic => {
-                let n = self.rx_from_vf(out, max);
-                if n < max {
-                    n + self.rx_from_synthetic(out, max - n)
-                } else {
-                    n
-                }
-            }
+            RxMode::VfThenSynthetic => self.rx_vf_first(out, max),
         }
     }
 

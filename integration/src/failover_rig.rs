@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bond::{
-    AttachedVf, FailoverConfig, FailoverPort, FailoverQueue, ManualClock, ProbeError,
-    VfProvider, VfRequest,
+    AttachedVf, FailoverConfig, FailoverPort, FailoverQueue, ManualClock, ProbeError, VfProvider,
+    VfRequest,
 };
 use netvsc::nic::{NicConfig, SyntheticNic};
 use netvsc::vmbus::VmbusDevice;
@@ -53,8 +53,10 @@ pub struct SimPciStats {
     pub open_failures: u64,
     /// Frames the devices received into their rings, summed over removed devices.
     pub rx_frames: u64,
-    /// Frames the devices dropped (no descriptor, disabled, gone, oversize), summed over
-    /// removed devices.
+    /// Frames the devices dropped for want of a posted receive descriptor.
+    pub rx_no_descriptor: u64,
+    /// Frames the devices dropped because they were disabled, gone or released, or the frame
+    /// was oversize.
     pub rx_dropped: u64,
     /// Frames the devices transmitted, summed over removed devices.
     pub tx_frames: u64,
@@ -193,7 +195,8 @@ impl SimPci {
 
 fn add_device_stats(total: &mut SimPciStats, s: &VfModelStats) {
     total.rx_frames += s.rx_frames;
-    total.rx_dropped += s.rx_no_descriptor + s.rx_oversize + s.rx_dropped_disabled;
+    total.rx_no_descriptor += s.rx_no_descriptor;
+    total.rx_dropped += s.rx_oversize + s.rx_dropped_disabled;
     total.tx_frames += s.tx_frames;
 }
 
@@ -202,7 +205,12 @@ impl VfProvider for SimPci {
         if self.host.vf_device_ready() != Some(serial) {
             return Ok(None);
         }
-        if self.current.lock().as_ref().is_some_and(|v| v.serial == serial) {
+        if self
+            .current
+            .lock()
+            .as_ref()
+            .is_some_and(|v| v.serial == serial)
+        {
             // Still bound from before (the host re-sent its association): nothing new.
             return Ok(None);
         }
@@ -223,8 +231,7 @@ impl VfProvider for SimPci {
             }),
             uplink: Some(Arc::new(self.host.vf_uplink())),
         };
-        let (device, control) =
-            SoftIgbvf::try_new(model).map_err(|e| open_error(e.to_string()))?;
+        let (device, control) = SoftIgbvf::try_new(model).map_err(|e| open_error(e.to_string()))?;
         self.stats.lock().devices += 1;
         self.host.attach_vf_wire(Arc::new(control.clone()));
         let driver = IgbvfConfig {

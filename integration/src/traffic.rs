@@ -57,7 +57,7 @@ impl Default for TrafficConfig {
     fn default() -> Self {
         Self {
             frame_len: 128,
-            window: 256,
+            window: 128,
             guest_tx: true,
             peer_tx: true,
             broadcast_every: 16,
@@ -91,6 +91,8 @@ pub struct TrafficCounts {
     pub peer_reordered: u64,
     /// Frames the peer received that were not traffic frames or were corrupt.
     pub peer_bad: u64,
+    /// The first anomalies seen (which flow was reordered, at which sequence numbers).
+    pub notes: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -108,6 +110,7 @@ struct Shared {
     peer_received: PerQueue,
     peer_reordered: AtomicU64,
     peer_bad: AtomicU64,
+    notes: parking_lot::Mutex<Vec<String>>,
 }
 
 /// One counter per queue.
@@ -130,11 +133,20 @@ impl Default for Shared {
             peer_received: per_queue(),
             peer_reordered: AtomicU64::new(0),
             peer_bad: AtomicU64::new(0),
+            notes: parking_lot::Mutex::new(Vec::new()),
         }
     }
 }
 
 impl Shared {
+    /// Keeps the first few anomalies for the test's failure message.
+    fn note(&self, what: String) {
+        let mut notes = self.notes.lock();
+        if notes.len() < 8 {
+            notes.push(what);
+        }
+    }
+
     fn counts(&self) -> TrafficCounts {
         let sum = |a: &PerQueue| a.iter().map(|c| c.load(Ordering::Acquire)).sum();
         let get = |c: &AtomicU64| c.load(Ordering::Acquire);
@@ -150,6 +162,7 @@ impl Shared {
             peer_received: sum(&self.peer_received),
             peer_reordered: get(&self.peer_reordered),
             peer_bad: get(&self.peer_bad),
+            notes: self.notes.lock().clone(),
         }
     }
 }
@@ -201,14 +214,15 @@ impl Order {
         }
     }
 
-    /// Records `seq` on flow (queue, kind); whether it is in order.
-    fn check(&mut self, kind: u8, queue: u16, seq: u64) -> bool {
+    /// Records `seq` on flow (queue, kind); on a reordering, the flow's last sequence number.
+    fn check(&mut self, kind: u8, queue: u16, seq: u64) -> Result<(), Option<u64>> {
         let slot = &mut self.last[usize::from(queue) * KINDS + usize::from(kind)];
-        let ok = slot.is_none_or(|last| seq > last);
-        if ok {
+        if slot.is_none_or(|last| seq > last) {
             *slot = Some(seq);
+            Ok(())
+        } else {
+            Err(*slot)
         }
-        ok
     }
 }
 
@@ -375,8 +389,11 @@ fn poll<Q: PortQueue>(
             for p in rx.drain(..) {
                 match parse(p.data()) {
                     Some((kind @ (KIND_UNICAST | KIND_BROADCAST), queue, s)) => {
-                        if !order.check(kind, queue, s) {
+                        if let Err(last) = order.check(kind, queue, s) {
                             shared.guest_reordered.fetch_add(1, Ordering::Relaxed);
+                            shared.note(format!(
+                                "guest queue {index}: flow (queue {queue}, kind {kind}) got {s} after {last:?}"
+                            ));
                         }
                         if kind == KIND_UNICAST {
                             unicast += 1;
@@ -442,7 +459,8 @@ fn peer(queues: usize, mac: MacAddr, host: &SimHost, shared: &Shared, config: &T
                 let room = windows[q].room(sent, arrived, config).min(BURST as u64);
                 for _ in 0..room {
                     count += 1;
-                    let broadcast = config.broadcast_every != 0 && count % config.broadcast_every == 0;
+                    let broadcast =
+                        config.broadcast_every != 0 && count % config.broadcast_every == 0;
                     let (dst, kind, seq) = if broadcast {
                         broadcast_seq[q] += 1;
                         (MacAddr::BROADCAST, KIND_BROADCAST, broadcast_seq[q])
@@ -453,7 +471,9 @@ fn peer(queues: usize, mac: MacAddr, host: &SimHost, shared: &Shared, config: &T
                     let f = frame(dst, PEER_MAC, kind, q as u16, seq, config.frame_len);
                     if external.inject_on(q as u16, &f) {
                         if broadcast {
-                            shared.peer_injected_broadcast.fetch_add(1, Ordering::Release);
+                            shared
+                                .peer_injected_broadcast
+                                .fetch_add(1, Ordering::Release);
                         } else {
                             shared.peer_injected[q].fetch_add(1, Ordering::Release);
                         }
@@ -468,8 +488,11 @@ fn peer(queues: usize, mac: MacAddr, host: &SimHost, shared: &Shared, config: &T
             busy = true;
             match parse(&f) {
                 Some((KIND_FROM_GUEST, queue, seq)) if usize::from(queue) < queues => {
-                    if !order.check(KIND_FROM_GUEST, queue, seq) {
+                    if let Err(last) = order.check(KIND_FROM_GUEST, queue, seq) {
                         shared.peer_reordered.fetch_add(1, Ordering::Relaxed);
+                        shared.note(format!(
+                            "peer: flow (queue {queue}) got {seq} after {last:?}"
+                        ));
                     }
                     shared.peer_received[usize::from(queue)].fetch_add(1, Ordering::Release);
                 }
@@ -501,10 +524,10 @@ mod tests {
     #[test]
     fn order_is_per_flow() {
         let mut o = Order::new();
-        assert!(o.check(0, 1, 5));
-        assert!(o.check(0, 2, 1), "another queue is another flow");
-        assert!(o.check(1, 1, 1), "another kind is another flow");
-        assert!(!o.check(0, 1, 5));
-        assert!(o.check(0, 1, 9), "gaps are loss, not reordering");
+        assert!(o.check(0, 1, 5).is_ok());
+        assert!(o.check(0, 2, 1).is_ok(), "another queue is another flow");
+        assert!(o.check(1, 1, 1).is_ok(), "another kind is another flow");
+        assert_eq!(o.check(0, 1, 5), Err(Some(5)));
+        assert!(o.check(0, 1, 9).is_ok(), "gaps are loss, not reordering");
     }
 }

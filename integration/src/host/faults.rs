@@ -42,6 +42,10 @@ pub enum Fault {
     /// A garbage descriptor is written into the primary channel's guest RX ring and published;
     /// the worker then stops (its ring is unusable until the guest reopens).
     RingCorruption,
+    /// While `true`, the host cannot move its data path to the VF: a guest `SWITCH_DATA_PATH
+    /// {VF}` is completed, then refused with a host `SWITCH_DATA_PATH {synthetic}` (OpenVMM's
+    /// failed switch); the data path stays synthetic. Lasts until set to `false`.
+    RefuseVfSwitch(bool),
 }
 
 /// Armed one-shot faults and lasting fault states.
@@ -54,6 +58,7 @@ pub(crate) struct FaultState {
     pub wrong_tid_next: bool,
     pub stop_reading: bool,
     pub refuse_above: Option<u32>,
+    pub refuse_vf_switch: bool,
     /// Source of the never-used transaction ids of `WrongTid`.
     pub wrong_tid_counter: u64,
 }
@@ -86,6 +91,7 @@ impl FaultState {
             Fault::StopReading => self.stop_reading = true,
             Fault::ResumeReading => self.stop_reading = false,
             Fault::RefuseVersionsAbove(v) => self.refuse_above = Some(v),
+            Fault::RefuseVfSwitch(refuse) => self.refuse_vf_switch = refuse,
             Fault::RevokeReceiveBuffer
             | Fault::DeadChannel
             | Fault::Rescind

@@ -812,12 +812,13 @@ fn a_switch_to_synthetic_flushes_the_vf_wire_before_completing() {
         wire.flushes.load(Ordering::Acquire) == 1
     });
     assert!(
-        !g.host.data_path_vf(),
-        "the steering flag flips before the flush"
+        g.host.data_path_vf(),
+        "the steering flag flips only after the VF's wire is flushed"
     );
     g.assert_quiet();
     wire.release_flush();
     assert!(g.completion(tid).payload.is_empty());
+    assert!(!g.host.data_path_vf());
     // Frames now take the synthetic path.
     assert!(g.host.external().inject_on(0, &frame(9)));
     g.expect_synthetic(&[&frame(9)]);

@@ -20,27 +20,30 @@
 //! the guest through the same steering (Loopback mode; those frames are queued and steered by
 //! the host thread, so an uplink call never calls back into the VF).
 //!
-//! **Ordering at a data-path switch** (the simulated host's promise): when the guest's NVSP 129
-//! moves the data path, the steering flag flips at once (frames injected afterwards take the
-//! new path) and the 129 completion is written only after the *old* path is flushed:
+//! **Ordering at a data-path switch** (the simulated host's promise): a flip of the steering
+//! flag never falls between a frame's steering decision and its queueing (the steering lock),
+//! and a guest's NVSP 129 is completed only after the *old* path is flushed:
 //! - to the VF: every frame already waiting in the switch's per-queue FIFOs (all queues) has
 //!   been written into the guest's rings (published) before the completion is staged; the
 //!   session defers the completion meanwhile and keeps delivering, at most
 //!   `SWITCH_FLUSH_TIMEOUT` (2 s), after which it completes anyway and counts
 //!   `switch_flush_timeouts`;
-//! - to synthetic: [`VfWire::flush`] (2 s) before the completion (a false result is counted in
-//!   `switch_flush_timeouts`); a host-initiated switch to synthetic flushes the same way before
-//!   its own 129 goes out.
+//! - to synthetic (guest- or host-initiated): [`VfWire::flush`] (2 s) runs with steering held,
+//!   *before* the flag flips, so no frame reaches the synthetic path while an older one is still
+//!   on its way into the VF's rings; then the completion, or the host's own 129, goes out (a
+//!   false result is counted in `switch_flush_timeouts`).
 //!
 //! With nothing pending the completion is immediate, byte for byte what the recorded hosts
 //! send.
 //!
-//! **Lock order.** The switch never holds one of its locks while calling into a [`VfWire`]:
-//! the wire's `Arc` is cloned out of its slot and the lock dropped before `deliver` or
-//! `flush`. A VF may call [`VfUplink::transmit`] while holding its own device lock: the uplink
+//! **Lock order.** The one switch lock held while calling into a [`VfWire`] is the steering
+//! lock, shared, around `deliver` (a data-path flip takes it exclusively, so no frame is
+//! steered across a flip); the wire's `Arc` is cloned out of its slot and that slot's lock
+//! dropped before `deliver` or `flush`, and `flush` runs with no switch lock held. A VF may call [`VfUplink::transmit`] while holding its own device lock: the uplink
 //! takes only the switch's leaf locks (the external FIFO, the VF-loopback FIFO) and rings the
 //! host thread's doorbell; it never calls a [`VfWire`]. So the order is
-//! *VF device lock → switch leaf locks*, and nothing takes a switch lock and then a VF lock.
+//! *steering lock → VF device lock → switch leaf locks*; the uplink never takes the steering
+//! lock.
 //!
 //! Lifecycle and invariants: one switch per [`SimHost`](super::SimHost), shared between the
 //! host thread and the control handle. Frames for the guest wait in one bounded FIFO per queue
@@ -55,7 +58,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{Condvar, Mutex, RwLock};
 
 use netvsc::vmbus::Doorbell;
 
@@ -132,6 +135,10 @@ pub(crate) struct Switch {
     rss: Mutex<RssState>,
     /// Whether the guest's data path is the VF (mirrors the session's `persist.data_path_vf`).
     data_path_vf: AtomicBool,
+    /// Held shared from a frame's steering decision until it is queued or handed to the VF,
+    /// and exclusively to flip the data path: a flip never falls between the two, so the
+    /// session's "old path flushed" checks after a flip see every frame steered before it.
+    steering: RwLock<()>,
     /// The VF's port, while one is attached.
     vf_wire: Mutex<Option<Arc<dyn VfWire>>>,
     /// Frames the VF sent in Loopback mode, steered by the host thread.
@@ -153,6 +160,7 @@ impl Switch {
             from_guest_ready: Condvar::new(),
             rss: Mutex::new(RssState::default()),
             data_path_vf: AtomicBool::new(false),
+            steering: RwLock::new(()),
             vf_wire: Mutex::new(None),
             vf_loopback: Mutex::new(VecDeque::new()),
             vf_device: Mutex::new(None),
@@ -169,11 +177,23 @@ impl Switch {
         self.vf_wire.lock().clone()
     }
 
-    /// Steers unicast frames to the VF (`true`) or to the synthetic path.
-    pub fn set_data_path_vf(&self, vf: bool) {
+    /// Sets the steering flag. Leaving the VF, the VF's wire is flushed first, with steering
+    /// held: every frame the VF took is in its rings (or dropped and counted) before anything
+    /// is steered to synthetic. Whether that flush finished within `flush_timeout`.
+    pub fn set_data_path_vf(&self, vf: bool, flush_timeout: Duration) -> bool {
+        let _flip = self.steering.write();
+        let mut flushed = true;
+        if !vf
+            && self.data_path_vf.load(Ordering::Acquire)
+            && let Some(wire) = self.vf_wire()
+        {
+            flushed = wire.flush(flush_timeout);
+        }
         self.data_path_vf.store(vf, Ordering::Release);
+        flushed
     }
 
+    /// Whether the guest's data path is the VF.
     pub fn data_path_vf(&self) -> bool {
         self.data_path_vf.load(Ordering::Acquire)
     }
@@ -195,6 +215,7 @@ impl Switch {
     /// docs); `false` if dropped (and counted).
     pub fn to_guest(&self, queue: u16, frame: RxFrame) -> bool {
         let unicast = frame.data.first().is_some_and(|b| b & 1 == 0);
+        let _steering = self.steering.read();
         if unicast
             && self.data_path_vf()
             && let Some(wire) = self.vf_wire()

@@ -18,7 +18,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use packet::{Packet, PortQueue, SharedMemory};
@@ -81,6 +81,8 @@ pub(crate) struct QueueState {
     scratch: Vec<u8>,
     staging: VecDeque<Packet>,
     pending_completions: VecDeque<u64>,
+    /// Whether the last `service` stopped because the incoming ring was empty.
+    ring_emptied: bool,
     pub tx: TxState,
     pub stats: QueueStats,
 }
@@ -91,6 +93,8 @@ pub(crate) struct QueueShared {
     pub state: Mutex<QueueState>,
     /// When a poller last ran a burst (nanoseconds since the NIC's epoch); queue 0 only.
     last_poll: AtomicU64,
+    /// Whether the last `rx_burst` handed out everything the ring held when it read it.
+    caught_up: AtomicBool,
 }
 
 impl QueueShared {
@@ -105,10 +109,12 @@ impl QueueShared {
                 scratch: Vec::with_capacity(1024),
                 staging: VecDeque::new(),
                 pending_completions: VecDeque::new(),
+                ring_emptied: false,
                 tx: TxState::new(max_frame, copy_max),
                 stats: QueueStats::default(),
             }),
             last_poll: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
         }
     }
 
@@ -282,10 +288,12 @@ impl QueueState {
             scratch,
             staging,
             pending_completions,
+            ring_emptied,
             tx,
             stats,
             ..
         } = self;
+        *ring_emptied = false;
         let Some(ch) = chan.as_mut() else {
             return 0;
         };
@@ -300,7 +308,10 @@ impl QueueState {
         let mut failure = None;
         while read < budget && !(out.is_some() && *room == 0) {
             let complete = match ch.inc.read(pkt) {
-                Ok(false) => break,
+                Ok(false) => {
+                    *ring_emptied = true;
+                    break;
+                }
                 Ok(true) => {
                     let mut sink = QueueSink {
                         shared,
@@ -432,6 +443,14 @@ impl SyntheticQueue {
         self.queue().state.lock().stats.clone()
     }
 
+    /// Whether the last `rx_burst` handed out everything the queue held when it looked: no
+    /// frame left staged, and the incoming ring read until it was empty (not stopped by the
+    /// burst's size or budget). A failover port uses this to know it has handed out every
+    /// frame the synthetic path received before a switch to the VF.
+    pub fn rx_caught_up(&self) -> bool {
+        self.queue().caught_up.load(Ordering::Relaxed)
+    }
+
     /// Takes the completions the host has written, then returns how many frames `tx_burst`
     /// took that the host has not completed yet. 0 while the session is down: sends abandoned
     /// by a dead channel are counted in `tx_failed` when it is detached. A failover port uses
@@ -477,6 +496,8 @@ impl PortQueue for SyntheticQueue {
         } else if let Err(e) = st.retry_completions() {
             st.channel_failed(shared, e);
         }
+        let caught_up = room > 0 && (st.ring_emptied || st.chan.is_none());
+        queue.caught_up.store(caught_up, Ordering::Relaxed);
         st.flush();
         max - room
     }

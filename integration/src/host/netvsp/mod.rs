@@ -155,7 +155,7 @@ impl Session {
             persist.data_path_vf = false;
             stats.record_switch(false);
         }
-        switch.set_data_path_vf(false);
+        switch.set_data_path_vf(false, vf::SWITCH_FLUSH_TIMEOUT);
         switch.set_open_queues(1);
         stats.nvsp_version.store(0, Ordering::Relaxed);
         stats.packet_filter.store(0, Ordering::Relaxed);

@@ -14,9 +14,10 @@
 //! vSwitch's steering flag. The guest's switch is completed only once the old path is flushed
 //! (the ordering promise in the [`vswitch`](crate::host::vswitch) docs): to the VF, the
 //! completion waits in [`VfState::switch_pending`] until the switch's synthetic FIFOs are
-//! empty (the session keeps delivering; at most [`SWITCH_FLUSH_TIMEOUT`]); to synthetic, the
-//! VF's wire is flushed first. A host switch to synthetic flushes the VF's wire before its
-//! message goes out.
+//! empty (the session keeps delivering; at most [`SWITCH_FLUSH_TIMEOUT`]). Leaving the VF,
+//! guest- or host-initiated, the switch flushes the VF's wire while it holds steering, before
+//! the flag flips: nothing reaches the synthetic path before every older frame is in the VF's
+//! rings, and the completion or the host's message follows.
 
 use std::time::{Duration, Instant};
 
@@ -56,19 +57,12 @@ impl Session {
             return false;
         }
         self.persist.data_path_vf = to_vf;
-        self.switch.set_data_path_vf(to_vf);
-        self.stats.record_switch(to_vf);
-        true
-    }
-
-    /// Waits (bounded) until what the VF's wire took is in the VF's rings or dropped; a
-    /// timeout is counted. Called with no switch lock held.
-    fn flush_vf_wire(&self) {
-        if let Some(wire) = self.switch.vf_wire()
-            && !wire.flush(SWITCH_FLUSH_TIMEOUT)
-        {
+        // Leaving the VF, the switch flushes its wire before it steers to synthetic.
+        if !self.switch.set_data_path_vf(to_vf, SWITCH_FLUSH_TIMEOUT) {
             bump(&self.stats.switch_flush_timeouts, 1);
         }
+        self.stats.record_switch(to_vf);
+        true
     }
 
     /// Whether this session may carry VF associations.
@@ -122,9 +116,7 @@ impl Session {
     /// {synthetic}` (8-byte payload, tid `…01`).
     fn host_switch_to_synthetic(&mut self) {
         self.overtake_pending_switch();
-        if self.set_data_path(false) {
-            self.flush_vf_wire();
-        }
+        self.set_data_path(false);
         let payload = NvspMessage::SwitchDataPath(nvsp::Message4SwitchDataPath::new(
             nvsp::DATA_PATH_SYNTHETIC,
         ))
@@ -143,8 +135,8 @@ impl Session {
         self.switch.set_vf_device(None);
         if self.persist.data_path_vf && !self.dead {
             self.host_switch_to_synthetic();
-        } else if self.set_data_path(false) {
-            self.flush_vf_wire();
+        } else {
+            self.set_data_path(false);
         }
         if let Some(advertised) = self.vf.advertised.take()
             && !self.dead
@@ -157,8 +149,8 @@ impl Session {
     pub(super) fn force_synthetic(&mut self) {
         if self.vf_capable() {
             self.host_switch_to_synthetic();
-        } else if self.set_data_path(false) {
-            self.flush_vf_wire();
+        } else {
+            self.set_data_path(false);
         }
     }
 
@@ -168,6 +160,11 @@ impl Session {
         let to_vf = path == nvsp::DATA_PATH_VF;
         if to_vf && self.vf.advertised.is_none() {
             tracing::warn!(target: "hvnet::host", "guest switches to a VF that is not advertised");
+        } else if to_vf && self.persist.faults.refuse_vf_switch {
+            // Completed whether or not it worked; the refusal follows.
+            self.complete(0, tid, rc, &[]);
+            self.host_switch_to_synthetic();
+            return;
         } else if self.set_data_path(to_vf) {
             if to_vf {
                 // OpenVMM makes the device available at once when the guest switches; the
@@ -182,8 +179,6 @@ impl Session {
                     });
                     return;
                 }
-            } else {
-                self.flush_vf_wire();
             }
         }
         self.complete(0, tid, rc, &[]);
