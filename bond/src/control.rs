@@ -39,6 +39,9 @@ use crate::queue::QueueShared;
 /// Events kept for [`FailoverPort::next_event`](crate::FailoverPort::next_event); older ones
 /// are dropped first.
 const EVENT_CAPACITY: usize = 1024;
+/// A queue whose poller starts no burst for this long is not polled: a drain does not wait
+/// for it.
+const IDLE_QUEUE: Duration = Duration::from_millis(10);
 
 /// What the control thread and the port's handle share.
 #[derive(Debug)]
@@ -85,6 +88,8 @@ struct Attached {
     resetting: bool,
     /// Whether the pollers were given its queues (the data path is or was just on it).
     in_use: bool,
+    /// Its `tx_lost` already added to the port's `lost_vf_tx`.
+    tx_lost_counted: u64,
 }
 
 /// Looking for the VF of an association.
@@ -315,6 +320,7 @@ impl Control {
             link_up,
             resetting: false,
             in_use: false,
+            tx_lost_counted: 0,
         });
         self.set_state(PortState::VfAttaching);
     }
@@ -429,6 +435,7 @@ impl Control {
             let generations = self.publish(|_| Route::synthetic());
             self.wait_acked(&generations);
         }
+        self.count_lost();
         if release {
             self.release_vf(reason);
         }
@@ -464,19 +471,33 @@ impl Control {
         }
     }
 
+    /// Adds what the VF lost since the last look to `lost_vf_tx`; the VF's total.
+    fn count_lost(&mut self) -> u64 {
+        let Some(vf) = self.vf.as_mut() else {
+            return 0;
+        };
+        let total = vf.port.stats().tx_lost;
+        let new = total.saturating_sub(vf.tx_lost_counted);
+        vf.tx_lost_counted = total;
+        if new > 0 {
+            self.inner.update(|s| s.lost_vf_tx += new);
+        }
+        total
+    }
+
     fn release_vf(&mut self, reason: SwitchReason) {
-        let Some(vf) = self.vf.take() else {
+        let Some(vf) = self.vf.as_ref() else {
             return;
         };
         let _ = vf.port.stop(self.inner.config.vf_stop_timeout);
         if let Err(error) = vf.port.release() {
             tracing::warn!(target: "hvnet::bond", %error, device = vf.name, "releasing the VF");
         }
-        let tx_lost = vf.port.stats().tx_lost;
-        self.inner.update(|s| {
-            s.vf_released += 1;
-            s.lost_vf_tx += tx_lost;
-        });
+        let tx_lost = self.count_lost();
+        let Some(vf) = self.vf.take() else {
+            return;
+        };
+        self.inner.update(|s| s.vf_released += 1);
         self.inner.emit(FailoverEvent::VfReleased {
             serial: vf.serial,
             reason,
@@ -520,5 +541,7 @@ impl Control {
 /// Waits until every queue acknowledged (or, with `drained`, drained at) its generation.
 fn wait_queues(inner: &Inner, generations: &[u64], deadline: Instant, drained: bool) -> Vec<u16> {
     let links: Vec<&crate::link::QueueLink> = inner.queues.iter().map(|q| &q.link).collect();
-    inner.handshake.wait(&links, generations, deadline, drained)
+    inner
+        .handshake
+        .wait(&links, generations, deadline, drained, IDLE_QUEUE)
 }

@@ -7,17 +7,20 @@
 //! takes the route lock, copies the route and stores the generation it applied into `acked`.
 //! No lock is taken per packet, and none per burst while nothing changes.
 //!
-//! The control thread waits on [`Handshake`] until every queue acknowledged (or was dropped):
-//! from then on no poller uses what the previous route gave it, so the VF can be stopped and
-//! released. A planned switch back also waits for `drained`: the poller saw the VF's receive
-//! ring empty while receiving VF first, so everything the host put on the VF was handed out.
+//! The control thread waits on [`Handshake`] until every queue acknowledged, was dropped, or
+//! is between bursts (a poller marks itself active before it reads the generation, so an
+//! idle one takes the new route first thing at its next burst): from then on no poller uses
+//! what the previous route gave it, so the VF can be stopped and released. A planned switch
+//! back also waits for `drained`: the poller saw the VF's receive ring empty while receiving
+//! VF first, so everything the host put on the VF was handed out. A queue nobody polls (no
+//! burst for a while) is not waited for.
 //!
 //! Lock order: a queue's route lock, then the handshake lock; pollers never hold the route
 //! lock while bursting.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 use vf::port::VfQueue;
@@ -84,6 +87,10 @@ pub(crate) struct QueueLink {
     acked: AtomicU64,
     drained: AtomicU64,
     closed: AtomicBool,
+    /// Whether the poller is inside a burst.
+    active: AtomicBool,
+    /// Bursts the poller started (written by the poller only).
+    bursts: AtomicU64,
     route: Mutex<Route>,
 }
 
@@ -94,6 +101,8 @@ impl QueueLink {
             acked: AtomicU64::new(0),
             drained: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            active: AtomicBool::new(false),
+            bursts: AtomicU64::new(0),
             route: Mutex::new(Route::synthetic()),
         }
     }
@@ -103,13 +112,22 @@ impl QueueLink {
         let mut current = self.route.lock();
         *current = route;
         // Under the route lock, so a poller that sees this generation reads this route.
-        self.generation.fetch_add(1, Ordering::AcqRel) + 1
+        // SeqCst pairs with `begin_burst`: see `acked`.
+        self.generation.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// The generation a poller last applied differs from `seen`.
+    /// A burst starts: marks the queue active; whether the route moved since `seen`.
     #[inline]
-    pub fn changed(&self, seen: u64) -> bool {
-        self.generation.load(Ordering::Acquire) != seen
+    pub fn begin_burst(&self, seen: u64, bursts: u64) -> bool {
+        self.active.store(true, Ordering::SeqCst);
+        self.bursts.store(bursts, Ordering::Relaxed);
+        self.generation.load(Ordering::SeqCst) != seen
+    }
+
+    /// The burst is over.
+    #[inline]
+    pub fn end_burst(&self) {
+        self.active.store(false, Ordering::Release);
     }
 
     /// The current route and its generation (poller side, only after [`changed`]).
@@ -136,12 +154,22 @@ impl QueueLink {
         handshake.notify();
     }
 
+    /// Whether the poller can no longer use an older route: it acknowledged this one, its
+    /// handle is gone, or it is between bursts — `begin_burst` stores `active` before it
+    /// loads the generation and `publish` bumps the generation before this loads `active`
+    /// (both SeqCst), so a poller seen idle here sees the new generation at its next burst.
     fn acked(&self, generation: u64) -> bool {
-        self.closed.load(Ordering::Acquire) || self.acked.load(Ordering::Acquire) >= generation
+        self.closed.load(Ordering::Acquire)
+            || self.acked.load(Ordering::Acquire) >= generation
+            || !self.active.load(Ordering::SeqCst)
     }
 
     fn drained(&self, generation: u64) -> bool {
         self.closed.load(Ordering::Acquire) || self.drained.load(Ordering::Acquire) >= generation
+    }
+
+    fn bursts(&self) -> u64 {
+        self.bursts.load(Ordering::Relaxed)
     }
 }
 
@@ -161,17 +189,22 @@ impl Handshake {
 
     /// Waits until every queue acknowledged its generation in `generations` (or, with
     /// `drained`, reported its VF receive drained at that generation); returns the queues
-    /// that had not by `deadline`.
+    /// that had not by `deadline`. A queue whose poller starts no burst for `idle` is not
+    /// polled at all and is not waited for: it has nothing to drain that anyone would
+    /// receive.
     pub fn wait(
         &self,
         links: &[&QueueLink],
         generations: &[u64],
         deadline: Instant,
         drained: bool,
+        idle: Duration,
     ) -> Vec<u16> {
-        let done = |link: &QueueLink, g: u64| {
+        let started = Instant::now();
+        let bursts: Vec<u64> = links.iter().map(|l| l.bursts()).collect();
+        let done = |i: usize, link: &QueueLink, g: u64| {
             if drained {
-                link.drained(g)
+                link.drained(g) || (started.elapsed() >= idle && link.bursts() == bursts[i])
             } else {
                 link.acked(g)
             }
@@ -181,7 +214,7 @@ impl Handshake {
                 .iter()
                 .zip(generations)
                 .enumerate()
-                .filter(|(_, (link, g))| !done(link, **g))
+                .filter(|(i, (link, g))| !done(*i, link, **g))
                 .map(|(i, _)| i as u16)
                 .collect::<Vec<_>>()
         };
@@ -191,9 +224,12 @@ impl Handshake {
             if pending.is_empty() {
                 return pending;
             }
-            if self.cond.wait_until(&mut guard, deadline).timed_out() {
-                return late();
+            let now = Instant::now();
+            if now >= deadline {
+                return pending;
             }
+            // Wake at least every `idle` to look for queues nobody polls.
+            let _ = self.cond.wait_until(&mut guard, deadline.min(now + idle));
         }
     }
 }
@@ -201,60 +237,95 @@ impl Handshake {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
-    #[test]
-    fn a_poller_sees_a_published_route_once_and_the_control_sees_its_ack() {
-        let link = Arc::new(QueueLink::new());
-        let hs = Arc::new(Handshake::default());
-        let mut seen = 0;
-        assert!(!link.changed(seen));
-        let mut route = Route::synthetic();
-        route.tx = TxPath::Vf;
-        let g = link.publish(route);
-        assert!(link.changed(seen));
-        let poller = {
-            let (link, hs) = (link.clone(), hs.clone());
-            std::thread::spawn(move || {
-                let (g, route) = link.take();
-                link.ack(g, &hs);
-                (g, route.tx)
-            })
-        };
-        let late = hs.wait(
-            &[&*link],
-            &[g],
-            Instant::now() + Duration::from_secs(10),
-            false,
-        );
-        assert!(late.is_empty());
-        let (applied, tx) = poller.join().unwrap();
-        seen = applied;
-        assert_eq!((applied, tx), (g, TxPath::Vf));
-        assert!(!link.changed(seen));
+    const IDLE: Duration = Duration::from_millis(5);
+
+    fn vf_route() -> Route {
+        Route {
+            tx: TxPath::Vf,
+            ..Route::synthetic()
+        }
     }
 
     #[test]
-    fn a_silent_poller_is_reported_late_and_a_closed_one_is_not() {
-        let links = [Arc::new(QueueLink::new()), Arc::new(QueueLink::new())];
+    fn a_poller_takes_a_new_route_at_its_next_burst_start_only() {
+        let link = QueueLink::new();
+        assert!(!link.begin_burst(0, 1), "nothing published yet");
+        link.end_burst();
+        let g = link.publish(vf_route());
+        assert!(link.begin_burst(0, 2));
+        let (applied, route) = link.take();
+        assert_eq!((applied, route.tx), (g, TxPath::Vf));
+        link.end_burst();
+        assert!(
+            !link.begin_burst(applied, 3),
+            "the same generation is not news"
+        );
+        link.end_burst();
+    }
+
+    #[test]
+    fn a_poller_inside_a_burst_is_waited_for_and_an_idle_one_is_not() {
+        let links = [QueueLink::new(), QueueLink::new()];
+        let hs = Handshake::default();
+        links[0].begin_burst(0, 1); // inside a burst, on the old route
+        let gens: Vec<u64> = links.iter().map(|l| l.publish(vf_route())).collect();
+        let refs: Vec<&QueueLink> = links.iter().collect();
+        let soon = Instant::now() + Duration::from_millis(20);
+        assert_eq!(hs.wait(&refs, &gens, soon, false, IDLE), vec![0]);
+        // The busy poller acknowledges from another thread; the wait ends on its notify.
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let (g, _) = links[0].take();
+                links[0].ack(g, &hs);
+                links[0].end_burst();
+            });
+            let late = hs.wait(
+                &refs,
+                &gens,
+                Instant::now() + Duration::from_secs(10),
+                false,
+                IDLE,
+            );
+            assert!(late.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_drain_waits_for_a_polled_queue_but_not_for_one_nobody_polls() {
+        let links = [QueueLink::new(), QueueLink::new()];
         let hs = Handshake::default();
         let gens: Vec<u64> = links
             .iter()
             .map(|l| l.publish(Route::synthetic()))
             .collect();
+        let refs: Vec<&QueueLink> = links.iter().collect();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Queue 0 keeps bursting without draining; queue 1 is never polled.
+            scope.spawn(|| {
+                let mut n = 1;
+                while !stop.load(Ordering::Acquire) {
+                    links[0].begin_burst(gens[0], n);
+                    links[0].end_burst();
+                    n += 1;
+                    std::thread::yield_now();
+                }
+            });
+            let soon = Instant::now() + Duration::from_millis(50);
+            assert_eq!(hs.wait(&refs, &gens, soon, true, IDLE), vec![0]);
+            links[0].mark_drained(gens[0], &hs);
+            let late = hs.wait(
+                &refs,
+                &gens,
+                Instant::now() + Duration::from_secs(10),
+                true,
+                IDLE,
+            );
+            assert!(late.is_empty());
+            stop.store(true, Ordering::Release);
+        });
         links[1].close(&hs);
-        let refs: Vec<&QueueLink> = links.iter().map(|l| &**l).collect();
-        let late = hs.wait(
-            &refs,
-            &gens,
-            Instant::now() + Duration::from_millis(20),
-            false,
-        );
-        assert_eq!(late, vec![0]);
-        assert_eq!(
-            hs.wait(&refs, &gens, Instant::now(), true),
-            vec![0],
-            "only the open queue owes a drain"
-        );
+        assert!(links[1].drained(u64::MAX), "a closed queue owes nothing");
     }
 }

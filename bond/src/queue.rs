@@ -111,6 +111,8 @@ pub struct FailoverQueue {
     drain_generation: Option<u64>,
     /// Synthetic frames read but not handed out yet (see [`Self::rx_vf_first`]).
     held: Vec<Packet>,
+    /// Bursts started.
+    bursts: u64,
 }
 
 impl FailoverQueue {
@@ -135,6 +137,7 @@ impl FailoverQueue {
             gate: None,
             drain_generation: None,
             held: Vec::new(),
+            bursts: 0,
         }
     }
 
@@ -148,12 +151,18 @@ impl FailoverQueue {
         self.shared.counters.snapshot()
     }
 
-    /// Applies a new route if the control thread published one.
+    /// Starts a burst: applies a new route if the control thread published one.
     #[inline]
-    fn sync(&mut self) {
-        if self.shared.link.changed(self.seen) {
+    fn begin(&mut self) {
+        self.bursts = self.bursts.wrapping_add(1);
+        if self.shared.link.begin_burst(self.seen, self.bursts) {
             self.apply();
         }
+    }
+
+    #[inline]
+    fn end(&mut self) {
+        self.shared.link.end_burst();
     }
 
     #[cold]
@@ -282,7 +291,22 @@ impl FailoverQueue {
 
 impl PortQueue for FailoverQueue {
     fn rx_burst(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
-        self.sync();
+        self.begin();
+        let n = self.receive(out, max);
+        self.end();
+        n
+    }
+
+    fn tx_burst(&mut self, frames: &mut Vec<Packet>) -> usize {
+        self.begin();
+        let n = self.transmit(frames);
+        self.end();
+        n
+    }
+}
+
+impl FailoverQueue {
+    fn receive(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         match self.rx {
             RxMode::Synthetic => {
                 let n = self.release_held(out, max);
@@ -305,8 +329,7 @@ impl PortQueue for FailoverQueue {
         }
     }
 
-    fn tx_burst(&mut self, frames: &mut Vec<Packet>) -> usize {
-        self.sync();
+    fn transmit(&mut self, frames: &mut Vec<Packet>) -> usize {
         if self.gated() {
             return 0;
         }

@@ -58,8 +58,13 @@ pub struct SimPciStats {
     /// Frames the devices dropped because they were disabled, gone or released, or the frame
     /// was oversize.
     pub rx_dropped: u64,
-    /// Frames the devices transmitted, summed over removed devices.
+    /// Frames the devices transmitted (onto the vSwitch or dropped there).
     pub tx_frames: u64,
+    /// Frames the devices dropped at transmit because their link was down.
+    pub tx_wire_dropped: u64,
+    /// Devices still alive (not dropped by everything that held them): after a removal only
+    /// the current one may be.
+    pub devices_alive: u64,
 }
 
 /// How the PF of the simulated VFs answers.
@@ -97,6 +102,8 @@ pub struct SimPci {
     next_window: Mutex<usize>,
     current: Mutex<Option<SimVf>>,
     stats: Mutex<SimPciStats>,
+    /// Every device made, to tell which ones something still holds.
+    made: Mutex<Vec<std::sync::Weak<SoftIgbvf>>>,
 }
 
 impl SimPci {
@@ -109,6 +116,7 @@ impl SimPci {
             next_window: Mutex::new(0),
             current: Mutex::new(None),
             stats: Mutex::new(SimPciStats::default()),
+            made: Mutex::new(Vec::new()),
         }
     }
 
@@ -128,6 +136,9 @@ impl SimPci {
         if let Some(vf) = self.current.lock().as_ref() {
             add_device_stats(&mut stats, &vf.control.stats());
         }
+        let mut made = self.made.lock();
+        made.retain(|d| d.strong_count() > 0);
+        stats.devices_alive = made.len() as u64;
         stats
     }
 
@@ -198,6 +209,7 @@ fn add_device_stats(total: &mut SimPciStats, s: &VfModelStats) {
     total.rx_no_descriptor += s.rx_no_descriptor;
     total.rx_dropped += s.rx_oversize + s.rx_dropped_disabled;
     total.tx_frames += s.tx_frames;
+    total.tx_wire_dropped += s.tx_wire_dropped;
 }
 
 impl VfProvider for SimPci {
@@ -233,6 +245,7 @@ impl VfProvider for SimPci {
         };
         let (device, control) = SoftIgbvf::try_new(model).map_err(|e| open_error(e.to_string()))?;
         self.stats.lock().devices += 1;
+        self.made.lock().push(Arc::downgrade(&device));
         self.host.attach_vf_wire(Arc::new(control.clone()));
         let driver = IgbvfConfig {
             queues: request.queues.clamp(1, config.vf_queues.clamp(1, 2)),

@@ -200,8 +200,11 @@ impl QueueInner {
     }
 
     /// Counts every TX frame still in the ring as lost and frees it. Only after the device
-    /// stopped reading the ring (queue disabled, function reset, or device gone).
+    /// stopped reading the ring (queue disabled, function reset, or device gone). Frames the
+    /// device completed (`DD` written back, which lives in our memory and stays readable
+    /// after the device is gone) were sent: they are reclaimed first, not counted as lost.
     pub(crate) fn forget_tx(&mut self) {
+        self.reclaim_tx();
         let lost = self.tx.slots.iter_mut().filter_map(Option::take).count();
         self.counters.tx_lost += lost as u64;
         self.tx.next_use = 0;

@@ -1,0 +1,59 @@
+//! The VF's link flapping, and the PF resetting the VF in place (a service reset): the port
+//! leaves the VF, keeps it bound, and returns to it afterwards without binding it again.
+//! Order holds throughout and every frame is delivered or counted.
+
+mod failover_common;
+
+use bond::{PortState, SwitchReason};
+use failover_common::*;
+use integration::traffic::TrafficConfig;
+
+#[test]
+fn vf_link_flap_moves_to_synthetic_and_back_keeping_the_vf() {
+    let mut rig = rig();
+    let traffic = traffic(&mut rig, TrafficConfig::default());
+    attach(&rig);
+    flowing(&traffic, PHASE_FRAMES);
+    let vf = rig.pci.vf().expect("a VF is bound");
+    for flap in 1..=3u64 {
+        vf.set_link(false);
+        wait_port(&rig, "off the VF on link down", |s| {
+            s.switches_to_synthetic.get(SwitchReason::LinkDown) == flap
+                && s.state == PortState::VfAttaching
+        });
+        flowing(&traffic, PHASE_FRAMES);
+        vf.set_link(true);
+        wait_port(&rig, "back on the VF on link up", |s| {
+            s.state == PortState::OnVf && s.switches_to_vf == flap + 1
+        });
+        flowing(&traffic, PHASE_FRAMES);
+    }
+    finish_accounted(traffic, &rig);
+    let stats = rig.port.stats();
+    assert_eq!(
+        stats.vf_attached, 1,
+        "the VF must not be bound again: {stats:#?}"
+    );
+    assert_eq!(stats.vf_released, 0);
+}
+
+#[test]
+fn in_place_vf_reset_returns_to_the_vf_without_rebinding() {
+    let mut rig = rig();
+    let traffic = traffic(&mut rig, TrafficConfig::default());
+    attach(&rig);
+    flowing(&traffic, PHASE_FRAMES);
+    let vf = rig.pci.vf().expect("a VF is bound");
+    vf.pf_reset();
+    wait_port(&rig, "off the VF on the reset", |s| {
+        s.switches_to_synthetic.get(SwitchReason::VfReset) == 1
+    });
+    wait_port(&rig, "back on the VF after the reset", |s| {
+        s.state == PortState::OnVf && s.switches_to_vf == 2
+    });
+    flowing(&traffic, PHASE_FRAMES);
+    finish_accounted(traffic, &rig);
+    let stats = rig.port.stats();
+    assert_eq!(stats.vf_attached, 1, "{stats:#?}");
+    assert_eq!(stats.vf_released, 0, "{stats:#?}");
+}
