@@ -140,9 +140,11 @@ impl Control {
     fn set_state(&mut self, state: PortState) {
         self.state = state;
         let vf = self.vf.as_ref().map(|v| v.name.clone());
+        let link = self.vf.as_ref().map(|v| v.link_up);
         self.inner.update(|s| {
             s.state = state;
             s.vf = vf;
+            s.vf_link_up = link;
         });
     }
 
@@ -220,10 +222,13 @@ impl Control {
             VfEvent::LinkUp => {
                 vf.link_up = true;
                 self.refused = false;
+                self.inner.update(|s| s.vf_link_up = Some(true));
             }
             VfEvent::LinkDown => {
                 vf.link_up = false;
-                if vf.in_use {
+                let in_use = vf.in_use;
+                self.inner.update(|s| s.vf_link_up = Some(false));
+                if in_use {
                     self.leave_vf(SwitchReason::LinkDown, false);
                 }
             }
@@ -518,14 +523,10 @@ impl Control {
                 self.inner.update(|s| s.watchdog_reestablished += 1);
                 self.inner
                     .emit(FailoverEvent::SessionReestablished { duration });
-                if self.vf.as_ref().is_some_and(|v| v.in_use)
-                    && let Err(error) = self
-                        .inner
-                        .nic
-                        .switch_data_path(true, self.inner.config.switch_timeout)
-                {
-                    tracing::warn!(target: "hvnet::bond", %error, "re-sending the switch to the VF");
-                    self.inner.update(|s| s.switch_errors += 1);
+                // The new session's data path is synthetic: leave the VF in order; the next
+                // step switches to it again, as after any other leave.
+                if self.vf.as_ref().is_some_and(|v| v.in_use) {
+                    self.leave_vf(SwitchReason::SessionReestablished, false);
                 }
             }
             Err(error) => {

@@ -39,11 +39,14 @@ pub enum SwitchReason {
     Removed,
     /// The port is closing.
     Shutdown,
+    /// The watchdog re-established the host session, whose data path starts synthetic: the
+    /// port leaves the VF in order and switches to it again.
+    SessionReestablished,
 }
 
 impl SwitchReason {
     /// Every reason, in the order [`SwitchCounts`] lists them.
-    pub const ALL: [SwitchReason; 7] = [
+    pub const ALL: [SwitchReason; 8] = [
         SwitchReason::ReleaseRequested,
         SwitchReason::AssociationRemoved,
         SwitchReason::HostSwitched,
@@ -51,6 +54,7 @@ impl SwitchReason {
         SwitchReason::VfReset,
         SwitchReason::Removed,
         SwitchReason::Shutdown,
+        SwitchReason::SessionReestablished,
     ];
 
     /// A short name for logs and metric labels.
@@ -63,6 +67,7 @@ impl SwitchReason {
             SwitchReason::VfReset => "vf_reset",
             SwitchReason::Removed => "removed",
             SwitchReason::Shutdown => "shutdown",
+            SwitchReason::SessionReestablished => "session_reestablished",
         }
     }
 
@@ -74,7 +79,7 @@ impl SwitchReason {
 
 /// Switches back to synthetic, by reason.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SwitchCounts(pub [u64; 7]);
+pub struct SwitchCounts(pub [u64; 8]);
 
 impl SwitchCounts {
     /// The count for `reason`.
@@ -159,6 +164,8 @@ pub struct FailoverStats {
     pub state: PortState,
     /// The VF in use, if any (its PCI address).
     pub vf: Option<String>,
+    /// The VF's link, as last reported (`None` without a VF).
+    pub vf_link_up: Option<bool>,
     /// Switches to the VF.
     pub switches_to_vf: u64,
     /// Switches back to synthetic, by reason.
