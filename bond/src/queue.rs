@@ -11,6 +11,12 @@
 //! accepts nothing meanwhile (the caller keeps its frames and retries), bounded by
 //! `tx_order_timeout`; receive polls the path the data left before the one it moved to, and
 //! the second only when the first did not fill the burst.
+//!
+//! On the VF, receive reads the VF, then synthetic, then the VF again (see `rx_vf_first`);
+//! an idle synthetic path is looked at every fourth burst (at once again after it brought
+//! something), so first packets of flows and broadcasts wait a few bursts at most, and a
+//! VF that fills every burst still gets synthetic read every 17th. Synthetic frames wait in
+//! `held` until a VF read after them came up short — a VF that stays saturated delays them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +26,11 @@ use netvsc::nic::SyntheticQueue;
 use packet::{Packet, PortQueue};
 
 use crate::link::{Handshake, QueueLink, Route, RxMode, SharedVfQueue, TxPath};
+
+/// Bursts on the VF that skip polling an idle synthetic path before looking at it again.
+const SYNTHETIC_IDLE_SKIP: u32 = 3;
+/// Bursts a saturated VF may fill before the synthetic path is read anyway (into `held`).
+const SYNTHETIC_POLL_MAX_SKIP: u32 = 16;
 
 /// Counters of one queue, written by its poller once per burst, read by anyone.
 #[derive(Debug, Default)]
@@ -113,6 +124,9 @@ pub struct FailoverQueue {
     held: Vec<Packet>,
     /// Bursts started.
     bursts: u64,
+    /// Bursts on the VF since synthetic was last polled, and how many to skip.
+    synthetic_skipped: u32,
+    synthetic_skip: u32,
 }
 
 impl FailoverQueue {
@@ -138,6 +152,8 @@ impl FailoverQueue {
             drain_generation: None,
             held: Vec::new(),
             bursts: 0,
+            synthetic_skipped: 0,
+            synthetic_skip: 0,
         }
     }
 
@@ -233,16 +249,30 @@ impl FailoverQueue {
     /// that cannot go out yet wait in `held`, ahead of anything synthetic read later.
     fn rx_vf_first(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         let mut n = self.rx_from_vf(out, max);
-        if n == max {
-            return n;
-        }
         if self.held.is_empty() {
-            let mut held = std::mem::take(&mut self.held);
-            self.rx_from_synthetic(&mut held, max - n);
-            self.held = held;
-            if self.held.is_empty() {
+            // While the synthetic path brings nothing, look at it every few bursts only;
+            // at once again after it brought something.
+            self.synthetic_skipped += 1;
+            let due = if n < max {
+                self.synthetic_skipped > self.synthetic_skip
+            } else {
+                self.synthetic_skipped > SYNTHETIC_POLL_MAX_SKIP
+            };
+            if !due {
                 return n;
             }
+            self.synthetic_skipped = 0;
+            let mut held = std::mem::take(&mut self.held);
+            self.rx_from_synthetic(&mut held, max);
+            self.held = held;
+            if self.held.is_empty() {
+                self.synthetic_skip = SYNTHETIC_IDLE_SKIP;
+                return n;
+            }
+            self.synthetic_skip = 0;
+        }
+        if n == max {
+            return n;
         }
         let room = max - n;
         let again = self.rx_from_vf(out, room);

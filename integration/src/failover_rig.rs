@@ -29,6 +29,7 @@ use vf::port::VfQueue;
 
 use crate::host::{HostConfig, SimHost};
 use crate::rig::RigError;
+use crate::traffic::TrafficCounts;
 use crate::vf_model::{GuestDma, SoftIgbvf, SoftIgbvfConfig, VfModelControl, VfModelStats};
 
 /// Windows of guest memory the bus hands to VFs in turn.
@@ -376,5 +377,45 @@ impl FailoverRig {
             host,
             clock,
         })
+    }
+}
+
+/// Where the frames of a traffic run went, by [`FailoverRig::account`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Accounting {
+    /// Frames for the guest lost where they were counted: stranded in a VF's receive ring,
+    /// dropped by a VF (refusals the peer saw are not in `peer_injected`, so not here).
+    pub rx_lost: u64,
+    /// Of `rx_lost`, frames left in a VF's receive ring when it went.
+    pub rx_stranded: u64,
+    /// Frames the port accepted for transmit and lost where they were counted: on a VF that
+    /// went (`lost_vf_tx`) or dropped on a VF's dead link.
+    pub tx_lost: u64,
+    /// Whether every frame is delivered or in one of those counts.
+    pub complete: bool,
+}
+
+impl FailoverRig {
+    /// Accounts for the frames of a traffic run over this rig: each was delivered, or lost
+    /// where something counted it.
+    pub fn account(&self, c: &TrafficCounts) -> Accounting {
+        let port = self.port.stats();
+        let bus = self.pci.stats();
+        let rx_vf: u64 = port.queues.iter().map(|q| q.rx_vf).sum();
+        let rx_stranded = bus.rx_frames.saturating_sub(rx_vf);
+        // A frame the VF refused is counted by the VF and by the switch, and the peer saw the
+        // refusal (it is not in `peer_injected`): take it out of the VF's count.
+        let refused_by_vf = self.host.stats().rx_dropped_vf;
+        let rx_lost = (rx_stranded + bus.rx_dropped + bus.rx_no_descriptor)
+            .saturating_sub(refused_by_vf);
+        let tx_lost = port.lost_vf_tx + bus.tx_wire_dropped;
+        Accounting {
+            rx_lost,
+            rx_stranded,
+            tx_lost,
+            complete: c.guest_received + rx_lost == c.peer_injected
+                && c.peer_received + tx_lost == c.guest_sent
+                && c.guest_received_broadcast == c.peer_injected_broadcast,
+        }
     }
 }

@@ -460,7 +460,7 @@ fn peer(queues: usize, mac: MacAddr, host: &SimHost, shared: &Shared, config: &T
                 for _ in 0..room {
                     count += 1;
                     let broadcast =
-                        config.broadcast_every != 0 && count % config.broadcast_every == 0;
+                        config.broadcast_every != 0 && count.is_multiple_of(config.broadcast_every);
                     let (dst, kind, seq) = if broadcast {
                         broadcast_seq[q] += 1;
                         (MacAddr::BROADCAST, KIND_BROADCAST, broadcast_seq[q])

@@ -124,36 +124,18 @@ pub fn host(rig: &FailoverRig) -> Arc<integration::host::SimHost> {
     rig.host.clone()
 }
 
-/// Whether every frame is accounted for: delivered, or counted where it was lost — stranded
-/// in a VF's receive ring, dropped by a VF, or accepted by a VF for transmit and lost
-/// (`lost_vf_tx`) or dropped on its dead link. Frames the vSwitch refused at injection are
-/// not in `peer_injected` (the host counted them, `rx_dropped_vf` for a dead VF).
+/// Whether every frame is accounted for ([`FailoverRig::account`]), with the evidence if not.
 pub fn accounted(c: &TrafficCounts, rig: &FailoverRig) -> Result<(), String> {
-    let port = rig.port.stats();
-    let bus = rig.pci.stats();
-    let rx_vf: u64 = port.queues.iter().map(|q| q.rx_vf).sum();
-    let stranded_rx = bus.rx_frames.saturating_sub(rx_vf);
-    // A frame the VF refused is counted by the VF and by the switch, and the peer saw the
-    // refusal (it is not in `peer_injected`): take it out of the VF's count.
-    let refused_by_vf = rig.host.stats().rx_dropped_vf;
-    let rx_lost =
-        (stranded_rx + bus.rx_dropped + bus.rx_no_descriptor).saturating_sub(refused_by_vf);
-    let tx_lost = port.lost_vf_tx + bus.tx_wire_dropped;
-    if c.guest_received + rx_lost != c.peer_injected
-        || c.peer_received + tx_lost != c.guest_sent
-        || c.guest_received_broadcast != c.peer_injected_broadcast
-    {
-        return Err(format!(
-            "not accounted: rx {} + lost {rx_lost} (stranded {stranded_rx}) vs injected {}; \
-             tx {} + lost {tx_lost} vs sent {}\n{c:?}\nbus: {bus:?}\nport: {port:?}\nhost: {:?}",
-            c.guest_received,
-            c.peer_injected,
-            c.peer_received,
-            c.guest_sent,
-            rig.host.stats()
-        ));
+    let a = rig.account(c);
+    if a.complete {
+        return Ok(());
     }
-    Ok(())
+    Err(format!(
+        "not accounted: {a:?}\n{c:?}\nbus: {:?}\nport: {:?}\nhost: {:?}",
+        rig.pci.stats(),
+        rig.port.stats(),
+        rig.host.stats()
+    ))
 }
 
 /// Stops traffic once every frame is accounted for, and checks that, and the order.

@@ -165,20 +165,18 @@ impl Session {
             self.complete(0, tid, rc, &[]);
             self.host_switch_to_synthetic();
             return;
-        } else if self.set_data_path(to_vf) {
-            if to_vf {
-                // OpenVMM makes the device available at once when the guest switches; the
-                // association's own timer still fires later.
-                bump(&self.stats.vf_ready_for_device, 1);
-                self.switch.set_vf_device(self.vf.advertised);
-                if self.switch.pending() > 0 {
-                    self.vf.switch_pending = Some(PendingSwitch {
-                        tid,
-                        completion_requested: rc,
-                        deadline: Instant::now() + SWITCH_FLUSH_TIMEOUT,
-                    });
-                    return;
-                }
+        } else if self.set_data_path(to_vf) && to_vf {
+            // OpenVMM makes the device available at once when the guest switches; the
+            // association's own timer still fires later.
+            bump(&self.stats.vf_ready_for_device, 1);
+            self.switch.set_vf_device(self.vf.advertised);
+            if self.switch.pending() > 0 {
+                self.vf.switch_pending = Some(PendingSwitch {
+                    tid,
+                    completion_requested: rc,
+                    deadline: Instant::now() + SWITCH_FLUSH_TIMEOUT,
+                });
+                return;
             }
         }
         self.complete(0, tid, rc, &[]);

@@ -1,0 +1,106 @@
+//! A fixed workload for counting the failover port's instructions per packet with
+//! callgrind, on the VF path: `scripts/bench-ipp` runs it under valgrind, collecting only
+//! inside `failover_tx_burst` and `failover_rx_burst`, and compares with `vf_ipp` (the bare
+//! igbvf queue). The port's queue runs in lock-step with the software VF, so no empty poll
+//! of the VF is counted; the synthetic path is polled as it always is on the VF (the host
+//! keeps delivering there), which is part of what the port costs.
+//!
+//! Usage: `failover_ipp <tx|rx> <frame bytes 60..=1514> <frames>`.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bond::{FailoverQueue, PortState};
+use integration::failover_rig::{FailoverRig, FailoverRigConfig};
+use integration::traffic::PEER_MAC;
+use packet::{Packet, PortQueue};
+
+#[inline(never)]
+fn failover_tx_burst(queue: &mut FailoverQueue, frames: &mut Vec<Packet>) -> usize {
+    queue.tx_burst(black_box(frames))
+}
+
+#[inline(never)]
+fn failover_rx_burst(queue: &mut FailoverQueue, out: &mut Vec<Packet>) -> usize {
+    queue.rx_burst(black_box(out), 64)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: failover_ipp <tx|rx> <frame bytes 60..=1514> <frames>";
+    let [_, dir, len, count] = args.as_slice() else {
+        panic!("{usage}")
+    };
+    let len: usize = len.parse().expect(usage);
+    let count: u64 = count.parse().expect(usage);
+    assert!((60..=1514).contains(&len), "{usage}");
+    let mut config = FailoverRigConfig::default();
+    config.nic.queues = 1;
+    config.pci.vf_queues = 1;
+    config.host.vf_device_delay = Duration::ZERO;
+    let mut rig = FailoverRig::start(config).expect("rig starts");
+    rig.host.offer_vf(7);
+    let mut queue = rig.queues.remove(0);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    // Poll until the port is on the VF and the queue has left "synthetic first".
+    let mut out = Vec::with_capacity(64);
+    while rig.port.state() != PortState::OnVf {
+        queue.rx_burst(&mut out, 64);
+        out.clear();
+        assert!(Instant::now() < deadline, "the port never got on the VF");
+        std::thread::yield_now();
+    }
+    for _ in 0..4 {
+        queue.rx_burst(&mut out, 64);
+        out.clear();
+    }
+    let vf = rig.pci.vf().expect("VF bound");
+    let wait = |until: &dyn Fn() -> bool| {
+        while !until() {
+            assert!(Instant::now() < deadline, "stalled");
+            std::thread::yield_now();
+        }
+    };
+    let mac = rig.port.mac();
+    let mut frame = vec![0x5au8; len];
+    let mut done = 0u64;
+    match dir.as_str() {
+        "tx" => {
+            frame[0..6].copy_from_slice(&PEER_MAC.0);
+            frame[6..12].copy_from_slice(&mac.0);
+            let pool = rig.port.pool().clone();
+            let mut burst = Vec::with_capacity(32);
+            while done < count {
+                while done + (burst.len() as u64) < count && burst.len() < 32 {
+                    burst.push(pool.alloc_from(&frame).expect("pool"));
+                }
+                done += failover_tx_burst(&mut queue, &mut burst) as u64;
+                wait(&|| vf.stats().tx_frames >= done);
+                while rig.host.external().try_recv().is_some() {}
+            }
+            failover_tx_burst(&mut queue, &mut burst);
+        }
+        "rx" => {
+            frame[0..6].copy_from_slice(&mac.0);
+            frame[6..12].copy_from_slice(&PEER_MAC.0);
+            let mut injected = 0;
+            while done < count {
+                let n = (count - injected).min(32);
+                for _ in 0..n {
+                    assert!(rig.host.external().inject_on(0, &frame));
+                }
+                injected += n;
+                wait(&|| vf.stats().rx_frames >= injected);
+                while done < injected {
+                    done += failover_rx_burst(&mut queue, &mut out) as u64;
+                    out.clear();
+                    assert!(Instant::now() < deadline, "the port stalled");
+                }
+            }
+        }
+        _ => panic!("{usage}"),
+    }
+    let stats = rig.port.stats();
+    assert_eq!(stats.state, PortState::OnVf, "left the VF during the run");
+    println!("packets {done}");
+}
