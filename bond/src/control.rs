@@ -9,7 +9,8 @@
 //!
 //! Leaving the VF, planned (release request, association 0, host switch, link down):
 //! 1. every queue transmits on synthetic once the VF sent what it took, and receives from the
-//!    VF only (synthetic may already hold newer frames);
+//!    VF only (synthetic may soon hold newer frames) once it has handed out what synthetic
+//!    received before the switch to the VF;
 //! 2. NVSP 129 {synthetic} and its completion (the host has put everything for the VF in its
 //!    rings);
 //! 3. every queue receives VF first until it found the VF's rings empty;
@@ -420,11 +421,16 @@ impl Control {
                 failover = started.elapsed();
                 self.switch_back_request();
             } else {
-                // 1. Transmit moves (after the VF sent what it took); receive from the VF only.
+                // 1. Transmit moves (after the VF sent what it took); receive from the VF only,
+                //    once synthetic holds nothing from before the switch to the VF.
                 let generations =
                     self.publish(|i| Self::route_for(vf, TxPath::Synthetic, RxMode::Vf, i, true));
                 self.wait_acked(&generations);
                 failover = started.elapsed();
+                let deadline = Instant::now() + self.inner.config.drain_timeout;
+                if !wait_queues(&self.inner, &generations, deadline, true).is_empty() {
+                    self.inner.update(|s| s.drain_timeouts += 1);
+                }
                 // 2. The host moves its side and flushes the VF.
                 self.switch_back_request();
                 // 3. Drain the VF's receive rings.

@@ -7,13 +7,12 @@
 //! takes the route lock, copies the route and stores the generation it applied into `acked`.
 //! No lock is taken per packet, and none per burst while nothing changes.
 //!
-//! The control thread waits on [`Handshake`] until every queue acknowledged, was dropped, or
-//! is between bursts (a poller marks itself active before it reads the generation, so an
-//! idle one takes the new route first thing at its next burst): from then on no poller uses
-//! what the previous route gave it, so the VF can be stopped and released. A planned switch
+//! The control thread waits on [`Handshake`] until every queue acknowledged or was dropped:
+//! from then on no poller uses what the previous route gave it, so the VF can be stopped and
+//! released, and the next step of a switch can count on every queue having taken this one. A planned switch
 //! back also waits for `drained`: the poller saw the VF's receive ring empty while receiving
 //! VF first, so everything the host put on the VF was handed out. A queue nobody polls (no
-//! burst for a while) is not waited for.
+//! burst for a while) is not waited for; order is kept for the queues that are polled.
 //!
 //! Lock order: a queue's route lock, then the handshake lock; pollers never hold the route
 //! lock while bursting.
@@ -42,9 +41,9 @@ pub(crate) enum TxPath {
 pub(crate) enum RxMode {
     /// Synthetic only (no VF, or the switch to the VF is not complete yet).
     Synthetic,
-    /// Synthetic first, then the VF if synthetic did not fill the burst: just switched to the
-    /// VF. Once synthetic came up short (everything from before the switch is out) the queue
-    /// moves to [`RxMode::VfThenSynthetic`] by itself.
+    /// Just switched to the VF: synthetic first, until a burst read it until it was empty
+    /// (everything from before the switch is out, whatever routes follow meanwhile); then as
+    /// [`RxMode::VfThenSynthetic`].
     SyntheticThenVf,
     /// The VF only (a switch back is in flight: synthetic may already hold newer frames).
     Vf,
@@ -87,8 +86,6 @@ pub(crate) struct QueueLink {
     acked: AtomicU64,
     drained: AtomicU64,
     closed: AtomicBool,
-    /// Whether the poller is inside a burst.
-    active: AtomicBool,
     /// Bursts the poller started (written by the poller only).
     bursts: AtomicU64,
     route: Mutex<Route>,
@@ -101,7 +98,6 @@ impl QueueLink {
             acked: AtomicU64::new(0),
             drained: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            active: AtomicBool::new(false),
             bursts: AtomicU64::new(0),
             route: Mutex::new(Route::synthetic()),
         }
@@ -112,22 +108,14 @@ impl QueueLink {
         let mut current = self.route.lock();
         *current = route;
         // Under the route lock, so a poller that sees this generation reads this route.
-        // SeqCst pairs with `begin_burst`: see `acked`.
-        self.generation.fetch_add(1, Ordering::SeqCst) + 1
+        self.generation.fetch_add(1, Ordering::AcqRel) + 1
     }
 
-    /// A burst starts: marks the queue active; whether the route moved since `seen`.
+    /// A burst starts (the poller's `bursts`-th); whether the route moved since `seen`.
     #[inline]
     pub fn begin_burst(&self, seen: u64, bursts: u64) -> bool {
-        self.active.store(true, Ordering::SeqCst);
         self.bursts.store(bursts, Ordering::Relaxed);
-        self.generation.load(Ordering::SeqCst) != seen
-    }
-
-    /// The burst is over.
-    #[inline]
-    pub fn end_burst(&self) {
-        self.active.store(false, Ordering::Release);
+        self.generation.load(Ordering::Acquire) != seen
     }
 
     /// The current route and its generation (poller side, only after [`changed`]).
@@ -154,14 +142,10 @@ impl QueueLink {
         handshake.notify();
     }
 
-    /// Whether the poller can no longer use an older route: it acknowledged this one, its
-    /// handle is gone, or it is between bursts — `begin_burst` stores `active` before it
-    /// loads the generation and `publish` bumps the generation before this loads `active`
-    /// (both SeqCst), so a poller seen idle here sees the new generation at its next burst.
+    /// Whether the poller can no longer use an older route: it acknowledged this one or its
+    /// handle is gone.
     fn acked(&self, generation: u64) -> bool {
-        self.closed.load(Ordering::Acquire)
-            || self.acked.load(Ordering::Acquire) >= generation
-            || !self.active.load(Ordering::SeqCst)
+        self.closed.load(Ordering::Acquire) || self.acked.load(Ordering::Acquire) >= generation
     }
 
     fn drained(&self, generation: u64) -> bool {
@@ -190,8 +174,8 @@ impl Handshake {
     /// Waits until every queue acknowledged its generation in `generations` (or, with
     /// `drained`, reported its VF receive drained at that generation); returns the queues
     /// that had not by `deadline`. A queue whose poller starts no burst for `idle` is not
-    /// polled at all and is not waited for: it has nothing to drain that anyone would
-    /// receive.
+    /// polled at all and is not waited for: it takes the route first thing at its next
+    /// burst, and nobody receives from it meanwhile.
     pub fn wait(
         &self,
         links: &[&QueueLink],
@@ -203,11 +187,12 @@ impl Handshake {
         let started = Instant::now();
         let bursts: Vec<u64> = links.iter().map(|l| l.bursts()).collect();
         let done = |i: usize, link: &QueueLink, g: u64| {
-            if drained {
-                link.drained(g) || (started.elapsed() >= idle && link.bursts() == bursts[i])
+            let flag = if drained {
+                link.drained(g)
             } else {
                 link.acked(g)
-            }
+            };
+            flag || (started.elapsed() >= idle && link.bursts() == bursts[i])
         };
         let late = || {
             links
@@ -251,44 +236,47 @@ mod tests {
     fn a_poller_takes_a_new_route_at_its_next_burst_start_only() {
         let link = QueueLink::new();
         assert!(!link.begin_burst(0, 1), "nothing published yet");
-        link.end_burst();
         let g = link.publish(vf_route());
         assert!(link.begin_burst(0, 2));
         let (applied, route) = link.take();
         assert_eq!((applied, route.tx), (g, TxPath::Vf));
-        link.end_burst();
         assert!(
             !link.begin_burst(applied, 3),
             "the same generation is not news"
         );
-        link.end_burst();
     }
 
     #[test]
-    fn a_poller_inside_a_burst_is_waited_for_and_an_idle_one_is_not() {
+    fn a_polled_queue_is_waited_for_and_one_nobody_polls_is_not() {
         let links = [QueueLink::new(), QueueLink::new()];
         let hs = Handshake::default();
-        links[0].begin_burst(0, 1); // inside a burst, on the old route
         let gens: Vec<u64> = links.iter().map(|l| l.publish(vf_route())).collect();
         let refs: Vec<&QueueLink> = links.iter().collect();
-        let soon = Instant::now() + Duration::from_millis(20);
-        assert_eq!(hs.wait(&refs, &gens, soon, false, IDLE), vec![0]);
-        // The busy poller acknowledges from another thread; the wait ends on its notify.
+        let stop = AtomicBool::new(false);
         std::thread::scope(|scope| {
+            // Queue 0 keeps bursting on its old route; queue 1 is never polled.
             scope.spawn(|| {
-                let (g, _) = links[0].take();
-                links[0].ack(g, &hs);
-                links[0].end_burst();
+                let mut n = 1;
+                while !stop.load(Ordering::Acquire) {
+                    links[0].begin_burst(0, n);
+                    n += 1;
+                    std::thread::yield_now();
+                }
             });
-            let late = hs.wait(
-                &refs,
-                &gens,
-                Instant::now() + Duration::from_secs(10),
-                false,
-                IDLE,
-            );
-            assert!(late.is_empty());
+            let soon = Instant::now() + Duration::from_millis(50);
+            assert_eq!(hs.wait(&refs, &gens, soon, false, IDLE), vec![0]);
+            stop.store(true, Ordering::Release);
         });
+        let (g, _) = links[0].take();
+        links[0].ack(g, &hs);
+        let late = hs.wait(
+            &refs,
+            &gens,
+            Instant::now() + Duration::from_secs(10),
+            false,
+            IDLE,
+        );
+        assert!(late.is_empty());
     }
 
     #[test]
@@ -307,7 +295,6 @@ mod tests {
                 let mut n = 1;
                 while !stop.load(Ordering::Acquire) {
                     links[0].begin_burst(gens[0], n);
-                    links[0].end_burst();
                     n += 1;
                     std::thread::yield_now();
                 }

@@ -120,8 +120,14 @@ pub struct FailoverQueue {
     tx_vf: Option<SharedVfQueue>,
     gate: Option<Gate>,
     drain_generation: Option<u64>,
+    /// The generation of a "receive from the VF only" route to report (as drained) once
+    /// synthetic has caught up.
+    caught_up_generation: Option<u64>,
     /// Synthetic frames read but not handed out yet (see [`Self::rx_vf_first`]).
     held: Vec<Packet>,
+    /// Since the switch to the VF, synthetic has not yet been read until caught up: it may
+    /// still hold frames older than anything on the VF, so it is read first.
+    synthetic_first: bool,
     /// Bursts started.
     bursts: u64,
     /// Bursts on the VF since synthetic was last polled, and how many to skip.
@@ -150,7 +156,9 @@ impl FailoverQueue {
             tx_vf: None,
             gate: None,
             drain_generation: None,
+            caught_up_generation: None,
             held: Vec::new(),
+            synthetic_first: false,
             bursts: 0,
             synthetic_skipped: 0,
             synthetic_skip: 0,
@@ -176,11 +184,6 @@ impl FailoverQueue {
         }
     }
 
-    #[inline]
-    fn end(&mut self) {
-        self.shared.link.end_burst();
-    }
-
     #[cold]
     fn apply(&mut self) {
         let (generation, route) = self.shared.link.take();
@@ -204,6 +207,14 @@ impl FailoverQueue {
         }
         self.tx = tx;
         self.tx_vf = tx_vf;
+        // Receiving from the VF where this queue did not: synthetic may hold older frames
+        // (see `synthetic_first`), even if a route in between was never seen here.
+        if rx == RxMode::SyntheticThenVf || (self.rx_vf.is_none() && rx_vf.is_some()) {
+            self.synthetic_first = true;
+        }
+        if rx == RxMode::Synthetic {
+            self.synthetic_first = false;
+        }
         self.rx = rx;
         self.rx_vf = rx_vf;
         self.drain_generation = (rx == RxMode::VfThenSynthetic).then_some(generation);
@@ -212,6 +223,16 @@ impl FailoverQueue {
             && let Some(g) = self.drain_generation.take()
         {
             self.shared.link.mark_drained(g, &self.handshake);
+        }
+        // Before the host may move its side back, synthetic must hold nothing from before the
+        // switch to the VF (or frames from before and after the two flips would mix there).
+        self.caught_up_generation = None;
+        if rx == RxMode::Vf {
+            if self.synthetic_first {
+                self.caught_up_generation = Some(generation);
+            } else {
+                self.shared.link.mark_drained(generation, &self.handshake);
+            }
         }
         self.seen = generation;
         self.shared
@@ -322,40 +343,38 @@ impl FailoverQueue {
 impl PortQueue for FailoverQueue {
     fn rx_burst(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         self.begin();
-        let n = self.receive(out, max);
-        self.end();
-        n
+        self.receive(out, max)
     }
 
     fn tx_burst(&mut self, frames: &mut Vec<Packet>) -> usize {
         self.begin();
-        let n = self.transmit(frames);
-        self.end();
-        n
+        self.transmit(frames)
     }
 }
 
 impl FailoverQueue {
     fn receive(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
-        match self.rx {
-            RxMode::Synthetic => {
-                let n = self.release_held(out, max);
-                n + self.rx_from_synthetic(out, max - n)
+        if self.rx == RxMode::Synthetic {
+            let n = self.release_held(out, max);
+            return n + self.rx_from_synthetic(out, max - n);
+        }
+        let mut n = 0;
+        if self.synthetic_first {
+            // Frames the synthetic path received before the switch to the VF go out before
+            // anything from the VF, whatever the route says meanwhile.
+            n = self.release_held(out, max);
+            n += self.rx_from_synthetic(out, max - n);
+            if n == max || !self.synthetic.rx_caught_up() {
+                return n;
             }
-            RxMode::SyntheticThenVf => {
-                let held = self.release_held(out, max);
-                let n = held + self.rx_from_synthetic(out, max - held);
-                if n < max && self.synthetic.rx_caught_up() {
-                    // Everything the synthetic path held from before the switch is out:
-                    // from now on the VF comes first (see `rx_vf_first`).
-                    self.rx = RxMode::VfThenSynthetic;
-                    n + self.rx_from_vf(out, max - n)
-                } else {
-                    n
-                }
+            self.synthetic_first = false;
+            if let Some(g) = self.caught_up_generation.take() {
+                self.shared.link.mark_drained(g, &self.handshake);
             }
-            RxMode::Vf => self.rx_from_vf(out, max),
-            RxMode::VfThenSynthetic => self.rx_vf_first(out, max),
+        }
+        n + match self.rx {
+            RxMode::Vf => self.rx_from_vf(out, max - n),
+            _ => self.rx_vf_first(out, max - n),
         }
     }
 

@@ -57,3 +57,26 @@ fn in_place_vf_reset_returns_to_the_vf_without_rebinding() {
     assert_eq!(stats.vf_attached, 1, "{stats:#?}");
     assert_eq!(stats.vf_released, 0, "{stats:#?}");
 }
+
+/// A flap and an eject each right after the port got back on the VF: the pollers may not
+/// have handed out what synthetic received before the switch yet, and the host moves back
+/// to synthetic at once. Ten rounds under load; order and accounting checked.
+#[test]
+fn a_flap_then_an_eject_right_after_each_switch_keep_order() {
+    let mut rig = rig();
+    let traffic = traffic(&mut rig, TrafficConfig::default());
+    for round in 1..=10u64 {
+        attach(&rig);
+        let vf = rig.pci.vf().expect("a VF is bound");
+        vf.set_link(false);
+        wait_port(&rig, "the link down seen", |s| s.vf_link_up == Some(false));
+        vf.set_link(true);
+        wait_port(&rig, "back on the VF", |s| s.state == PortState::OnVf);
+        assert!(rig.pci.eject_azure(DEADLINE));
+        wait_port(&rig, "released", |s| {
+            s.state == PortState::Synthetic && s.vf_released == round
+        });
+        flowing(&traffic, PHASE_FRAMES / 4);
+    }
+    finish_accounted(traffic, &rig);
+}
