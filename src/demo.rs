@@ -1,4 +1,5 @@
-//! `hvnet demo`: a synthetic-path session against the built-in simulated host.
+//! `hvnet demo`: a synthetic-path session against the built-in simulated host, then the
+//! failover part (`failover_demo`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +14,8 @@ use packet::{MacAddr, Pool, PortQueue};
 /// Options of `hvnet demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Queues to open (VMBus channels: the primary plus subchannels), 1 to 8.
+    /// Queues to open (VMBus channels: the primary plus subchannels), 1 to 8. The failover
+    /// part uses at most 2 (an 82576 VF has two queue pairs).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=8))]
     queues: u16,
 
@@ -47,7 +49,6 @@ fn parse_version(s: &str) -> Result<u32, String> {
 
 const ETHERTYPE: u16 = 0x88b5;
 const WAIT: Duration = Duration::from_secs(10);
-const VF_SERIAL: u32 = 7;
 
 /// A demo frame: queue and sequence number after the Ethernet header, then a pattern.
 fn frame(dst: MacAddr, queue: u16, seq: u32, len: usize) -> Vec<u8> {
@@ -269,37 +270,6 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     host.set_link(true);
     expect_event(&nic, "link up", |e| *e == NicEvent::LinkUp)?;
 
-    say!("host offers a VF (NVSP 128), guest switches the data path to it and back (NVSP 129)");
-    host.offer_vf(VF_SERIAL);
-    expect_event(&nic, "VF association", |e| {
-        *e == NicEvent::VfAssociation {
-            allocated: true,
-            serial: VF_SERIAL,
-        }
-    })?;
-    nic.switch_data_path(true, WAIT)
-        .context("switching the data path to the VF")?;
-    say!(
-        "  data path on the VF: host says {}",
-        host.stats().data_path_vf
-    );
-    host.remove_vf();
-    expect_event(&nic, "VF removal", |e| {
-        matches!(
-            e,
-            NicEvent::VfAssociation {
-                allocated: false,
-                ..
-            }
-        )
-    })?;
-    nic.switch_data_path(false, WAIT)
-        .context("switching the data path back")?;
-    say!(
-        "  data path on the VF: host says {}",
-        host.stats().data_path_vf
-    );
-
     let stats = nic.stats();
     say!("guest counters:");
     for (q, s) in stats.queues.iter().enumerate() {
@@ -326,6 +296,10 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
         h.protocol_errors
     );
     ensure!(h.protocol_errors == 0, "the host saw protocol errors");
-    say!("demo finished: every frame arrived whole and in order");
+    say!("synthetic path finished: every frame arrived whole and in order");
+    drop(nic);
+    drop(host);
+    crate::failover_demo::run(args.queues)?;
+    say!("demo finished");
     Ok(())
 }

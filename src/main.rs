@@ -12,6 +12,7 @@ macro_rules! say {
 }
 
 mod demo;
+mod failover_demo;
 mod probe;
 
 use clap::{Parser, Subcommand};
@@ -36,8 +37,10 @@ enum Command {
     /// The simulated host (NetVSP plus a vSwitch with an in-memory external port) runs on its
     /// own thread and sees only the guest's shared memory and doorbells, as a real host
     /// would. The demo opens the synthetic NIC against it, negotiates NVSP and RNDIS, sends
-    /// and receives frames on every queue with their contents checked, flaps the link,
-    /// offers and removes a VF, and prints the counters of both sides.
+    /// and receives frames on every queue with their contents checked, flaps the link and
+    /// prints the counters of both sides. Then it runs a FailoverPort over a second NIC and a
+    /// software SR-IOV VF under traffic both ways: the switch to the VF, a planned removal, a
+    /// re-offer and a surprise removal, with every frame delivered in order or counted.
     Demo(demo::DemoArgs),
 
     /// Open this guest's synthetic NIC through uio_hv_generic, negotiate with the real host
