@@ -406,8 +406,8 @@ impl FailoverRig {
         // A frame the VF refused is counted by the VF and by the switch, and the peer saw the
         // refusal (it is not in `peer_injected`): take it out of the VF's count.
         let refused_by_vf = self.host.stats().rx_dropped_vf;
-        let rx_lost = (rx_stranded + bus.rx_dropped + bus.rx_no_descriptor)
-            .saturating_sub(refused_by_vf);
+        let rx_lost =
+            (rx_stranded + bus.rx_dropped + bus.rx_no_descriptor).saturating_sub(refused_by_vf);
         let tx_lost = port.lost_vf_tx + bus.tx_wire_dropped;
         Accounting {
             rx_lost,
