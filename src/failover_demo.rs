@@ -2,10 +2,10 @@
 //! SR-IOV VF on the simulated host, under traffic both ways, through a planned removal, a
 //! re-offer and a surprise removal.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, ensure};
-use bond::{FailoverEvent, FailoverQueue, FailoverStats, PortState, SwitchReason};
+use bond::{FailoverEvent, FailoverStats, PortState, SwitchReason};
 use integration::failover_rig::{FailoverRig, FailoverRigConfig};
 use integration::traffic::{Traffic, TrafficConfig, TrafficCounts};
 
@@ -25,16 +25,6 @@ fn wait(
         rig.port.stats()
     );
     Ok(())
-}
-
-/// Frames per second both ways over `window`.
-fn rate(traffic: &Traffic<FailoverQueue>, window: Duration) -> f64 {
-    let a = traffic.counts();
-    let t = Instant::now();
-    std::thread::sleep(window);
-    let b = traffic.counts();
-    let frames = (b.guest_received - a.guest_received) + (b.peer_received - a.peer_received);
-    frames as f64 / t.elapsed().as_secs_f64()
 }
 
 fn switched_back(rig: &FailoverRig) -> Option<(SwitchReason, Duration, Duration)> {
@@ -81,7 +71,7 @@ pub fn run(queues: u16) -> anyhow::Result<()> {
     );
     say!(
         "  synthetic only: {:.0} frames/s both ways",
-        rate(&traffic, Duration::from_millis(200))
+        traffic.rate(Duration::from_millis(200))
     );
 
     say!(
@@ -91,7 +81,7 @@ pub fn run(queues: u16) -> anyhow::Result<()> {
     wait(&rig, "on the VF", |s| s.state == PortState::OnVf)?;
     say!(
         "  on the VF: {:.0} frames/s both ways",
-        rate(&traffic, Duration::from_millis(200))
+        traffic.rate(Duration::from_millis(200))
     );
 
     say!(

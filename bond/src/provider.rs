@@ -224,8 +224,8 @@ impl VfProvider for VfioIgbvfProvider {
     }
 }
 
-/// An error and its sources, joined with ": ".
-pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error and its sources, joined with ": " (for events and logs).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -13,7 +13,7 @@
 //! - **complete**: until the VF's rings are drained and it is released;
 //! - **failback**: from the decision to switch until every queue transmits on the VF.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bond::{FailoverEvent, FailoverQueue, PortState};
 use integration::failover_rig::{FailoverRig, FailoverRigConfig};
@@ -134,27 +134,17 @@ fn scenario(name: &str, cycles: usize, remove: impl Fn(&FailoverRig, &Traffic<Fa
     distribution("failback", samples.failback);
 }
 
-/// Frames per second both ways over `window`, on the current path.
-fn rate(traffic: &Traffic<FailoverQueue>, window: Duration) -> f64 {
-    let a = traffic.counts();
-    let t = Instant::now();
-    std::thread::sleep(window);
-    let b = traffic.counts();
-    let frames = (b.guest_received - a.guest_received) + (b.peer_received - a.peer_received);
-    frames as f64 / t.elapsed().as_secs_f64()
-}
-
 fn throughput_after_failback(window: Duration, rounds: usize) {
     let (rig, traffic) = start();
     attach(&rig);
     let mut ratios = Vec::new();
     for _ in 0..rounds {
-        let before = rate(&traffic, window);
+        let before = traffic.rate(window);
         assert!(rig.pci.eject_azure(WAIT));
         wait(&rig, "released", |s| s.state == PortState::Synthetic);
-        let synthetic = rate(&traffic, window);
+        let synthetic = traffic.rate(window);
         attach(&rig);
-        let after = rate(&traffic, window);
+        let after = traffic.rate(window);
         println!(
             "  on VF before {before:>10.0} f/s   on synthetic {synthetic:>10.0} f/s   on VF after \
              failback {after:>10.0} f/s   after/before {:.3}",

@@ -273,21 +273,10 @@ impl VfProvider for SimPci {
             Err(e) => {
                 self.stats.lock().open_failures += 1;
                 self.unplug();
-                Err(open_error(bond_error_chain(&e)))
+                Err(open_error(bond::provider::error_chain(&e)))
             }
         }
     }
-}
-
-fn bond_error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }
 
 /// Everything a failover rig is made of.

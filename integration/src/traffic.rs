@@ -275,6 +275,16 @@ impl<Q: PortQueue + 'static> Traffic<Q> {
         self.shared.counts()
     }
 
+    /// Frames per second both ways together over `window` (this thread sleeps meanwhile).
+    pub fn rate(&self, window: Duration) -> f64 {
+        let a = self.counts();
+        let started = Instant::now();
+        std::thread::sleep(window);
+        let b = self.counts();
+        let frames = (b.guest_received - a.guest_received) + (b.peer_received - a.peer_received);
+        frames as f64 / started.elapsed().as_secs_f64()
+    }
+
     /// Waits at most `timeout` until both directions moved `frames` more frames (those the
     /// config enables); whether they did.
     pub fn wait_progress(&self, frames: u64, timeout: Duration) -> bool {
