@@ -27,6 +27,8 @@ use packet::{Packet, PortQueue};
 
 use crate::link::{Handshake, QueueLink, Route, RxMode, SharedVfQueue, TxPath};
 
+/// Synthetic frames a queue holds back at most while a switch back to synthetic is in flight.
+const HELD_MAX: usize = 4096;
 /// Bursts on the VF that skip polling an idle synthetic path before looking at it again.
 const SYNTHETIC_IDLE_SKIP: u32 = 3;
 /// Bursts a saturated VF may fill before the synthetic path is read anyway (into `held`).
@@ -270,29 +272,28 @@ impl FailoverQueue {
     /// that cannot go out yet wait in `held`, ahead of anything synthetic read later.
     fn rx_vf_first(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         let mut n = self.rx_from_vf(out, max);
-        if self.held.is_empty() {
-            // While the synthetic path brings nothing, look at it every few bursts only;
-            // at once again after it brought something.
+        // While the synthetic path brings nothing, look at it every few bursts only (at once
+        // again after it brought something, and whenever frames are held back).
+        let due = if !self.held.is_empty() {
+            true
+        } else {
             self.synthetic_skipped += 1;
-            let due = if n < max {
-                self.synthetic_skipped > self.synthetic_skip
+            let limit = if n < max {
+                self.synthetic_skip
             } else {
-                self.synthetic_skipped > SYNTHETIC_POLL_MAX_SKIP
+                SYNTHETIC_POLL_MAX_SKIP
             };
-            if !due {
-                return n;
-            }
+            self.synthetic_skipped > limit
+        };
+        let room = HELD_MAX.saturating_sub(self.held.len()).min(max);
+        if due && room > 0 {
             self.synthetic_skipped = 0;
             let mut held = std::mem::take(&mut self.held);
-            self.rx_from_synthetic(&mut held, max);
+            let got = self.rx_from_synthetic(&mut held, room);
             self.held = held;
-            if self.held.is_empty() {
-                self.synthetic_skip = SYNTHETIC_IDLE_SKIP;
-                return n;
-            }
-            self.synthetic_skip = 0;
+            self.synthetic_skip = if got == 0 { SYNTHETIC_IDLE_SKIP } else { 0 };
         }
-        if n == max {
+        if self.held.is_empty() || n == max {
             return n;
         }
         let room = max - n;
@@ -373,9 +374,24 @@ impl FailoverQueue {
             }
         }
         n + match self.rx {
-            RxMode::Vf => self.rx_from_vf(out, max - n),
+            RxMode::Vf => self.rx_vf_only(out, max - n),
             _ => self.rx_vf_first(out, max - n),
         }
+    }
+
+    /// Receives from the VF only, while a switch back is in flight: synthetic may already hold
+    /// newer frames, so what it brings is read into `held` (not handed out), up to
+    /// [`HELD_MAX`] frames — keeping the synthetic queue drained, so nothing overflows there
+    /// during the switch. `rx_vf_first` hands them out once the VF is empty.
+    fn rx_vf_only(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
+        let n = self.rx_from_vf(out, max);
+        let room = HELD_MAX.saturating_sub(self.held.len()).min(max);
+        if room > 0 {
+            let mut held = std::mem::take(&mut self.held);
+            self.rx_from_synthetic(&mut held, room);
+            self.held = held;
+        }
+        n
     }
 
     fn transmit(&mut self, frames: &mut Vec<Packet>) -> usize {

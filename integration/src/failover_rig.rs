@@ -373,7 +373,9 @@ impl FailoverRig {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Accounting {
     /// Frames for the guest lost where they were counted: stranded in a VF's receive ring,
-    /// dropped by a VF (refusals the peer saw are not in `peer_injected`, so not here).
+    /// dropped by a VF (refusals the peer saw are not in `peer_injected`, so not here), or
+    /// dropped by the synthetic NIC for want of a buffer or of staging room (a poller starved
+    /// of CPU while the control thread read queue 0 for it).
     pub rx_lost: u64,
     /// Of `rx_lost`, frames left in a VF's receive ring when it went.
     pub rx_stranded: u64,
@@ -402,9 +404,10 @@ impl FailoverRig {
             rx_lost,
             rx_stranded,
             tx_lost,
-            complete: c.guest_received + rx_lost == c.peer_injected
-                && c.peer_received + tx_lost == c.guest_sent
-                && c.guest_received_broadcast == c.peer_injected_broadcast,
+            // The NIC's drops may be unicast or broadcast frames: count both kinds together.
+            complete: c.guest_received + c.guest_received_broadcast + rx_lost
+                == c.peer_injected + c.peer_injected_broadcast
+                && c.peer_received + tx_lost == c.guest_sent,
         }
     }
 }

@@ -131,10 +131,11 @@ pub fn accounted(c: &TrafficCounts, rig: &FailoverRig) -> Result<(), String> {
         return Ok(());
     }
     Err(format!(
-        "not accounted: {a:?}\n{c:?}\nbus: {:?}\nport: {:?}\nhost: {:?}",
+        "not accounted: {a:?}\n{c:?}\nbus: {:?}\nport: {:?}\nhost: {:?}\nnic: {:?}",
         rig.pci.stats(),
         rig.port.stats(),
-        rig.host.stats()
+        rig.host.stats(),
+        rig.port.nic().stats()
     ))
 }
 

@@ -29,7 +29,7 @@ use super::steering::SendTable;
 /// Longest single sleep of a control wait.
 const PUMP_SLICE: Duration = Duration::from_millis(5);
 /// A poller that ran a burst this recently is trusted to drain queue 0.
-const POLLER_WINDOW_NANOS: u64 = 5_000_000;
+const POLLER_WINDOW_NANOS: u64 = 20_000_000;
 
 /// The send buffer of the session, for control messages.
 #[derive(Debug, Clone)]
