@@ -5,7 +5,12 @@
 //! of the VF is counted; the synthetic path is polled as it always is on the VF (the host
 //! keeps delivering there), which is part of what the port costs.
 //!
-//! Usage: `failover_ipp <tx|rx> <frame bytes 60..=1514> <frames>`.
+//! With `failback` as a fourth argument the port first goes through a whole cycle — on the
+//! VF, the VF ejected, synthetic, the VF offered again, back on it — before the counted
+//! workload, so `scripts/bench-ipp` can compare the cost on the VF after a failback with the
+//! cost before (deterministic, unlike packets per second on a shared 2-core machine).
+//!
+//! Usage: `failover_ipp <tx|rx> <frame bytes 60..=1514> <frames> [failback]`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -27,9 +32,11 @@ fn failover_rx_burst(queue: &mut FailoverQueue, out: &mut Vec<Packet>) -> usize 
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: failover_ipp <tx|rx> <frame bytes 60..=1514> <frames>";
-    let [_, dir, len, count] = args.as_slice() else {
-        panic!("{usage}")
+    let usage = "usage: failover_ipp <tx|rx> <frame bytes 60..=1514> <frames> [failback]";
+    let (dir, len, count, failback) = match args.as_slice() {
+        [_, dir, len, count] => (dir, len, count, false),
+        [_, dir, len, count, f] if f == "failback" => (dir, len, count, true),
+        _ => panic!("{usage}"),
     };
     let len: usize = len.parse().expect(usage);
     let count: u64 = count.parse().expect(usage);
@@ -42,14 +49,32 @@ fn main() {
     rig.host.offer_vf(7);
     let mut queue = rig.queues.remove(0);
     let deadline = Instant::now() + Duration::from_secs(600);
-    // Poll until the port is on the VF and the queue has left "synthetic first".
+    // Poll until the port is where it should be (and the queue has left "synthetic first").
     let mut out = Vec::with_capacity(64);
-    while rig.port.state() != PortState::OnVf {
-        queue.rx_burst(&mut out, 64);
-        out.clear();
-        assert!(Instant::now() < deadline, "the port never got on the VF");
-        std::thread::yield_now();
+    let mut poll_until = |queue: &mut FailoverQueue, done: &dyn Fn() -> bool| {
+        while !done() {
+            queue.rx_burst(&mut out, 64);
+            out.clear();
+            assert!(Instant::now() < deadline, "the port never got there");
+            std::thread::yield_now();
+        }
+    };
+    poll_until(&mut queue, &|| rig.port.state() == PortState::OnVf);
+    if failback {
+        let pci = rig.pci.clone();
+        let ejector = std::thread::spawn(move || pci.eject_azure(Duration::from_secs(60)));
+        poll_until(&mut queue, &|| {
+            let s = rig.port.stats();
+            s.state == PortState::Synthetic && s.vf_released == 1
+        });
+        assert!(ejector.join().expect("ejector"), "the VF was not released");
+        rig.host.offer_vf(7);
+        poll_until(&mut queue, &|| {
+            let s = rig.port.stats();
+            s.state == PortState::OnVf && s.switches_to_vf == 2
+        });
     }
+    let mut out = Vec::with_capacity(64);
     for _ in 0..4 {
         queue.rx_burst(&mut out, 64);
         out.clear();

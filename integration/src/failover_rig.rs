@@ -10,7 +10,7 @@
 //! [`SimPci::remove_openvmm`], [`SimPci::surprise_remove`]).
 //!
 //! Memory: each device gets one of [`VF_WINDOWS`] windows of [`VF_WINDOW_SIZE`] bytes of
-//! guest memory, in turn, so a window is reused only after that many later devices (frames a
+//! guest memory (touched once at start, like pinned memory), in turn, so a window is reused only after that many later devices (frames a
 //! test still holds from an old VF are long gone by then).
 
 use std::sync::Arc;
@@ -109,6 +109,9 @@ pub struct SimPci {
 
 impl SimPci {
     fn new(host: Arc<SimHost>, windows: SharedMemory, config: SimPciConfig) -> Self {
+        // Touch every page now, as a real guest's pinned DMA memory is: otherwise each new
+        // VF's first traffic pays for page faults no real VF sees.
+        let _ = windows.fill(0, windows.len(), 0);
         Self {
             memory: host.guest_memory(),
             host,
