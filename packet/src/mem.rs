@@ -230,6 +230,19 @@ impl SharedMemory {
         self
     }
 
+    /// Whether every byte of `other` is a byte of this view, at the bus address this view
+    /// gives it (a device that reaches this view reaches `other` where `other` says).
+    pub fn contains(&self, other: &Self) -> bool {
+        let Some(start) = other.offset.checked_sub(self.offset) else {
+            return false;
+        };
+        Arc::ptr_eq(&self.map, &other.map)
+            && start
+                .checked_add(other.len)
+                .is_some_and(|end| end <= self.len)
+            && other.bus_base == self.bus_base + start as u64
+    }
+
     /// Whether two views cover the same bytes of the same mapping.
     pub fn same_memory(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.map, &other.map) && self.offset == other.offset && self.len == other.len
@@ -368,6 +381,33 @@ impl SharedMemory {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_view_contains_its_subregions_at_their_bus_addresses_only() {
+        let mem = SharedMemory::anonymous(8192)
+            .unwrap()
+            .with_bus_base(0x10_0000);
+        let sub = mem.subregion(4096, 100).unwrap();
+        assert!(mem.contains(&sub));
+        assert!(mem.contains(&mem));
+        assert!(!sub.contains(&mem), "larger than the view");
+        assert!(
+            !mem.contains(&sub.clone().with_bus_base(0)),
+            "another bus address"
+        );
+        let other = SharedMemory::anonymous(8192)
+            .unwrap()
+            .with_bus_base(0x10_0000);
+        assert!(
+            !mem.contains(&other.subregion(0, 10).unwrap()),
+            "another mapping"
+        );
+        let window = mem.subregion(4096, 4096).unwrap();
+        assert!(
+            !window.contains(&mem.subregion(0, 10).unwrap()),
+            "before the view"
+        );
+    }
     use super::*;
     use std::sync::atomic::Ordering;
 

@@ -254,6 +254,13 @@ impl Packet {
             .expect("packet lies inside its pool")
     }
 
+    /// The pool this packet's buffer comes from (and returns to).
+    pub fn pool(&self) -> Pool {
+        Pool {
+            inner: self.pool.clone(),
+        }
+    }
+
     /// Whether this packet's buffer comes from `pool`.
     pub fn is_from(&self, pool: &Pool) -> bool {
         Arc::ptr_eq(&self.pool, &pool.inner)

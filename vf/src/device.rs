@@ -331,6 +331,11 @@ pub trait VfDevice: Send + Sync + fmt::Debug {
 
     /// Enables MSI-X vectors `0..vectors`, each signalling its own eventfd (index = vector).
     /// Replaces any earlier MSI-X setup.
+    /// Whether the device can DMA to every byte of `memory` at the bus addresses `memory`
+    /// gives: memory from this device's [`dma_alloc`](Self::dma_alloc), or memory the
+    /// platform otherwise lets it reach. A driver must not hand the device any other address.
+    fn dma_reachable(&self, memory: &SharedMemory) -> bool;
+
     fn enable_msix(&self, vectors: u32) -> Result<Vec<Arc<EventFd>>, DeviceError>;
 
     /// Disables MSI-X.

@@ -431,6 +431,10 @@ impl VfDevice for SoftIgbvf {
         Ok(region)
     }
 
+    fn dma_reachable(&self, memory: &SharedMemory) -> bool {
+        self.inner.state.lock().dma.contains(memory)
+    }
+
     fn enable_msix(&self, vectors: u32) -> Result<Vec<Arc<EventFd>>, DeviceError> {
         if vectors == 0 || vectors > u32::from(MSIX_VECTORS) {
             return Err(DeviceError::IrqUnavailable {

@@ -184,7 +184,7 @@ struct DmaMapping {
     /// IOVA (type1) or physical address (no-IOMMU).
     bus: u64,
     size: u64,
-    /// Keeps the memory alive while it is mapped.
+    /// Keeps the memory alive while it is mapped, and says what the device reaches.
     _mem: SharedMemory,
 }
 
@@ -590,6 +590,14 @@ impl VfDevice for VfioDevice {
             IommuMode::Type1 => self.dma_alloc_type1(&mut state, size),
             IommuMode::NoIommu => self.dma_alloc_pinned(&mut state, size),
         }
+    }
+
+    fn dma_reachable(&self, memory: &SharedMemory) -> bool {
+        self.state
+            .lock()
+            .dma
+            .iter()
+            .any(|m| m._mem.contains(memory))
     }
 
     fn enable_msix(&self, vectors: u32) -> Result<Vec<Arc<EventFd>>, DeviceError> {

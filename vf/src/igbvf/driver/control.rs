@@ -151,7 +151,7 @@ impl Igbvf {
                 field: "queues",
                 reason: format!("no queue {index}"),
             })?;
-            let mut inner = QueueInner::new(device.as_ref(), queue, &config)?;
+            let mut inner = QueueInner::new(&device, queue, &config)?;
             inner.program(mbx.clock.as_ref(), deadline)?;
             queues.push(Arc::new(Mutex::new(inner)));
         }

@@ -55,6 +55,9 @@ pub struct QueueCounters {
     /// Frames taken by `tx_burst` and dropped because they are empty or longer than MTU + 14
     /// bytes.
     pub tx_dropped: u64,
+    /// Frames copied into the queue's own buffers before transmit because the device cannot
+    /// DMA from the memory they were in.
+    pub tx_bounced: u64,
 }
 
 /// Where a queue is in its lifecycle (see the module docs).
@@ -98,11 +101,56 @@ pub(crate) struct QueueInner {
     pub(crate) name: String,
     pub(crate) queue: Queue,
     pub(crate) bar: Arc<dyn RegisterIo>,
+    /// Which packet pools the device can DMA from.
+    pub(crate) reach: DmaReach,
     pub(crate) state: QueueState,
     pub(crate) rx: RxRing,
     pub(crate) tx: TxRing,
     pub(crate) counters: QueueCounters,
     pub(crate) max_tx_frame: usize,
+}
+
+/// Which pools' buffers the device can DMA from, asked of the device once per pool.
+#[derive(Debug)]
+pub(crate) struct DmaReach {
+    device: Arc<dyn VfDevice>,
+    /// Pools seen so far (the queue's own first) and whether the device reaches them.
+    known: Vec<(Pool, bool)>,
+}
+
+/// Pools a queue remembers (the least recently used is forgotten first).
+const REACH_CACHE: usize = 8;
+
+impl DmaReach {
+    /// Whether the device can read `packet`'s buffer at its bus address.
+    #[inline]
+    pub(crate) fn reaches(&mut self, packet: &Packet) -> bool {
+        // The pool asked about last first: a burst's frames come from one pool.
+        if let Some((pool, reachable)) = self.known.last()
+            && packet.is_from(pool)
+        {
+            return *reachable;
+        }
+        self.lookup(packet)
+    }
+
+    #[cold]
+    fn lookup(&mut self, packet: &Packet) -> bool {
+        if let Some(i) = self.known.iter().position(|(pool, _)| packet.is_from(pool)) {
+            // Move it last, where the fast path looks.
+            let entry = self.known.remove(i);
+            let reachable = entry.1;
+            self.known.push(entry);
+            return reachable;
+        }
+        let pool = packet.pool();
+        let reachable = self.device.dma_reachable(pool.memory());
+        if self.known.len() == REACH_CACHE {
+            self.known.remove(0);
+        }
+        self.known.push((pool, reachable));
+        reachable
+    }
 }
 
 /// Ring memory alignment the 82576 requires (`RDBAL`/`TDBAL`).
@@ -141,14 +189,14 @@ impl QueueInner {
     /// for RX, one in the caller's hands, one for frames the caller sends) and fills every RX
     /// slot.
     pub(crate) fn new(
-        device: &dyn VfDevice,
+        device: &Arc<dyn VfDevice>,
         queue: Queue,
         config: &IgbvfConfig,
     ) -> Result<Self, IgbvfError> {
         let size = usize::from(config.ring_size);
         let name = device.name().to_owned();
-        let rx_mem = alloc_ring(device, queue, size)?;
-        let tx_mem = alloc_ring(device, queue, size)?;
+        let rx_mem = alloc_ring(device.as_ref(), queue, size)?;
+        let tx_mem = alloc_ring(device.as_ref(), queue, size)?;
         let buf = config.rx_buf_size + packet::pool::HEADROOM;
         let pool_mem = device
             .dma_alloc(buf.next_multiple_of(64) * size * 3)
@@ -175,10 +223,15 @@ impl QueueInner {
             })?;
             slots.push(packet);
         }
+        let reach = DmaReach {
+            device: device.clone(),
+            known: vec![(pool.clone(), true)],
+        };
         Ok(Self {
             name,
             queue,
             bar: device.bar0(),
+            reach,
             state: QueueState::Resetting,
             rx: RxRing {
                 mem: rx_mem,

@@ -53,14 +53,16 @@ impl QueueInner {
     }
 
     /// Takes frames from the front of `frames` while descriptors are free; see the module
-    /// docs.
+    /// docs. A frame whose buffer the device cannot reach is copied into one of the queue's
+    /// own buffers first (counted in `tx_bounced`); when none is free the burst stops there.
     pub(crate) fn tx_burst(&mut self, frames: &mut Vec<Packet>) -> usize {
         self.reclaim_tx();
         let size = self.tx.slots.len();
         let free = size - 1 - self.tx.in_flight;
+        // First pass: how many to take, bouncing the ones the device cannot read.
         let mut taken = 0;
         let mut posted = 0;
-        for frame in frames.iter() {
+        for frame in frames.iter_mut() {
             let len = frame.len();
             if len == 0 || len > self.max_tx_frame || len > usize::from(u16::MAX) {
                 taken += 1;
@@ -68,6 +70,14 @@ impl QueueInner {
             }
             if posted == free {
                 break;
+            }
+            if !self.reach.reaches(frame) {
+                let Some(mut copy) = self.rx.pool.alloc_from(frame.data()) else {
+                    break;
+                };
+                copy.meta = frame.meta;
+                *frame = copy;
+                self.counters.tx_bounced += 1;
             }
             taken += 1;
             posted += 1;

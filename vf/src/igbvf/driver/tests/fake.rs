@@ -175,6 +175,17 @@ pub(super) struct FakeVf {
 }
 
 impl FakeVf {
+    /// Reads `buf.len()` bytes at bus address `addr` of the DMA memory handed out, as the
+    /// device would; panics if no allocation holds them.
+    pub fn dma_read(&self, addr: u64, buf: &mut [u8]) {
+        let dma = self.dma.lock();
+        let mem = dma
+            .iter()
+            .find(|m| addr >= m.bus_addr(0) && addr + buf.len() as u64 <= m.bus_addr(m.len()))
+            .expect("the address lies in dma memory");
+        mem.read((addr - mem.bus_addr(0)) as usize, buf).unwrap();
+    }
+
     pub fn new(msix_supported: bool) -> Arc<Self> {
         Arc::new(Self {
             bar: Arc::default(),
@@ -258,6 +269,10 @@ impl VfDevice for FakeVf {
             .with_bus_base(base);
         dma.push(mem.clone());
         Ok(mem)
+    }
+
+    fn dma_reachable(&self, memory: &SharedMemory) -> bool {
+        self.dma.lock().iter().any(|m| m.contains(memory))
     }
 
     fn enable_msix(&self, vectors: u32) -> Result<Vec<Arc<EventFd>>, DeviceError> {

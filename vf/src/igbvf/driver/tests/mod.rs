@@ -89,8 +89,13 @@ fn frame(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
 }
 
-fn tx_pool() -> Pool {
-    Pool::new(SharedMemory::anonymous(64 * 2048).unwrap(), 2048).unwrap()
+/// A pool in memory the device can reach (its own DMA memory), as a caller's would be.
+fn tx_pool(dev: &FakeVf) -> Pool {
+    Pool::new(
+        crate::device::VfDevice::dma_alloc(dev, 64 * 2048).unwrap(),
+        2048,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -406,9 +411,41 @@ fn no_free_buffer_drops_the_frame_and_reuses_its_buffer() {
 }
 
 #[test]
+fn a_frame_the_device_cannot_reach_is_copied_into_the_queues_own_buffers() {
+    let (dev, port, mut queues) = open();
+    // Anonymous memory: its "bus addresses" mean nothing to the device.
+    let foreign = Pool::new(SharedMemory::anonymous(16 * 2048).unwrap(), 2048).unwrap();
+    let mut frames: Vec<Packet> = (0..3)
+        .map(|i| foreign.alloc_from(&frame(100 + i, i as u8)).unwrap())
+        .collect();
+    let foreign_addrs: Vec<u64> = frames.iter().map(Packet::bus_addr).collect();
+    assert_eq!(queues[0].tx_burst(&mut frames), 3);
+    assert_eq!(
+        foreign.available(),
+        foreign.capacity(),
+        "the originals went back"
+    );
+    let ring = tx_ring(&dev);
+    for i in 0..3 {
+        let desc: AdvTxDataDesc = zerocopy::transmute!(read_desc(&ring, i));
+        let data = desc.decode();
+        assert!(!foreign_addrs.contains(&data.buffer_addr));
+        let mut bytes = vec![0u8; usize::from(data.length)];
+        dev.dma_read(data.buffer_addr, &mut bytes);
+        assert_eq!(
+            bytes,
+            frame(100 + i, i as u8),
+            "the copy is what the device reads"
+        );
+    }
+    assert_eq!(queues[0].counters().tx_bounced, 3);
+    assert_eq!(port.stats().tx_lost, 0);
+}
+
+#[test]
 fn tx_burst_posts_the_packets_bus_addresses_and_reclaims_after_dd() {
     let (dev, port, mut queues) = open();
-    let pool = tx_pool();
+    let pool = tx_pool(&dev);
     let mut frames: Vec<Packet> = (0..3)
         .map(|i| pool.alloc_from(&frame(100 + i, i as u8)).unwrap())
         .collect();
@@ -447,7 +484,7 @@ fn tx_burst_leaves_what_does_not_fit_and_drops_oversized_frames() {
         },
         true,
     );
-    let pool = tx_pool();
+    let pool = tx_pool(&dev);
     let mut frames: Vec<Packet> = vec![pool.alloc_from(&frame(1515, 0)).unwrap()];
     frames.extend((0..9).map(|i| pool.alloc_from(&frame(64, i)).unwrap()));
     // The oversized frame is taken (and dropped), then 7 of 9 fit (ring size - 1).
@@ -466,7 +503,7 @@ fn tx_burst_leaves_what_does_not_fit_and_drops_oversized_frames() {
 #[test]
 fn all_ones_reads_report_removed_and_queues_return_zero() {
     let (dev, port, mut queues) = open();
-    let pool = tx_pool();
+    let pool = tx_pool(&dev);
     let mut frames = vec![pool.alloc_from(&frame(64, 0)).unwrap()];
     assert_eq!(queues[0].tx_burst(&mut frames), 1);
     device_receive(&dev, 0, &frame(60, 0));
@@ -493,7 +530,7 @@ fn all_ones_reads_report_removed_and_queues_return_zero() {
 #[test]
 fn latched_rstd_reports_pf_reset_then_reinitialises_with_the_same_mac() {
     let (dev, port, mut queues) = open();
-    let pool = tx_pool();
+    let pool = tx_pool(&dev);
     let mut frames = vec![pool.alloc_from(&frame(64, 0)).unwrap()];
     assert_eq!(queues[0].tx_burst(&mut frames), 1);
     let ring = rx_ring(&dev);
@@ -579,7 +616,7 @@ fn the_request_irq_reports_release_requested() {
 #[test]
 fn stop_counts_untransmitted_frames_as_tx_lost() {
     let (dev, port, mut queues) = open();
-    let pool = tx_pool();
+    let pool = tx_pool(&dev);
     let mut frames: Vec<Packet> = (0..3)
         .map(|i| pool.alloc_from(&frame(64, i)).unwrap())
         .collect();
@@ -671,7 +708,7 @@ fn tx_ring_wraps_around_with_completions() {
         },
         true,
     );
-    let pool = tx_pool();
+    let pool = tx_pool(&dev);
     let ring = tx_ring(&dev);
     let mut sent = 0;
     for round in 0..5u8 {
@@ -758,8 +795,8 @@ mod lost_transmits {
     use crate::port::VfQueue;
 
     /// Sends `n` frames on queue 0; returns the pool they came from.
-    fn send(queues: &mut [IgbvfQueue], n: usize) -> Pool {
-        let pool = tx_pool();
+    fn send(dev: &FakeVf, queues: &mut [IgbvfQueue], n: usize) -> Pool {
+        let pool = tx_pool(dev);
         let mut frames: Vec<Packet> = (0..n)
             .map(|i| pool.alloc_from(&frame(64, i as u8)).unwrap())
             .collect();
@@ -772,7 +809,7 @@ mod lost_transmits {
         let (dev, port, mut queues) = open();
         assert_eq!(VfQueue::index(&queues[0]), 0);
         assert_eq!(queues[0].tx_pending(), 0);
-        let pool = send(&mut queues, 3);
+        let pool = send(&dev, &mut queues, 3);
         assert_eq!(queues[0].tx_pending(), 3);
         let ring = tx_ring(&dev);
         for i in 0..2 {
@@ -788,7 +825,7 @@ mod lost_transmits {
     #[test]
     fn a_queue_that_finds_its_device_gone_counts_its_frames_lost_once() {
         let (dev, port, mut queues) = open();
-        let pool = send(&mut queues, 3);
+        let pool = send(&dev, &mut queues, 3);
         dev.bar.regs.lock().removed = true;
         // The queue notices on its own (TDH reads all ones), before the control thread.
         assert_eq!(queues[0].tx_pending(), 0);
@@ -806,7 +843,7 @@ mod lost_transmits {
     #[test]
     fn a_removal_seen_by_service_first_counts_the_frames_once() {
         let (dev, port, mut queues) = open();
-        send(&mut queues, 4);
+        send(&dev, &mut queues, 4);
         dev.bar.regs.lock().removed = true;
         assert_eq!(port.service(Duration::ZERO), vec![VfEvent::Removed]);
         assert_eq!(queues[0].tx_pending(), 0);
@@ -817,8 +854,8 @@ mod lost_transmits {
 
     #[test]
     fn release_with_frames_in_flight_counts_them_once() {
-        let (_dev, port, mut queues) = open();
-        let pool = send(&mut queues, 5);
+        let (dev, port, mut queues) = open();
+        let pool = send(&dev, &mut queues, 5);
         port.release().unwrap();
         assert_eq!(queues[0].tx_pending(), 0);
         assert_eq!(port.stats().tx_lost, 5);
@@ -830,7 +867,7 @@ mod lost_transmits {
     #[test]
     fn a_pf_reset_counts_the_stranded_frames_when_it_is_reported() {
         let (dev, port, mut queues) = open();
-        send(&mut queues, 2);
+        send(&dev, &mut queues, 2);
         // The PF stays in reset: the re-initialisation waits, tx_pending must not.
         dev.set_reg(V2PMAILBOX, V2pMailbox::RSTI);
         assert_eq!(port.service(Duration::ZERO), vec![VfEvent::PfReset]);
@@ -843,14 +880,14 @@ mod lost_transmits {
             2,
             "not again at the re-initialisation"
         );
-        send(&mut queues, 1);
+        send(&dev, &mut queues, 1);
         assert_eq!(queues[0].tx_pending(), 1, "running again");
     }
 
     #[test]
     fn a_stop_that_times_out_leaves_nothing_pending() {
-        let (_dev, port, mut queues) = open();
-        send(&mut queues, 3);
+        let (dev, port, mut queues) = open();
+        send(&dev, &mut queues, 3);
         port.stop(Duration::from_millis(5)).unwrap();
         assert_eq!(queues[0].tx_pending(), 0);
         assert_eq!(port.stats().tx_lost, 3);
@@ -886,7 +923,7 @@ mod stop_waits_for_the_queues {
     #[test]
     fn an_enable_bit_that_never_clears_ends_the_wait_at_the_deadline() {
         let (dev, port, mut queues, clock) = open_clocked();
-        let pool = tx_pool();
+        let pool = tx_pool(&dev);
         let mut frames = vec![pool.alloc_from(&frame(64, 0)).unwrap()];
         assert_eq!(queues[0].tx_burst(&mut frames), 1);
         dev.bar.regs.lock().enable_lag = u32::MAX;
@@ -901,7 +938,7 @@ mod stop_waits_for_the_queues {
     #[test]
     fn a_device_gone_during_stop_ends_the_waits_at_once() {
         let (dev, port, mut queues, clock) = open_clocked();
-        let pool = tx_pool();
+        let pool = tx_pool(&dev);
         let mut frames = vec![pool.alloc_from(&frame(64, 0)).unwrap()];
         assert_eq!(queues[0].tx_burst(&mut frames), 1);
         dev.bar.regs.lock().removed = true;
