@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, ensure};
 use bond::{FailoverEvent, FailoverStats, PortState, SwitchReason};
 use integration::failover_rig::{FailoverRig, FailoverRigConfig};
-use integration::traffic::{Traffic, TrafficConfig, TrafficCounts};
+use integration::traffic::{TrafficConfig, TrafficCounts};
 
 /// Bound of every wait of the demo.
 const WAIT: Duration = Duration::from_secs(30);
@@ -57,14 +57,7 @@ pub fn run(queues: u16) -> anyhow::Result<()> {
         config.nic.queues
     );
     let mut rig = FailoverRig::start(config).context("starting the failover rig")?;
-    let queues = std::mem::take(&mut rig.queues);
-    let traffic = Traffic::start(
-        queues,
-        rig.port.pool().clone(),
-        rig.port.mac(),
-        rig.host.clone(),
-        TrafficConfig::default(),
-    );
+    let traffic = rig.start_traffic(TrafficConfig::default());
     ensure!(
         traffic.wait_progress(2_000, WAIT),
         "no traffic on synthetic"

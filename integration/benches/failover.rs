@@ -26,14 +26,7 @@ fn start() -> (FailoverRig, Traffic<FailoverQueue>) {
     let mut config = FailoverRigConfig::default();
     config.host.vf_device_delay = Duration::ZERO;
     let mut rig = FailoverRig::start(config).expect("rig starts");
-    let queues = std::mem::take(&mut rig.queues);
-    let traffic = Traffic::start(
-        queues,
-        rig.port.pool().clone(),
-        rig.port.mac(),
-        rig.host.clone(),
-        TrafficConfig::default(),
-    );
+    let traffic = rig.start_traffic(TrafficConfig::default());
     (rig, traffic)
 }
 

@@ -390,6 +390,22 @@ pub struct Accounting {
 }
 
 impl FailoverRig {
+    /// Starts [`Traffic`](crate::traffic::Traffic) over the port's queues (moved out of
+    /// [`queues`](Self::queues)), the peer at the host's external port.
+    pub fn start_traffic(
+        &mut self,
+        config: crate::traffic::TrafficConfig,
+    ) -> crate::traffic::Traffic<FailoverQueue> {
+        let queues = std::mem::take(&mut self.queues);
+        crate::traffic::Traffic::start(
+            queues,
+            self.port.pool().clone(),
+            self.port.mac(),
+            self.host.clone(),
+            config,
+        )
+    }
+
     /// Accounts for the frames of a traffic run over this rig: each was delivered, or lost
     /// where something counted it.
     pub fn account(&self, c: &TrafficCounts) -> Accounting {

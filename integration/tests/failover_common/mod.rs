@@ -27,14 +27,7 @@ pub fn rig_with(config: FailoverRigConfig) -> FailoverRig {
 
 /// Starts traffic over the rig's queues.
 pub fn traffic(rig: &mut FailoverRig, config: TrafficConfig) -> Traffic<FailoverQueue> {
-    let queues = std::mem::take(&mut rig.queues);
-    Traffic::start(
-        queues,
-        rig.port.pool().clone(),
-        rig.port.mac(),
-        rig.host.clone(),
-        config,
-    )
+    rig.start_traffic(config)
 }
 
 /// Waits until the port's counters satisfy `done`, failing the test after [`DEADLINE`].
