@@ -88,7 +88,7 @@ fn a_queue_nobody_polls_does_not_hold_a_failover_up() {
     assert_eq!(stats.ack_timeouts, 0, "{stats:#?}");
     assert_eq!(stats.drain_timeouts, 0, "{stats:#?}");
     let Some(FailoverEvent::SwitchedToSynthetic { complete, .. }) =
-        std::iter::from_fn(|| rig.port.next_event(Duration::ZERO))
+        std::iter::from_fn(|| rig.port.next_event(DEADLINE))
             .find(|e| matches!(e, FailoverEvent::SwitchedToSynthetic { .. }))
     else {
         panic!("no switch back reported");
