@@ -205,8 +205,8 @@ impl Control {
             NicEvent::HostSwitchedDataPath { to_vf: false } => {
                 if matches!(self.state, PortState::OnVf | PortState::SwitchingToVf) {
                     self.refused = true;
-                    self.inner.update(|s| s.switches_refused += 1);
                     self.inner.emit(FailoverEvent::SwitchRefused);
+                    self.inner.update(|s| s.switches_refused += 1);
                     self.leave_vf(SwitchReason::HostSwitched, false);
                 }
             }
@@ -285,18 +285,17 @@ impl Control {
             Ok(Some(attached)) => attached,
             Ok(None) => return,
             Err(error) => {
-                self.inner.update(|s| s.vf_attach_errors += 1);
                 self.inner.emit(FailoverEvent::VfAttachFailed {
                     serial,
                     error: error.to_string(),
                 });
+                self.inner.update(|s| s.vf_attach_errors += 1);
                 return;
             }
         };
         let AttachedVf { name, port, queues } = attached;
         if port.mac() != self.inner.nic.mac() || queues.is_empty() {
             let _ = port.release();
-            self.inner.update(|s| s.vf_mac_mismatches += 1);
             self.inner.emit(FailoverEvent::VfAttachFailed {
                 serial,
                 error: format!(
@@ -305,6 +304,7 @@ impl Control {
                     self.inner.nic.mac()
                 ),
             });
+            self.inner.update(|s| s.vf_mac_mismatches += 1);
             return;
         }
         self.probe = None;
@@ -313,11 +313,11 @@ impl Control {
             .into_iter()
             .map(|q| Arc::new(Mutex::new(q)))
             .collect();
-        self.inner.update(|s| s.vf_attached += 1);
         self.inner.emit(FailoverEvent::VfAttached {
             serial,
             device: name.clone(),
         });
+        self.inner.update(|s| s.vf_attached += 1);
         self.vf = Some(Attached {
             serial,
             name,
@@ -393,12 +393,12 @@ impl Control {
             self.publish(|i| Self::route_for(vf, TxPath::Vf, RxMode::SyntheticThenVf, i, true));
         self.wait_acked(&generations);
         let duration = started.elapsed();
-        self.set_state(PortState::OnVf);
+        self.inner.emit(FailoverEvent::SwitchedToVf { duration });
         self.inner.update(|s| {
             s.switches_to_vf += 1;
             s.last_failback = Some(duration);
         });
-        self.inner.emit(FailoverEvent::SwitchedToVf { duration });
+        self.set_state(PortState::OnVf);
     }
 
     /// Leaves the VF for `reason` (see the module docs); releases it if `release`.
@@ -451,23 +451,23 @@ impl Control {
             self.release_vf(reason);
         }
         let complete = started.elapsed();
+        if was_in_use {
+            self.inner.emit(FailoverEvent::SwitchedToSynthetic {
+                reason,
+                failover,
+                complete,
+            });
+            self.inner.update(|s| {
+                s.switches_to_synthetic.bump(reason);
+                s.last_failover = Some(failover);
+            });
+        }
         let next = if self.vf.is_some() {
             PortState::VfAttaching
         } else {
             PortState::Synthetic
         };
         self.set_state(next);
-        if was_in_use {
-            self.inner.update(|s| {
-                s.switches_to_synthetic.bump(reason);
-                s.last_failover = Some(failover);
-            });
-            self.inner.emit(FailoverEvent::SwitchedToSynthetic {
-                reason,
-                failover,
-                complete,
-            });
-        }
     }
 
     /// NVSP 129 {synthetic}, errors counted.
@@ -508,12 +508,12 @@ impl Control {
         let Some(vf) = self.vf.take() else {
             return;
         };
-        self.inner.update(|s| s.vf_released += 1);
         self.inner.emit(FailoverEvent::VfReleased {
             serial: vf.serial,
             reason,
             tx_lost,
         });
+        self.inner.update(|s| s.vf_released += 1);
     }
 
     /// The watchdog: re-establishes a dead session, keeping the port's identity.
@@ -526,9 +526,9 @@ impl Control {
         {
             Ok(()) => {
                 let duration = started.elapsed();
-                self.inner.update(|s| s.watchdog_reestablished += 1);
                 self.inner
                     .emit(FailoverEvent::SessionReestablished { duration });
+                self.inner.update(|s| s.watchdog_reestablished += 1);
                 // The new session's data path is synthetic: leave the VF in order; the next
                 // step switches to it again, as after any other leave.
                 if self.vf.as_ref().is_some_and(|v| v.in_use) {
@@ -536,10 +536,10 @@ impl Control {
                 }
             }
             Err(error) => {
-                self.inner.update(|s| s.watchdog_failures += 1);
                 self.inner.emit(FailoverEvent::SessionLost {
                     error: error.to_string(),
                 });
+                self.inner.update(|s| s.watchdog_failures += 1);
             }
         }
     }

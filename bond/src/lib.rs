@@ -204,7 +204,9 @@ impl FailoverPort {
         stats
     }
 
-    /// The next event, waiting at most `timeout`.
+    /// The next event, waiting at most `timeout`. An event is queued before the counters and
+    /// the state it reports change, so once [`wait_until`](Self::wait_until) saw them the event
+    /// is already there.
     pub fn next_event(&self, timeout: Duration) -> Option<FailoverEvent> {
         let deadline = Instant::now() + timeout;
         let mut events = self.inner.events.lock();
