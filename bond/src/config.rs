@@ -14,6 +14,9 @@ pub struct FailoverConfig {
     pub vf_appear_timeout: Duration,
     /// Pause between two looks for the VF's device, and before retrying a failed open.
     pub vf_probe_interval: Duration,
+    /// How long a VF may take to come back from a PF reset (on the port's clock) before the
+    /// port gives it up and releases it.
+    pub vf_reset_timeout: Duration,
     /// Bound of one NVSP request (the data-path switch) and of its completion.
     pub switch_timeout: Duration,
     /// How long pollers may take to acknowledge a new path (one burst each, normally).
@@ -38,6 +41,7 @@ impl Default for FailoverConfig {
         Self {
             vf_appear_timeout: Duration::from_secs(120),
             vf_probe_interval: Duration::from_millis(100),
+            vf_reset_timeout: Duration::from_secs(30),
             switch_timeout: Duration::from_secs(5),
             ack_timeout: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(1),

@@ -87,6 +87,8 @@ struct Attached {
     queues: Vec<SharedVfQueue>,
     link_up: bool,
     resetting: bool,
+    /// When the current reset began (on the port's clock).
+    reset_since: Option<Instant>,
     /// Whether the pollers were given its queues (the data path is or was just on it).
     in_use: bool,
     /// Its `tx_lost` already added to the port's `lost_vf_tx`.
@@ -235,12 +237,14 @@ impl Control {
             }
             VfEvent::PfReset => {
                 vf.resetting = true;
+                vf.reset_since = Some(self.inner.clock.now());
                 if vf.in_use {
                     self.leave_vf(SwitchReason::VfReset, false);
                 }
             }
             VfEvent::ResetComplete => {
                 vf.resetting = false;
+                vf.reset_since = None;
                 self.refused = false;
             }
             VfEvent::Removed => self.leave_vf(SwitchReason::Removed, true),
@@ -250,6 +254,20 @@ impl Control {
 
     fn run_timers(&mut self) {
         let now = self.inner.clock.now();
+        // A VF that does not come back from a reset is given up (the host can offer it again).
+        let stuck = self
+            .vf
+            .as_ref()
+            .and_then(|v| v.reset_since)
+            .is_some_and(|since| {
+                now.saturating_duration_since(since) >= self.inner.config.vf_reset_timeout
+            });
+        if stuck {
+            tracing::warn!(target: "hvnet::bond", "the VF did not come back from its reset");
+            self.inner.update(|s| s.vf_reset_timeouts += 1);
+            self.release_vf(SwitchReason::VfReset);
+            self.set_state(PortState::Synthetic);
+        }
         if now >= self.next_keepalive {
             self.next_keepalive = now + self.inner.config.watchdog_interval;
             if let Err(error) = self.inner.nic.keepalive(self.inner.config.watchdog_timeout) {
@@ -325,6 +343,7 @@ impl Control {
             queues,
             link_up,
             resetting: false,
+            reset_since: None,
             in_use: false,
             tx_lost_counted: 0,
         });

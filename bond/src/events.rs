@@ -184,6 +184,8 @@ pub struct FailoverStats {
     pub vf_mac_mismatches: u64,
     /// Associations whose VF did not appear within `vf_appear_timeout`.
     pub vf_appear_timeouts: u64,
+    /// VFs given up because they did not come back from a reset within `vf_reset_timeout`.
+    pub vf_reset_timeouts: u64,
     /// Frames lost: accepted by a VF for transmit and never sent (surprise removal, reset).
     pub lost_vf_tx: u64,
     /// Waits for pollers that ran out (a queue handle that is not polled).

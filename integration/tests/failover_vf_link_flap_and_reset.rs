@@ -80,3 +80,29 @@ fn a_flap_then_an_eject_right_after_each_switch_keep_order() {
     }
     finish_accounted(traffic, &rig);
 }
+
+/// A PF that goes into reset and stays there: the port leaves the VF at once, waits
+/// `vf_reset_timeout` on its clock, then gives the VF up; traffic never stops.
+#[test]
+fn a_vf_stuck_in_reset_is_given_up_after_its_bound() {
+    let mut rig = rig();
+    let traffic = traffic(&mut rig, TrafficConfig::default());
+    attach(&rig);
+    flowing(&traffic, PHASE_FRAMES);
+    rig.pci.vf().expect("a VF is bound").pf_reset_begin();
+    wait_port(&rig, "off the VF on the reset", |s| {
+        s.switches_to_synthetic.get(SwitchReason::VfReset) == 1
+    });
+    flowing(&traffic, PHASE_FRAMES);
+    assert_eq!(rig.port.stats().vf_released, 0, "not before the bound");
+    rig.clock.advance(
+        integration::failover_rig::FailoverRigConfig::default()
+            .failover
+            .vf_reset_timeout,
+    );
+    wait_port(&rig, "the stuck VF given up", |s| {
+        s.vf_reset_timeouts == 1 && s.vf_released == 1 && s.state == PortState::Synthetic
+    });
+    flowing(&traffic, PHASE_FRAMES);
+    finish_accounted(traffic, &rig);
+}
