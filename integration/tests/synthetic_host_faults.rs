@@ -238,3 +238,39 @@ fn a_host_refusing_newer_versions_is_negotiated_down() {
         assert_eq!(host.stats().nvsp_version, Some(expected));
     }
 }
+
+#[test]
+fn sends_in_flight_when_the_channel_dies_are_counted_as_failed() {
+    let mut rig = rig();
+    // The host stops reading: these sends take sections and are never completed.
+    rig.host.inject_fault(Fault::StopReading);
+    let frames: Vec<_> = (0..5)
+        .map(|seq| {
+            rig.nic
+                .pool()
+                .alloc_from(&test_frame(MacAddr([2, 0, 0, 0, 0, 1]), 0, seq, 100))
+                .unwrap()
+        })
+        .collect();
+    send_all(&mut rig.queues[0], frames);
+    assert_eq!(rig.queues[0].tx_pending(), 5, "taken, never completed");
+    rig.host.inject_fault(Fault::DeadChannel);
+    // Reading is a lasting state: the next session must be read.
+    rig.host.inject_fault(Fault::ResumeReading);
+    // Both applied to the old session before the guest reopens.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rig.host.stats().faults_injected < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the host never applied the faults"
+        );
+        std::thread::yield_now();
+    }
+    rig.nic
+        .reestablish(Duration::from_secs(5))
+        .expect("the session is re-established");
+    let stats = rig.nic.stats();
+    assert_eq!(stats.queues[0].tx_failed, 5, "{stats:?}");
+    assert_eq!(rig.queues[0].tx_pending(), 0);
+    assert!(transmit(&mut rig, 9), "transmit works afterwards");
+}

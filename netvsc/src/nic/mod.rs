@@ -262,8 +262,8 @@ impl SyntheticNic {
 
     /// Rebuilds the session: drops every ring, doorbell and buffer the NIC holds, reopens the
     /// device and redoes the handshake with the version negotiated before and the same queue
-    /// count. Queue handles keep working afterwards; the MAC is kept. GPA-direct sends in
-    /// flight are abandoned and counted in `tx_failed`. Everything must finish within
+    /// count. Queue handles keep working afterwards; the MAC is kept. Sends in flight are
+    /// abandoned and counted in `tx_failed` (the host never completed them). Everything must finish within
     /// `timeout`.
     pub fn reestablish(&self, timeout: Duration) -> Result<(), NicError> {
         let shared = &*self.shared;

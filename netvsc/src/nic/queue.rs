@@ -226,8 +226,8 @@ impl QueueState {
         Ok(())
     }
 
-    /// Drops the channel and the session's buffers; GPA-direct sends in flight are abandoned
-    /// (their packets freed, counted in `tx_failed`). Staged frames stay for the application.
+    /// Drops the channel and the session's buffers; sends in flight are abandoned (their
+    /// sections and packets freed, counted in `tx_failed`). Staged frames stay for the application.
     pub(crate) fn detach(&mut self) {
         self.chan = None;
         self.rxbuf = None;

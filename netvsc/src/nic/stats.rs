@@ -17,8 +17,9 @@ pub struct QueueStats {
     pub tx_send_buffer: u64,
     /// Frames sent GPA direct.
     pub tx_gpa_direct: u64,
-    /// Sends the host completed with a status other than success, plus GPA-direct sends
-    /// abandoned by a re-establish (resources are freed either way).
+    /// Sends the host completed with a status other than success, plus sends (send-section
+    /// and GPA-direct) in flight when the session was dropped: the host never completed them,
+    /// so whether it sent them is unknown (resources are freed either way).
     pub tx_failed: u64,
     /// Bursts that stopped because the outgoing ring was full.
     pub tx_ring_full: u64,

@@ -110,11 +110,11 @@ impl TxState {
         });
     }
 
-    /// Drops the session; GPA-direct packets in flight are freed and counted as failed.
+    /// Drops the session; sends in flight (sections and GPA-direct packets) are freed and
+    /// counted as failed: never completed, maybe sent.
     pub(crate) fn detach(&mut self, stats: &mut QueueStats) {
         self.session = None;
-        self.sections.clear();
-        stats.tx_failed += self.gpa.clear() as u64;
+        stats.tx_failed += (self.sections.clear() + self.gpa.clear()) as u64;
     }
 
     /// Sends outstanding now.
