@@ -395,7 +395,7 @@ fn poll<Q: PortQueue>(
         let mut busy = false;
         if q.rx_burst(&mut rx, BURST * 2) > 0 {
             busy = true;
-            let (mut unicast, mut broadcast) = (0u64, 0u64);
+            let mut broadcast = 0u64;
             for p in rx.drain(..) {
                 match parse(p.data()) {
                     Some((kind @ (KIND_UNICAST | KIND_BROADCAST), queue, s)) => {
@@ -406,7 +406,10 @@ fn poll<Q: PortQueue>(
                             ));
                         }
                         if kind == KIND_UNICAST {
-                            unicast += 1;
+                            // Counted for the flow's queue (the peer's window), whichever
+                            // port queue received it (a VF with fewer queues folds flows).
+                            shared.guest_received[usize::from(queue)]
+                                .fetch_add(1, Ordering::Release);
                         } else {
                             broadcast += 1;
                         }
@@ -416,7 +419,6 @@ fn poll<Q: PortQueue>(
                     }
                 }
             }
-            shared.guest_received[i].fetch_add(unicast, Ordering::Release);
             shared
                 .guest_received_broadcast
                 .fetch_add(broadcast, Ordering::Release);
