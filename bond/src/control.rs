@@ -40,9 +40,9 @@ use crate::queue::QueueShared;
 /// Events kept for [`FailoverPort::next_event`](crate::FailoverPort::next_event); older ones
 /// are dropped first.
 const EVENT_CAPACITY: usize = 1024;
-/// A queue whose poller starts no burst for this long is not polled: a drain does not wait
-/// for it.
-const IDLE_QUEUE: Duration = Duration::from_millis(10);
+/// A queue whose poller starts no burst for this long is not polled: no wait is held up by
+/// it. Long enough that a poller the scheduler set aside for a moment is still waited for.
+const IDLE_QUEUE: Duration = Duration::from_millis(50);
 
 /// What the control thread and the port's handle share.
 #[derive(Debug)]
@@ -359,7 +359,7 @@ impl Control {
         }
     }
 
-    /// Publishes one route per queue (built by `route(i, vf_queues)`); waits for the acks.
+    /// Publishes `route(i)` to every queue *i*; returns the generations to wait for.
     fn publish(&self, route: impl Fn(usize) -> Route) -> Vec<u64> {
         self.inner
             .queues
@@ -378,13 +378,15 @@ impl Control {
         }
     }
 
-    fn route_for(vf: &Attached, tx: TxPath, rx: RxMode, i: usize, rx_vf: bool) -> Route {
+    /// Queue `i`'s route over `vf`: it receives from VF queue `i` if the VF has one, and
+    /// transmits (when on the VF) on VF queue `i` folded onto the VF's count.
+    fn route_for(vf: &Attached, tx: TxPath, rx: RxMode, i: usize) -> Route {
         let n = vf.queues.len();
         Route {
             tx,
             tx_at_once: false,
             rx,
-            rx_vf: (rx_vf && i < n).then(|| vf.queues[i].clone()),
+            rx_vf: (i < n).then(|| vf.queues[i].clone()),
             tx_vf: (tx == TxPath::Vf).then(|| vf.queues[i % n].clone()),
         }
     }
@@ -409,7 +411,7 @@ impl Control {
         vf.in_use = true;
         let vf = self.vf.as_ref().expect("checked above");
         let generations =
-            self.publish(|i| Self::route_for(vf, TxPath::Vf, RxMode::SyntheticThenVf, i, true));
+            self.publish(|i| Self::route_for(vf, TxPath::Vf, RxMode::SyntheticThenVf, i));
         self.wait_acked(&generations);
         let duration = started.elapsed();
         self.inner.emit(FailoverEvent::SwitchedToVf { duration });
@@ -443,7 +445,7 @@ impl Control {
                 // 1. Transmit moves (after the VF sent what it took); receive from the VF only,
                 //    once synthetic holds nothing from before the switch to the VF.
                 let generations =
-                    self.publish(|i| Self::route_for(vf, TxPath::Synthetic, RxMode::Vf, i, true));
+                    self.publish(|i| Self::route_for(vf, TxPath::Synthetic, RxMode::Vf, i));
                 self.wait_acked(&generations);
                 failover = started.elapsed();
                 let deadline = Instant::now() + self.inner.config.drain_timeout;
@@ -454,7 +456,7 @@ impl Control {
                 self.switch_back_request();
                 // 3. Drain the VF's receive rings.
                 let generations = self.publish(|i| {
-                    Self::route_for(vf, TxPath::Synthetic, RxMode::VfThenSynthetic, i, true)
+                    Self::route_for(vf, TxPath::Synthetic, RxMode::VfThenSynthetic, i)
                 });
                 let deadline = Instant::now() + self.inner.config.drain_timeout;
                 if !wait_queues(&self.inner, &generations, deadline, true).is_empty() {

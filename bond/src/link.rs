@@ -223,7 +223,8 @@ impl Handshake {
 mod tests {
     use super::*;
 
-    const IDLE: Duration = Duration::from_millis(5);
+    /// Long against scheduling hiccups: the bursting thread must only burst once per this.
+    const IDLE: Duration = Duration::from_millis(100);
 
     fn vf_route() -> Route {
         Route {
@@ -263,7 +264,10 @@ mod tests {
                     std::thread::yield_now();
                 }
             });
-            let soon = Instant::now() + Duration::from_millis(50);
+            while links[0].bursts() == 0 {
+                std::thread::yield_now();
+            }
+            let soon = Instant::now() + 4 * IDLE;
             assert_eq!(hs.wait(&refs, &gens, soon, false, IDLE), vec![0]);
             stop.store(true, Ordering::Release);
         });
@@ -299,7 +303,10 @@ mod tests {
                     std::thread::yield_now();
                 }
             });
-            let soon = Instant::now() + Duration::from_millis(50);
+            while links[0].bursts() == 0 {
+                std::thread::yield_now();
+            }
+            let soon = Instant::now() + 4 * IDLE;
             assert_eq!(hs.wait(&refs, &gens, soon, true, IDLE), vec![0]);
             links[0].mark_drained(gens[0], &hs);
             let late = hs.wait(

@@ -18,6 +18,7 @@
 //! until its `DD`. A packet dropped returns to its pool.
 
 use std::sync::Arc;
+use std::sync::atomic::{Ordering, fence};
 use std::time::Instant;
 
 use packet::{Packet, Pool, PortQueue, SharedMemory};
@@ -108,6 +109,26 @@ pub(crate) struct QueueInner {
     pub(crate) tx: TxRing,
     pub(crate) counters: QueueCounters,
     pub(crate) max_tx_frame: usize,
+}
+
+/// The 16 bytes of descriptor `index` in `ring` once the device has written it back: its
+/// `DD` bit (bit 0 of the word at `status_offset`) is seen with `Acquire`, then an `Acquire`
+/// fence, then the descriptor is copied once for the caller to validate. `None` while the
+/// device still owns it (or the ring is too short to hold it).
+pub(crate) fn written_back(
+    ring: &SharedMemory,
+    index: usize,
+    status_offset: usize,
+) -> Option<[u8; DESC_SIZE]> {
+    let offset = index * DESC_SIZE;
+    let status = ring.atomic_u32(offset + status_offset).ok()?;
+    if status.load(Ordering::Acquire) & 1 == 0 {
+        return None;
+    }
+    fence(Ordering::Acquire);
+    let mut bytes = [0u8; DESC_SIZE];
+    ring.read(offset, &mut bytes).ok()?;
+    Some(bytes)
 }
 
 /// Which pools' buffers the device can DMA from, asked of the device once per pool.
@@ -352,7 +373,7 @@ impl QueueInner {
         bar.write32(rxdctl(q), rxdctl::ENABLE | rxdctl::thresholds(16, 8, 1));
         self.wait_bits(clock, deadline, rxdctl(q), rxdctl::ENABLE)?;
         // Descriptors were written above; make them visible before the device may fetch.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        fence(Ordering::SeqCst);
         bar.write32(rdt(q), (size - 1) as u32);
         self.state = QueueState::Running;
         Ok(())

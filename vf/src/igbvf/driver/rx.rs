@@ -15,7 +15,7 @@ use std::sync::atomic::{Ordering, fence};
 
 use packet::Packet;
 
-use super::queue::QueueInner;
+use super::queue::{QueueInner, written_back};
 use crate::igbvf::descriptors::{AdvRxDescRead, DESC_SIZE, RxChaining, RxWriteback};
 use crate::igbvf::regs::rdt;
 
@@ -31,19 +31,9 @@ impl QueueInner {
         let mut bytes_total = 0u64;
         while handed < max && cleaned < size {
             let i = self.rx.next;
-            let offset = i * DESC_SIZE;
-            let done = match self.rx.mem.atomic_u32(offset + STATUS_OFFSET) {
-                Ok(status) => status.load(Ordering::Acquire) & 1 != 0,
-                Err(_) => false,
+            let Some(bytes) = written_back(&self.rx.mem, i, STATUS_OFFSET) else {
+                break;
             };
-            if !done {
-                break;
-            }
-            fence(Ordering::Acquire);
-            let mut bytes = [0u8; DESC_SIZE];
-            if self.rx.mem.read(offset, &mut bytes).is_err() {
-                break;
-            }
             match RxWriteback::parse(&bytes, self.rx.buf_size, RxChaining::SingleDescriptor) {
                 // DD vanished between the peek and the copy: the device still owns it.
                 Ok(None) => break,

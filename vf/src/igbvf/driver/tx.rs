@@ -14,7 +14,7 @@ use std::sync::atomic::{Ordering, fence};
 
 use packet::Packet;
 
-use super::queue::QueueInner;
+use super::queue::{QueueInner, written_back};
 use crate::igbvf::descriptors::{AdvTxDataDesc, DESC_SIZE, TxWriteback};
 use crate::igbvf::regs::tdt;
 
@@ -28,18 +28,9 @@ impl QueueInner {
         let mut reclaimed = 0;
         while self.tx.in_flight > 0 {
             let i = self.tx.next_clean;
-            let offset = i * DESC_SIZE;
-            let done = match self.tx.mem.atomic_u32(offset + STATUS_OFFSET) {
-                Ok(status) => status.load(Ordering::Acquire) & 1 != 0,
-                Err(_) => false,
-            };
-            if !done {
-                break;
-            }
-            fence(Ordering::Acquire);
-            let mut bytes = [0u8; DESC_SIZE];
-            if self.tx.mem.read(offset, &mut bytes).is_err() || !TxWriteback::is_done(&bytes) {
-                break;
+            match written_back(&self.tx.mem, i, STATUS_OFFSET) {
+                Some(bytes) if TxWriteback::is_done(&bytes) => {}
+                _ => break,
             }
             if let Some(packet) = self.tx.slots[i].take() {
                 self.counters.tx_packets += 1;
