@@ -111,24 +111,27 @@ pub(crate) struct QueueInner {
     pub(crate) max_tx_frame: usize,
 }
 
-/// The 16 bytes of descriptor `index` in `ring` once the device has written it back: its
+/// Copies descriptor `index` of `ring` into `bytes` once the device has written it back: its
 /// `DD` bit (bit 0 of the word at `status_offset`) is seen with `Acquire`, then an `Acquire`
-/// fence, then the descriptor is copied once for the caller to validate. `None` while the
+/// fence, then the descriptor is copied once for the caller to validate. `false` while the
 /// device still owns it (or the ring is too short to hold it).
+#[inline]
 pub(crate) fn written_back(
     ring: &SharedMemory,
     index: usize,
     status_offset: usize,
-) -> Option<[u8; DESC_SIZE]> {
+    bytes: &mut [u8; DESC_SIZE],
+) -> bool {
     let offset = index * DESC_SIZE;
-    let status = ring.atomic_u32(offset + status_offset).ok()?;
-    if status.load(Ordering::Acquire) & 1 == 0 {
-        return None;
+    let done = match ring.atomic_u32(offset + status_offset) {
+        Ok(status) => status.load(Ordering::Acquire) & 1 != 0,
+        Err(_) => false,
+    };
+    if !done {
+        return false;
     }
     fence(Ordering::Acquire);
-    let mut bytes = [0u8; DESC_SIZE];
-    ring.read(offset, &mut bytes).ok()?;
-    Some(bytes)
+    ring.read(offset, bytes).is_ok()
 }
 
 /// Which pools' buffers the device can DMA from, asked of the device once per pool.

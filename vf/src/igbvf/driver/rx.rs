@@ -31,9 +31,10 @@ impl QueueInner {
         let mut bytes_total = 0u64;
         while handed < max && cleaned < size {
             let i = self.rx.next;
-            let Some(bytes) = written_back(&self.rx.mem, i, STATUS_OFFSET) else {
+            let mut bytes = [0u8; DESC_SIZE];
+            if !written_back(&self.rx.mem, i, STATUS_OFFSET, &mut bytes) {
                 break;
-            };
+            }
             match RxWriteback::parse(&bytes, self.rx.buf_size, RxChaining::SingleDescriptor) {
                 // DD vanished between the peek and the copy: the device still owns it.
                 Ok(None) => break,

@@ -28,9 +28,11 @@ impl QueueInner {
         let mut reclaimed = 0;
         while self.tx.in_flight > 0 {
             let i = self.tx.next_clean;
-            match written_back(&self.tx.mem, i, STATUS_OFFSET) {
-                Some(bytes) if TxWriteback::is_done(&bytes) => {}
-                _ => break,
+            let mut bytes = [0u8; DESC_SIZE];
+            if !written_back(&self.tx.mem, i, STATUS_OFFSET, &mut bytes)
+                || !TxWriteback::is_done(&bytes)
+            {
+                break;
             }
             if let Some(packet) = self.tx.slots[i].take() {
                 self.counters.tx_packets += 1;
