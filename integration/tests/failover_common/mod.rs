@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bond::{FailoverQueue, FailoverStats, PortState};
@@ -110,11 +109,6 @@ pub fn assert_no_reordering(counts: &TrafficCounts) {
         "corrupt frames at the guest: {counts:?}"
     );
     assert_eq!(counts.peer_bad, 0, "corrupt frames at the peer: {counts:?}");
-}
-
-/// Keeps a handle alive in a test that only needs the rig's host.
-pub fn host(rig: &FailoverRig) -> Arc<integration::host::SimHost> {
-    rig.host.clone()
 }
 
 /// Whether every frame is accounted for ([`FailoverRig::account`]), with the evidence if not.
