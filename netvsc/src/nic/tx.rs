@@ -62,7 +62,10 @@ pub(crate) struct TxState {
     copy_max: usize,
     pfns: Vec<u64>,
     taken: Vec<Option<u32>>,
-    header: [u8; MAX_HEADER],
+    /// The RNDIS header of a section send, then the frame's first bytes up to a word boundary
+    /// (so the header and the frame are written with one whole-word copy and one that starts on
+    /// a word: shared-memory copies cost more where they start or end inside a word).
+    header: [u8; MAX_HEADER + 8],
 }
 
 /// The NVSP 107 message for a data send.
@@ -86,7 +89,7 @@ impl TxState {
             copy_max,
             pfns: Vec::with_capacity(8),
             taken: Vec::with_capacity(64),
-            header: [0; MAX_HEADER],
+            header: [0; MAX_HEADER + 8],
         }
     }
 
@@ -242,11 +245,15 @@ impl TxState {
         let len = p.len();
         let section = session.section_base + slot;
         let offset = section as usize * session.section_size;
-        let written = rndis::write_packet_header(&mut self.header, len, info)
+        let written = rndis::write_packet_header(&mut self.header[..MAX_HEADER], len, info)
             .ok()
             .and_then(|h| {
-                session.sendbuf.write(offset, &self.header[..h]).ok()?;
-                session.sendbuf.write(offset + h, p.data()).ok()?;
+                let data = p.data();
+                // Frame bytes that complete the header's last word.
+                let k = ((offset + h).next_multiple_of(8) - (offset + h)).min(len);
+                self.header[h..h + k].copy_from_slice(&data[..k]);
+                session.sendbuf.write(offset, &self.header[..h + k]).ok()?;
+                session.sendbuf.write(offset + h + k, &data[k..]).ok()?;
                 Some(h + len)
             });
         let Some(size) = written else {
