@@ -461,25 +461,45 @@ pub fn eventfd_write(fd: BorrowedFd<'_>, value: u64) -> io::Result<()> {
     short_io(n, 8)
 }
 
-/// Waits until `fd` is readable or `timeout` passes; returns whether it is readable.
+/// Waits until `fd` is readable or `timeout` passes (millisecond resolution, rounded down);
+/// returns whether it is readable. A signal interrupting the wait resumes it for the time
+/// left until the deadline set on entry, so signals cannot stretch the wait. A `timeout` too
+/// large for an `Instant` waits as long as `poll(2)` allows, again after each signal.
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Duration) -> io::Result<bool> {
     let mut pfd = libc::pollfd {
         fd: fd.as_raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+    let deadline = std::time::Instant::now().checked_add(timeout);
+    let mut ms = poll_millis(timeout);
     loop {
         // SAFETY: `pfd` is one live pollfd and the count is 1.
         let ret = unsafe { libc::poll(&mut pfd, 1, ms) };
         if ret < 0 {
             let err = io::Error::last_os_error();
             if err.kind() == io::ErrorKind::Interrupted {
+                ms = millis_left(deadline, std::time::Instant::now());
                 continue;
             }
             return Err(err);
         }
         return Ok(ret > 0 && pfd.revents & libc::POLLIN != 0);
+    }
+}
+
+/// `wait` as a `poll(2)` timeout: whole milliseconds (rounded down), at most `i32::MAX`.
+fn poll_millis(wait: Duration) -> libc::c_int {
+    wait.as_millis().min(libc::c_int::MAX as u128) as libc::c_int
+}
+
+/// The `poll(2)` timeout that ends a wait at `deadline` when resumed at `now`: the time left
+/// (0 once it has passed). No deadline (the bound did not fit an `Instant`): the longest wait
+/// `poll(2)` takes.
+fn millis_left(deadline: Option<std::time::Instant>, now: std::time::Instant) -> libc::c_int {
+    match deadline {
+        Some(deadline) => poll_millis(deadline.saturating_duration_since(now)),
+        None => libc::c_int::MAX,
     }
 }
 
@@ -537,6 +557,89 @@ mod tests {
 
     use super::*;
     use crate::vfio::dma;
+
+    #[test]
+    fn a_resumed_poll_waits_only_for_what_is_left_of_its_deadline() {
+        use std::time::Instant;
+        let now = Instant::now();
+        let deadline = now + Duration::from_millis(100);
+        assert_eq!(millis_left(Some(deadline), now), 100);
+        assert_eq!(
+            millis_left(Some(deadline), now + Duration::from_millis(60)),
+            40,
+            "a signal 60 ms in leaves 40 ms, not the whole 100"
+        );
+        assert_eq!(
+            millis_left(Some(deadline), now + Duration::from_micros(99_500)),
+            0,
+            "rounded down"
+        );
+        assert_eq!(millis_left(Some(deadline), now + Duration::from_secs(1)), 0);
+        assert_eq!(millis_left(None, now), libc::c_int::MAX);
+        assert_eq!(poll_millis(Duration::MAX), libc::c_int::MAX);
+        assert_eq!(poll_millis(Duration::from_micros(2_900)), 2);
+    }
+
+    #[test]
+    fn poll_readable_sees_a_signalled_eventfd_and_times_out_on_a_quiet_one() {
+        let fd = eventfd_create().unwrap();
+        let start = std::time::Instant::now();
+        assert!(!poll_readable(fd.as_fd(), Duration::from_millis(30)).unwrap());
+        assert!(
+            start.elapsed() >= Duration::from_millis(29),
+            "waited its timeout"
+        );
+        eventfd_write(fd.as_fd(), 1).unwrap();
+        assert!(poll_readable(fd.as_fd(), Duration::MAX).unwrap());
+        assert_eq!(eventfd_read(fd.as_fd()).unwrap(), Some(1));
+        assert!(!poll_readable(fd.as_fd(), Duration::ZERO).unwrap());
+    }
+
+    extern "C" fn ignore_signal(_: libc::c_int) {}
+
+    #[test]
+    fn signals_do_not_stretch_a_poll_beyond_its_timeout() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        // A handler, so SIGUSR1 interrupts `poll(2)` (EINTR) instead of killing the process.
+        // SAFETY: a zeroed sigaction with a handler that does nothing (async-signal-safe) and
+        // an empty mask is a valid argument; the old action is not asked for.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = ignore_signal as *const () as libc::sighandler_t;
+            libc::sigemptyset(&mut action.sa_mask);
+            assert_eq!(
+                libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+                0
+            );
+        }
+        let fd = eventfd_create().unwrap();
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // SAFETY: `pthread_self` has no preconditions.
+            let poller = unsafe { libc::pthread_self() };
+            let done = &done;
+            // Interrupts the poll every 5 ms for at most 3 s: a poll that restarts its whole
+            // 200 ms on each signal would only end when the signals stop.
+            scope.spawn(move || {
+                let start = std::time::Instant::now();
+                while !done.load(Ordering::Acquire) && start.elapsed() < Duration::from_secs(3) {
+                    // SAFETY: `poller` is the scope's thread, alive until this thread is
+                    // joined at the end of the scope.
+                    unsafe { libc::pthread_kill(poller, libc::SIGUSR1) };
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+            let start = std::time::Instant::now();
+            let readable = poll_readable(fd.as_fd(), Duration::from_millis(200));
+            let waited = start.elapsed();
+            done.store(true, Ordering::Release);
+            assert!(!readable.unwrap());
+            assert!(
+                waited < Duration::from_secs(2),
+                "a 200 ms wait took {waited:?} under signals"
+            );
+        });
+    }
 
     #[test]
     fn vfio_ioctl_numbers_match_the_uapi_header() {
