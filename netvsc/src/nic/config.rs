@@ -16,11 +16,15 @@ pub const MAX_QUEUES: u16 = 64;
 pub const MIN_POOL_BUFFERS: usize = 64;
 /// Default copy threshold: a full standard Ethernet frame (1514 bytes).
 pub const DEFAULT_TX_COPY_MAX: usize = 1514;
+/// Longest `control_timeout` the NIC accepts: an hour. A host that has not answered one
+/// control request in that long is gone; a larger bound only delays the watchdog (and an
+/// unbounded one would not fit an `Instant`).
+pub const MAX_CONTROL_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// How the synthetic NIC is opened.
 ///
 /// `tx_copy_max` picks the transmit path per frame: frames up to this many bytes are copied,
-/// with their RNDIS header, into a send-buffer section (one memcpy, the pool buffer is free at
+/// with their RNDIS header, into a send-buffer section (one copy, the pool buffer is free at
 /// once); larger frames go GPA direct (zero copy; the buffer is held until the host completes
 /// the send). The default, 1514, copies every standard-MTU frame — copying 1.5 KB costs less
 /// than holding the buffer and describing its pages — and sends jumbo frames zero-copy. Frames
@@ -38,7 +42,8 @@ pub struct NicConfig {
     pub sriov: bool,
     /// Buffers in the packet pool shared by receive and transmit (default 4096).
     pub pool_buffers: usize,
-    /// Bound on every control request during [`open`](super::SyntheticNic::open) (default 5 s).
+    /// Bound on every control request during [`open`](super::SyntheticNic::open) (default 5 s;
+    /// more than zero and at most [`MAX_CONTROL_TIMEOUT`]).
     pub control_timeout: Duration,
     /// Largest frame copied into a send-buffer section; larger ones go GPA direct (default
     /// 1514, see the type docs).
@@ -64,7 +69,8 @@ impl Default for NicConfig {
 }
 
 impl NicConfig {
-    /// Checks every field's range.
+    /// Checks every field's range; the error names the field, its value and the range
+    /// accepted.
     pub fn validate(&self) -> Result<(), NicError> {
         let bad = |what: String| Err(NicError::Config(what));
         if !(MIN_MTU..=MAX_MTU).contains(&self.mtu) {
@@ -89,8 +95,11 @@ impl NicConfig {
                 self.pool_buffers
             ));
         }
-        if self.control_timeout.is_zero() {
-            return bad("control_timeout must not be zero".into());
+        if self.control_timeout.is_zero() || self.control_timeout > MAX_CONTROL_TIMEOUT {
+            return bad(format!(
+                "control_timeout {:?} is outside (0s, {MAX_CONTROL_TIMEOUT:?}]",
+                self.control_timeout
+            ));
         }
         if self.packet_filter == 0 {
             return bad("packet_filter 0 receives nothing".into());

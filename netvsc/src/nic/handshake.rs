@@ -226,14 +226,17 @@ impl NicShared {
             nvsp::RECEIVE_BUFFER_ID,
         ));
         let (tid, reply) = self.nvsp_request(&msg, steps.bound(), WHAT)?;
-        match NvspMessage::parse(&reply).map_err(nvsp_error(WHAT, tid))? {
+        let sections = match NvspMessage::parse(&reply).map_err(nvsp_error(WHAT, tid))? {
             NvspMessage::SendReceiveBufferComplete(view) => {
-                view.validate(rxbuf.len()).map_err(nvsp_error(WHAT, tid))?;
+                let section = view.validate(rxbuf.len()).map_err(nvsp_error(WHAT, tid))?;
+                section.num_sub_allocations.get() as usize
             }
             other => return Err(unexpected(WHAT, other.msg_type())),
-        }
+        };
         for q in &self.queues {
-            q.state.lock().rxbuf = Some(rxbuf.clone());
+            q.state
+                .lock()
+                .install_receive_buffer(rxbuf.clone(), sections);
         }
         Ok(())
     }

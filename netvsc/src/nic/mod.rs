@@ -49,6 +49,8 @@ mod config;
 mod control;
 mod error;
 mod events;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod handshake;
 mod offload;
 mod queue;
@@ -73,7 +75,10 @@ use crate::nvsp::{self, NvspMessage};
 use crate::rndis::NdisOffload;
 use crate::vmbus::{DeviceError, VmbusDevice};
 
-pub use config::{DEFAULT_TX_COPY_MAX, MAX_MTU, MAX_QUEUES, MIN_MTU, MIN_POOL_BUFFERS, NicConfig};
+pub use config::{
+    DEFAULT_TX_COPY_MAX, MAX_CONTROL_TIMEOUT, MAX_MTU, MAX_QUEUES, MIN_MTU, MIN_POOL_BUFFERS,
+    NicConfig,
+};
 pub use error::NicError;
 pub use events::NicEvent;
 pub use queue::SyntheticQueue;
@@ -208,7 +213,7 @@ impl SyntheticNic {
     /// The next host event, waiting at most `timeout`. Drains queue 0 while waiting if no
     /// poller does, so a control-only program sees events too.
     pub fn next_event(&self, timeout: Duration) -> Option<NicEvent> {
-        let deadline = Instant::now() + timeout;
+        let deadline = Bound::after(timeout).deadline;
         loop {
             if let Some(event) = self.shared.control.inbox.lock().events.pop_front() {
                 return Some(event);

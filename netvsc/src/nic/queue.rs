@@ -8,13 +8,23 @@
 //! does. Lock order: queue state, then the control inbox; never the other way round.
 //!
 //! Lifecycle: a queue is created at open with no channel. The handshake installs the channel
-//! ([`QueueState::install_channel`]) and, once the session is ready, the transmit session
-//! ([`QueueState::install_tx`]). [`QueueState::detach`] drops all of it (re-establish, dead
+//! ([`QueueState::install_channel`]), the receive buffer
+//! ([`QueueState::install_receive_buffer`]) and, once the session is ready, the transmit
+//! session ([`TxState::install`]). [`QueueState::detach`] drops all of it (re-establish, dead
 //! channel); bursts on a queue without a channel return 0, and transmit waits for `ready`.
 //!
 //! Invariants: every transfer-page packet that asked for a completion is completed exactly
-//! once — at once, or from the deferred list at the start of a later burst if the ring was
-//! full; the incoming ring is committed and the outgoing ring published once per burst.
+//! once — at once, or from the deferred list (the completion backlog) at the start of a later
+//! burst if the ring was full; the incoming ring is committed and the outgoing ring published
+//! once per burst.
+//!
+//! Back-pressure: the completion backlog is bounded by the receive buffer's section count
+//! (see [`QueueState::install_receive_buffer`]). A host that keeps sending transfer-page
+//! packets while it stops reading the guest's ring would otherwise grow it without end; once
+//! it is full the queue reads nothing more from the incoming ring (the host's packets wait
+//! there, and the host finds its ring full) and counts the burst in
+//! `rx_completion_backlog_full`, until the host reads again and the backlog drains. A packet
+//! is read only while the backlog has room for its completion, so none is ever dropped.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -44,6 +54,11 @@ use super::tx::TxState;
 pub(crate) const STAGING_CAPACITY: usize = 1024;
 /// Ring packets read per burst at most (bounds the time the lock is held).
 pub(crate) const BURST_BUDGET: usize = 256;
+/// Most receive completions a queue keeps waiting for room in its outgoing ring, whatever the
+/// receive buffer's section count: Linux's largest receive buffer (31 MiB) cut into Hyper-V's
+/// 1728-byte suballocations, plus one, the largest completion ring Linux allocates for a
+/// channel (`recv_section_cnt + 1` entries). 18,812 tids of 8 bytes per queue at most.
+pub(crate) const MAX_COMPLETION_BACKLOG: usize = (31 << 20) / 1728 + 1;
 
 /// NVSP 108 {SUCCESS} padded to 40 bytes: the completion of every received transfer-page
 /// packet.
@@ -80,7 +95,18 @@ pub(crate) struct QueueState {
     pkt: IncomingPacket,
     scratch: Vec<u8>,
     staging: VecDeque<Packet>,
+    /// Completions of received transfer-page packets that did not fit the outgoing ring yet
+    /// (the completion backlog), oldest first; never longer than `backlog_limit`.
     pending_completions: VecDeque<u64>,
+    /// How many receive completions the queue keeps waiting for room in its outgoing ring
+    /// before it stops reading the incoming ring: the receive buffer's section count, as
+    /// Linux sizes its per-channel completion ring (plus the one slot its ring keeps empty),
+    /// capped by [`MAX_COMPLETION_BACKLOG`]
+    /// (before a receive buffer is accepted, the cap). A host that follows the protocol never
+    /// reaches it: each uncompleted transfer-page packet holds at least one suballocation of
+    /// the buffer, so at most this many can be outstanding, and the ones whose completions
+    /// wait are a part of those.
+    backlog_limit: usize,
     /// Whether the last `service` stopped because the incoming ring was empty.
     ring_emptied: bool,
     pub tx: TxState,
@@ -109,6 +135,7 @@ impl QueueShared {
                 scratch: Vec::with_capacity(1024),
                 staging: VecDeque::new(),
                 pending_completions: VecDeque::new(),
+                backlog_limit: MAX_COMPLETION_BACKLOG,
                 ring_emptied: false,
                 tx: TxState::new(max_frame, copy_max),
                 stats: QueueStats::default(),
@@ -199,6 +226,17 @@ impl HostSink for QueueSink<'_> {
     }
 }
 
+/// Ring bytes one receive completion takes.
+fn completion_ring_len() -> usize {
+    OutgoingPacket {
+        kind: OutgoingKind::Completion,
+        transaction_id: 0,
+        completion_requested: false,
+        payload: &RX_COMPLETION,
+    }
+    .ring_len()
+}
+
 /// Stages the completion of received transfer-page packet `tid`.
 fn stage_completion(out: &mut OutgoingRing, tid: u64) -> Result<(), RingError> {
     out.stage(&OutgoingPacket {
@@ -226,11 +264,37 @@ impl QueueState {
         Ok(())
     }
 
+    /// Takes the session's receive buffer into use; the host cut it into `sections`
+    /// suballocations (a validated count), which bounds the completion backlog (see
+    /// `backlog_limit`).
+    pub(crate) fn install_receive_buffer(&mut self, rxbuf: SharedMemory, sections: usize) {
+        self.rxbuf = Some(rxbuf);
+        self.backlog_limit = sections.clamp(1, MAX_COMPLETION_BACKLOG);
+    }
+
+    /// Whether the completion backlog is full: the queue reads nothing from the incoming ring
+    /// until the host makes room in the outgoing one.
+    pub(crate) fn completion_backlog_full(&self) -> bool {
+        self.pending_completions.len() >= self.backlog_limit
+    }
+
+    /// Completions waiting in the backlog, the backlog's allocated capacity and its bound
+    /// (tests).
+    #[cfg(test)]
+    pub(crate) fn completion_backlog(&self) -> (usize, usize, usize) {
+        (
+            self.pending_completions.len(),
+            self.pending_completions.capacity(),
+            self.backlog_limit,
+        )
+    }
+
     /// Drops the channel and the session's buffers; sends in flight are abandoned (their
     /// sections and packets freed, counted in `tx_failed`). Staged frames stay for the application.
     pub(crate) fn detach(&mut self) {
         self.chan = None;
         self.rxbuf = None;
+        self.backlog_limit = MAX_COMPLETION_BACKLOG;
         self.ready = false;
         self.pending_completions.clear();
         self.tx.detach(&mut self.stats);
@@ -267,8 +331,9 @@ impl QueueState {
     }
 
     /// Reads up to `budget` packets from the incoming ring and handles them. Frames go to
-    /// `out` while `room` lasts, then to the staging list. Returns the packets read. A
-    /// corrupt ring drops the channel and marks the NIC dead.
+    /// `out` while `room` lasts, then to the staging list. Stops early, leaving the rest in
+    /// the ring, when the completion backlog is full (module docs). Returns the packets read.
+    /// A corrupt ring drops the channel and marks the NIC dead.
     pub(crate) fn service(
         &mut self,
         shared: &NicShared,
@@ -288,6 +353,7 @@ impl QueueState {
             scratch,
             staging,
             pending_completions,
+            backlog_limit,
             ring_emptied,
             tx,
             stats,
@@ -307,6 +373,16 @@ impl QueueState {
         let mut read = 0;
         let mut failure = None;
         while read < budget && !(out.is_some() && *room == 0) {
+            if pending_completions.len() >= *backlog_limit {
+                // Back-pressure: the next packet may need a completion the backlog has no
+                // room for. Leave it in the ring, and ask the host to signal when it has read
+                // ours (a control thread waiting on the interrupt then wakes).
+                stats.rx_completion_backlog_full += 1;
+                if let Err(e) = ch.out.request_space(completion_ring_len()) {
+                    failure = Some(e);
+                }
+                break;
+            }
             let complete = match ch.inc.read(pkt) {
                 Ok(false) => {
                     *ring_emptied = true;

@@ -6,8 +6,9 @@
 //! queue 0 within the last few milliseconds — sleeps on the inbox's condition variable (the
 //! poller will hand the answer over); otherwise it drains queue 0 itself (`try_lock`, frames go
 //! to the queue's staging list) and, if nothing was there, unmasks queue 0's interrupt and
-//! sleeps in the device's interrupt wait. Every sleep is a bounded slice; every wait ends by
-//! its deadline.
+//! sleeps in the device's interrupt wait — also when queue 0 stopped reading because its
+//! completion backlog is full (the host then signals once it reads the guest's ring). Every
+//! sleep is a bounded slice; every wait ends by its deadline.
 
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -239,7 +240,11 @@ impl NicShared {
                 self.control.wait_slice(slice);
                 return;
             }
-            if st.arm_interrupt() {
+            if st.completion_backlog_full() {
+                // The host has stopped reading our ring, and the queue reads nothing more until
+                // it does: sleep (bounded) until it signals that it has read (`service` asked it
+                // to), rather than spin on the packets waiting in the incoming ring.
+            } else if st.arm_interrupt() {
                 st.mask_interrupt();
                 return;
             }

@@ -40,6 +40,11 @@ pub struct QueueStats {
     pub rx_dropped_overflow: u64,
     /// Receive completions that did not fit the ring at once and were retried later.
     pub rx_completions_deferred: u64,
+    /// Reads of the incoming ring that stopped because the backlog of receive completions
+    /// waiting for room in the outgoing ring was full: the host sends transfer-page packets
+    /// but does not read the guest's ring. Its packets stay in the ring (back-pressure, none
+    /// is dropped) until it reads again.
+    pub rx_completion_backlog_full: u64,
     /// Completions whose transaction id matches no outstanding send (duplicates, strays).
     pub unknown_completions: u64,
     /// Host NVSP messages of a type the guest does not handle (ignored).

@@ -16,11 +16,13 @@ use crate::rndis::{self, NdisOffload, PacketInfo, RndisMessage};
 use crate::vmbus::shm::{ShmBus, ShmConfig, ShmDevice, ShmHostSide};
 use crate::vmbus::{
     IncomingKind, IncomingPacket, IncomingRing, OutgoingKind, OutgoingPacket, OutgoingRing,
-    RingMemory, TransferPageRange,
+    RingError, RingMemory, TransferPageRange,
 };
 
 pub const HOST_MAC: MacAddr = MacAddr([0x00, 0x15, 0x5d, 0x01, 0x02, 0x03]);
 pub const SUB_ALLOC: usize = 1806;
+/// Bytes of the receive buffer the host offers.
+pub const RECEIVE_BUFFER_SIZE: usize = 64 * 4096;
 /// Control replies use sub-allocations 0..16, data 16..
 const CONTROL_SLOTS: usize = 16;
 
@@ -39,6 +41,8 @@ pub struct Script {
     pub offload_caps: Option<NdisOffload>,
     /// Answer the offload parameters SET with NOT_SUPPORTED (no indication follows).
     pub refuse_offload_parameters: bool,
+    /// Read the guest's ring (clear it to play a host that stops reading while it sends).
+    pub read_guest_ring: AtomicBool,
 }
 
 /// Hardware capabilities like OpenVMM's with transmit offloads: checksums both ways, LSOv2.
@@ -69,6 +73,7 @@ impl Default for Script {
             send_status: AtomicU32::new(nvsp::STATUS_SUCCESS),
             offload_caps: Some(host_offload_caps()),
             refuse_offload_parameters: false,
+            read_guest_ring: AtomicBool::new(true),
         }
     }
 }
@@ -88,7 +93,13 @@ pub enum Command {
     CorruptRing,
     /// An NVSP 134 send indirection table with these 16 entries (in-band, tid 0).
     IndirectionTable(Vec<u32>),
+    /// This many transfer-page packets of one frame each (tids from [`FLOOD_TIDS`] up), sent
+    /// as fast as the guest's ring takes them: whatever does not fit waits for a later step.
+    Flood(usize),
 }
+
+/// The first tid of a [`Command::Flood`].
+pub const FLOOD_TIDS: u64 = 1 << 32;
 
 /// What the host saw.
 #[derive(Debug, Default)]
@@ -110,6 +121,10 @@ pub struct HostLog {
     pub offload_caps_inputs: Vec<Vec<u8>>,
     /// The value of each offload parameters SET.
     pub offload_parameters: Vec<Vec<u8>>,
+    /// Flood packets written into the guest's ring so far.
+    pub flood_sent: usize,
+    /// Times a flood packet found the guest's ring full (and waited).
+    pub flood_ring_full: usize,
 }
 
 pub struct FakeHost {
@@ -127,7 +142,7 @@ impl FakeHost {
         let bus = ShmBus::new(&ShmConfig {
             max_channels: 1,
             ring_size: 8 * 4096,
-            receive_buffer_size: 64 * 4096,
+            receive_buffer_size: RECEIVE_BUFFER_SIZE,
             send_buffer_size: 32 * 4096,
             dma_size: 4 << 20,
             ..ShmConfig::default()
@@ -198,6 +213,8 @@ struct Worker {
     sendbuf: Option<SharedMemory>,
     next_control: usize,
     next_data: usize,
+    /// Flood packets still to send.
+    flood_left: usize,
 }
 
 fn nvsp_bytes(msg: &NvspMessage<'_>, len: usize) -> Vec<u8> {
@@ -224,6 +241,7 @@ impl Worker {
             sendbuf: None,
             next_control: 0,
             next_data: CONTROL_SLOTS,
+            flood_left: 0,
         }
     }
 
@@ -248,10 +266,13 @@ impl Worker {
         for c in commands {
             self.run(c);
         }
-        while let Ok(true) = self.from_guest.read(&mut self.pkt) {
-            self.handle();
+        self.flood();
+        if self.script.read_guest_ring.load(Ordering::Acquire) {
+            while let Ok(true) = self.from_guest.read(&mut self.pkt) {
+                self.handle();
+            }
+            self.from_guest.commit();
         }
-        self.from_guest.commit();
         let _ = self.host.wait_guest_signal(Duration::from_millis(1));
     }
 
@@ -264,6 +285,54 @@ impl Worker {
         };
         if self.to_guest.write(&packet).unwrap() {
             self.host.signal_guest(0).unwrap();
+        }
+    }
+
+    /// Sends what is left of a flood, until the guest's ring is full. Every packet names the
+    /// same frame, in the last suballocation.
+    fn flood(&mut self) {
+        if self.flood_left == 0 {
+            return;
+        }
+        let rxbuf = self.rxbuf.as_ref().expect("flood after the handshake");
+        let slot = rxbuf.len() / SUB_ALLOC - 1;
+        let ranges = [TransferPageRange {
+            byte_count: SUB_ALLOC as u32,
+            byte_offset: (slot * SUB_ALLOC) as u32,
+        }];
+        let msg = NvspMessage::SendRndisPacket(nvsp::Message1SendRndisPacket::new(
+            nvsp::DATA_CHANNEL_TYPE,
+            nvsp::NO_SEND_SECTION,
+            0,
+        ));
+        let payload = nvsp_bytes(&msg, 40);
+        while self.flood_left > 0 {
+            let mut log = self.log.lock();
+            let tid = FLOOD_TIDS + log.flood_sent as u64;
+            let packet = OutgoingPacket {
+                kind: OutgoingKind::TransferPages {
+                    set_id: nvsp::RECEIVE_BUFFER_ID,
+                    ranges: &ranges,
+                },
+                transaction_id: tid,
+                completion_requested: true,
+                payload: &payload,
+            };
+            match self.to_guest.write(&packet) {
+                Ok(signal) => {
+                    log.flood_sent += 1;
+                    log.rx_tids.push(tid);
+                    self.flood_left -= 1;
+                    if signal {
+                        self.host.signal_guest(0).unwrap();
+                    }
+                }
+                Err(RingError::Full { .. }) => {
+                    log.flood_ring_full += 1;
+                    return;
+                }
+                Err(e) => panic!("flood: {e}"),
+            }
         }
     }
 
@@ -377,6 +446,15 @@ impl Worker {
                 let mut payload = vec![0u8; nvsp::SEND_INDIRECTION_TABLE_MESSAGE_SIZE];
                 let n = nvsp::encode_send_indirection_table(&mut payload, &table).unwrap();
                 self.send(OutgoingKind::InBand, 0, false, &payload[..n]);
+            }
+            Command::Flood(count) => {
+                let rxbuf = self.rxbuf.as_ref().unwrap();
+                let slot = rxbuf.len() / SUB_ALLOC - 1;
+                let mut buf = vec![0u8; SUB_ALLOC];
+                let frame = [0x42u8; 60];
+                rndis::write_host_packet(&mut buf, &frame, &PacketInfo::default()).unwrap();
+                rxbuf.write(slot * SUB_ALLOC, &buf).unwrap();
+                self.flood_left += count;
             }
             Command::CorruptRing => {
                 let ring = RingMemory::new(self.host.guest_incoming_ring(0).unwrap()).unwrap();

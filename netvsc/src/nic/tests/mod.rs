@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use packet::{Packet, PortQueue};
 
-use super::control::Control;
+use super::control::{self, Control};
 use super::events::indication_event;
 use super::handshake::{capabilities, control_sections, partition};
 use super::offload::offload_parameters;
@@ -211,10 +211,51 @@ fn configuration_ranges_are_checked() {
             control_timeout: Duration::ZERO,
             ..NicConfig::default()
         },
+        NicConfig {
+            control_timeout: MAX_CONTROL_TIMEOUT + Duration::from_nanos(1),
+            ..NicConfig::default()
+        },
+        NicConfig {
+            control_timeout: Duration::MAX,
+            ..NicConfig::default()
+        },
     ] {
         assert!(
             matches!(bad.validate(), Err(NicError::Config(_))),
             "{bad:?}"
+        );
+    }
+    let at_most = NicConfig {
+        control_timeout: MAX_CONTROL_TIMEOUT,
+        ..NicConfig::default()
+    };
+    assert!(at_most.validate().is_ok());
+}
+
+#[test]
+fn an_out_of_range_timeout_is_reported_with_its_field_value_and_range() {
+    let config = NicConfig {
+        control_timeout: Duration::from_secs(u64::MAX),
+        ..NicConfig::default()
+    };
+    let message = config.validate().unwrap_err().to_string();
+    for part in ["control_timeout", "18446744073709551615", "3600s"] {
+        assert!(message.contains(part), "{part:?} missing from {message:?}");
+    }
+}
+
+#[test]
+fn a_deadline_too_far_for_an_instant_saturates() {
+    let now = Instant::now();
+    assert_eq!(
+        control::deadline_after(now, Duration::from_secs(5)),
+        now + Duration::from_secs(5)
+    );
+    for huge in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let deadline = control::deadline_after(now, huge);
+        assert!(
+            deadline > now + Duration::from_secs(10 * 365 * 24 * 3600),
+            "{huge:?} gave a near deadline"
         );
     }
 }
@@ -479,6 +520,93 @@ fn a_malformed_transfer_page_packet_is_completed_and_counted() {
     }
 }
 
+/// The completion backlog of queue 0: waiting, allocated capacity, bound.
+fn backlog(nic: &SyntheticNic) -> (usize, usize, usize) {
+    nic.shared.queues[0].state.lock().completion_backlog()
+}
+
+#[test]
+fn a_host_that_stops_reading_while_it_floods_is_held_back_and_every_packet_is_completed_once() {
+    const FLOOD: usize = 3000;
+    let (host, nic, mut queues) = open(Script::default(), small_config());
+    let (_, _, limit) = backlog(&nic);
+    assert_eq!(
+        limit,
+        fake_host::RECEIVE_BUFFER_SIZE / fake_host::SUB_ALLOC,
+        "bounded by the receive buffer's section count"
+    );
+    host.script.read_guest_ring.store(false, Ordering::Release);
+    host.command(Command::Flood(FLOOD));
+    let mut got = Vec::new();
+    let mut burst = |queue: &mut SyntheticQueue| {
+        queue.rx_burst(&mut got, 64);
+        got.clear();
+        let (waiting, _, _) = backlog(&nic);
+        assert!(waiting <= limit, "backlog {waiting} over its bound {limit}");
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // The guest's ring fills with completions, then the backlog; then the guest pushes back.
+    while queues[0].stats().rx_completion_backlog_full == 0 {
+        assert!(Instant::now() < deadline, "the backlog never filled");
+        burst(&mut queues[0]);
+    }
+    // The guest reads nothing more, so the host finds the guest's incoming ring full.
+    let full_before = host.log.lock().flood_ring_full;
+    while host.log.lock().flood_ring_full == full_before {
+        assert!(Instant::now() < deadline, "the host was never held back");
+        burst(&mut queues[0]);
+    }
+    let sent = host.log.lock().flood_sent;
+    assert!(sent < FLOOD, "the host could send its whole flood");
+    let (waiting, capacity, _) = backlog(&nic);
+    assert_eq!(waiting, limit);
+    let counted = queues[0].stats().rx_completion_backlog_full;
+    for _ in 0..1000 {
+        burst(&mut queues[0]);
+    }
+    assert_eq!(
+        backlog(&nic),
+        (limit, capacity, limit),
+        "the backlog stays full and its memory flat"
+    );
+    assert!(queues[0].stats().rx_completion_backlog_full >= counted + 1000);
+    assert_eq!(host.log.lock().flood_sent, sent, "the host stays held back");
+
+    // The host reads again: the backlog drains, the rest of the flood comes, and every
+    // transfer-page packet is completed exactly once.
+    host.script.read_guest_ring.store(true, Ordering::Release);
+    let done = |log: &fake_host::HostLog| {
+        log.flood_sent == FLOOD
+            && log
+                .guest_completions
+                .iter()
+                .filter(|(tid, _)| *tid >= fake_host::FLOOD_TIDS)
+                .count()
+                >= FLOOD
+    };
+    while !done(&host.log.lock()) {
+        assert!(Instant::now() < deadline, "the flood never completed");
+        burst(&mut queues[0]);
+    }
+    let log = host.log.lock();
+    let mut completed: Vec<u64> = log
+        .guest_completions
+        .iter()
+        .map(|(tid, _)| *tid)
+        .filter(|&tid| tid >= fake_host::FLOOD_TIDS)
+        .collect();
+    completed.sort_unstable();
+    let expected: Vec<u64> = (0..FLOOD as u64)
+        .map(|i| fake_host::FLOOD_TIDS + i)
+        .collect();
+    assert_eq!(
+        completed, expected,
+        "each flood packet completed exactly once"
+    );
+    drop(log);
+    assert_eq!(backlog(&nic).0, 0);
+}
+
 #[test]
 fn frames_beyond_max_wait_in_order_for_the_next_burst() {
     let (host, _nic, mut queues) = open(Script::default(), small_config());
@@ -551,6 +679,20 @@ fn a_failed_send_is_counted_and_its_resources_freed() {
     let mut frames = vec![nic.pool().alloc_from(&frame(60, 1)).unwrap()];
     assert_eq!(queues[0].tx_burst(&mut frames), 1);
     poll_until(&mut queues[0], "the failure", |_, s| s.tx_failed == 1);
+}
+
+#[test]
+fn control_calls_take_a_timeout_too_large_for_an_instant() {
+    let (host, nic, _queues) = open(Script::default(), small_config());
+    // The offload configuration indication of the handshake is waiting: no wait at all.
+    assert_eq!(
+        nic.next_event(Duration::MAX),
+        Some(NicEvent::OffloadConfigChanged)
+    );
+    nic.keepalive(Duration::MAX).expect("the host answers");
+    nic.switch_data_path(false, Duration::from_secs(u64::MAX))
+        .expect("the host completes the switch");
+    assert_eq!(host.log.lock().keepalives, 1);
 }
 
 #[test]

@@ -45,6 +45,55 @@ mod tx;
 #[cfg(test)]
 mod tests;
 
+#[cfg(test)]
+mod config_tests {
+    use super::*;
+
+    #[test]
+    fn durations_beyond_their_maxima_are_refused_with_field_value_and_range() {
+        let cases = [
+            (
+                IgbvfConfig {
+                    mailbox_timeout: Duration::MAX,
+                    ..IgbvfConfig::default()
+                },
+                ["mailbox_timeout", "18446744073709551615", "3600s"],
+            ),
+            (
+                IgbvfConfig {
+                    link_wait: Duration::from_secs(u64::MAX),
+                    ..IgbvfConfig::default()
+                },
+                ["link_wait", "18446744073709551615s", "3600s"],
+            ),
+            (
+                IgbvfConfig {
+                    mailbox_timeout: MAX_MAILBOX_TIMEOUT + Duration::from_nanos(1),
+                    ..IgbvfConfig::default()
+                },
+                ["mailbox_timeout", "3600.000000001s", "(0s, 3600s]"],
+            ),
+        ];
+        for (config, parts) in cases {
+            let message = config.validate().unwrap_err().to_string();
+            for part in parts {
+                assert!(message.contains(part), "{part:?} missing from {message:?}");
+            }
+        }
+        let longest = IgbvfConfig {
+            mailbox_timeout: MAX_MAILBOX_TIMEOUT,
+            link_wait: MAX_LINK_WAIT,
+            ..IgbvfConfig::default()
+        };
+        assert!(longest.validate().is_ok());
+        let no_wait = IgbvfConfig {
+            link_wait: Duration::ZERO,
+            ..IgbvfConfig::default()
+        };
+        assert!(no_wait.validate().is_ok(), "a zero link wait is allowed");
+    }
+}
+
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -61,6 +110,14 @@ use crate::igbvf::regs::srrctl_one_buffer;
 /// Ethernet header, FCS and one VLAN tag (Linux igbvf `igbvf_set_rlpml`).
 pub const FRAME_OVERHEAD: usize = 14 + 4 + 4;
 
+/// Longest [`IgbvfConfig::mailbox_timeout`] accepted: an hour. Far beyond what a PF needs
+/// (the default is a second), and small enough that every deadline the driver computes from it
+/// fits an `Instant`.
+pub const MAX_MAILBOX_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Longest [`IgbvfConfig::link_wait`] accepted: an hour, for the same reasons.
+pub const MAX_LINK_WAIT: Duration = Duration::from_secs(3600);
+
 /// Settings of one igbvf port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IgbvfConfig {
@@ -73,10 +130,12 @@ pub struct IgbvfConfig {
     /// RX packet buffer size: a multiple of 1 KiB holding a whole frame (MTU +
     /// [`FRAME_OVERHEAD`]).
     pub rx_buf_size: usize,
-    /// Budget of one mailbox exchange, and of the whole reset handshake with the PF.
+    /// Budget of one mailbox exchange, and of the whole reset handshake with the PF (more
+    /// than zero, at most [`MAX_MAILBOX_TIMEOUT`]).
     pub mailbox_timeout: Duration,
     /// Budget at open (and after a PF reset) for the queue enable bits to read back and, at
-    /// open, for `STATUS.LU`; a link still down after it is not an error.
+    /// open, for `STATUS.LU`; a link still down after it is not an error (at most
+    /// [`MAX_LINK_WAIT`]).
     pub link_wait: Duration,
     /// The MAC to use when the PF has no administrator MAC for the VF (it NACKs `RESET`); a
     /// unicast address. `None`: a random locally administered one. When the PF has one, the
@@ -103,7 +162,8 @@ fn config_error(field: &'static str, reason: String) -> IgbvfError {
 }
 
 impl IgbvfConfig {
-    /// Checks every field against what the 82576 VF and the buffer layout allow.
+    /// Checks every field against what the 82576 VF and the buffer layout allow, and the
+    /// durations against their maxima; the error names the field, its value and the range.
     pub fn validate(&self) -> Result<(), IgbvfError> {
         if !(1..=2).contains(&self.queues) {
             return Err(config_error(
@@ -145,8 +205,20 @@ impl IgbvfConfig {
                 format!("{mac} is not a unicast address"),
             ));
         }
-        if self.mailbox_timeout.is_zero() {
-            return Err(config_error("mailbox_timeout", "is zero".to_owned()));
+        if self.mailbox_timeout.is_zero() || self.mailbox_timeout > MAX_MAILBOX_TIMEOUT {
+            return Err(config_error(
+                "mailbox_timeout",
+                format!(
+                    "{:?} not in (0s, {MAX_MAILBOX_TIMEOUT:?}]",
+                    self.mailbox_timeout
+                ),
+            ));
+        }
+        if self.link_wait > MAX_LINK_WAIT {
+            return Err(config_error(
+                "link_wait",
+                format!("{:?} not in [0s, {MAX_LINK_WAIT:?}]", self.link_wait),
+            ));
         }
         Ok(())
     }
