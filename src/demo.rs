@@ -16,28 +16,52 @@ use packet::{MacAddr, Pool, PortQueue};
 pub struct DemoArgs {
     /// Queues to open (VMBus channels: the primary plus subchannels), 1 to 8. The failover
     /// part uses at most 2 (an 82576 VF has two queue pairs).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=8))]
+    #[arg(
+        long,
+        default_value_t = 4,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u16).range(1..=8)
+    )]
     queues: u16,
 
     /// Layer-3 MTU to negotiate, 576 to 9000; frames up to MTU + 14 bytes are exchanged.
-    #[arg(long, default_value_t = 1500, value_parser = clap::value_parser!(u16).range(576..=9000))]
+    #[arg(
+        long,
+        default_value_t = 1500,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u16).range(576..=9000)
+    )]
     mtu: u16,
 
-    /// Frames to send in each direction on each queue.
-    #[arg(long, default_value_t = 10_000)]
+    /// Frames to send in each direction on each queue, 0 to 1000000.
+    #[arg(
+        long,
+        default_value_t = 10_000,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(0..=MAX_FRAMES as i64)
+    )]
     frames: u32,
 
     /// Highest NVSP version to offer (the host negotiates down from it), e.g. 0x60001.
-    #[arg(long, default_value = "0x60001", value_parser = parse_version)]
+    #[arg(
+        long,
+        default_value = "0x60001",
+        allow_negative_numbers = true,
+        value_parser = parse_version
+    )]
     nvsp_version: u32,
 }
+
+/// The most frames `--frames` takes: each allows a queue 1 ms more (`FRAME_ALLOWANCE`), so
+/// the synthetic part ends within 10 s + 1000 s even when it stalls.
+pub const MAX_FRAMES: u32 = 1_000_000;
 
 fn parse_version(s: &str) -> Result<u32, String> {
     let v = match s.strip_prefix("0x") {
         Some(hex) => u32::from_str_radix(hex, 16),
         None => s.parse(),
     }
-    .map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    .map_err(|e| format!("not a number (decimal, or hex after 0x): {e}"))?;
     if nvsp::is_known_version(v) {
         Ok(v)
     } else {
@@ -49,6 +73,17 @@ fn parse_version(s: &str) -> Result<u32, String> {
 
 const ETHERTYPE: u16 = 0x88b5;
 const WAIT: Duration = Duration::from_secs(10);
+/// Time a queue is allowed per frame, on top of `WAIT`.
+const FRAME_ALLOWANCE: Duration = Duration::from_millis(1);
+
+/// How long a queue may take for `frames` frames each way: `WAIT` plus `FRAME_ALLOWANCE` a
+/// frame.
+fn queue_budget(frames: u32) -> anyhow::Result<Duration> {
+    FRAME_ALLOWANCE
+        .checked_mul(frames)
+        .and_then(|d| d.checked_add(WAIT))
+        .with_context(|| format!("no time budget can be set for {frames} frames"))
+}
 
 /// A demo frame: queue and sequence number after the Ethernet header, then a pattern.
 fn frame(dst: MacAddr, queue: u16, seq: u32, len: usize) -> Vec<u8> {
@@ -98,7 +133,7 @@ fn run_queue(
     port_done: &AtomicBool,
 ) -> anyhow::Result<QueueRun> {
     let qi = queue.index();
-    let deadline = Instant::now() + WAIT + Duration::from_millis(frames as u64);
+    let deadline = crate::deadline(queue_budget(frames)?)?;
     let peer = MacAddr([0x02, 0x00, 0x5e, 0x00, 0x01, qi as u8]);
     let (mut sent, mut injected, mut received) = (0u32, 0u32, 0u32);
     let mut tx = Vec::with_capacity(32);
@@ -153,7 +188,7 @@ fn expect_event(
     what: &str,
     want: impl Fn(&NicEvent) -> bool,
 ) -> anyhow::Result<()> {
-    let deadline = Instant::now() + WAIT;
+    let deadline = crate::deadline(WAIT)?;
     while Instant::now() < deadline {
         if let Some(ev) = nic.next_event(Duration::from_millis(20)) {
             say!("  event: {ev:?}");
@@ -302,4 +337,23 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     crate::failover_demo::run(args.queues)?;
     say!("demo finished");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_is_given_ten_seconds_and_a_millisecond_a_frame() {
+        assert_eq!(queue_budget(0).unwrap(), WAIT);
+        assert_eq!(
+            queue_budget(MAX_FRAMES).unwrap(),
+            WAIT + Duration::from_secs(1000)
+        );
+        // Past the cap (the CLI refuses it) the sum still fits a `Duration`.
+        assert_eq!(
+            queue_budget(u32::MAX).unwrap(),
+            WAIT + Duration::from_millis(u32::MAX.into())
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use bond::{FailoverEvent, FailoverStats, PortState, SwitchReason};
-use integration::failover_rig::{FailoverRig, FailoverRigConfig};
+use integration::failover_rig::{Accounting, FailoverRig, FailoverRigConfig};
 use integration::traffic::{TrafficConfig, TrafficCounts};
 
 /// Bound of every wait of the demo.
@@ -112,10 +112,17 @@ pub fn run(queues: u16) -> anyhow::Result<()> {
         "no traffic after the surprise removal"
     );
 
-    let (counts, _) = traffic.stop(WAIT, |c| rig.account(c).complete);
+    let (counts, _) = traffic.stop(WAIT, |c| rig.account(c).balanced(c));
     let a = rig.account(&counts);
-    report(&counts, &rig.port.stats(), a.rx_lost, a.tx_lost);
-    ensure!(a.complete, "frames unaccounted for: {a:?} {counts:?}");
+    report(&counts, &rig.port.stats(), &a);
+    ensure!(
+        a.balanced(&counts),
+        "frames unaccounted for: {a:?} {counts:?}"
+    );
+    ensure!(
+        a.failover_lost() == 0,
+        "frames lost by the failover itself: {a:?} {counts:?}"
+    );
     ensure!(
         counts.guest_reordered + counts.peer_reordered == 0,
         "frames reordered: {counts:?}"
@@ -126,7 +133,7 @@ pub fn run(queues: u16) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(c: &TrafficCounts, s: &FailoverStats, rx_lost: u64, tx_lost: u64) {
+fn report(c: &TrafficCounts, s: &FailoverStats, a: &Accounting) {
     let rx_vf: u64 = s.queues.iter().map(|q| q.rx_vf).sum();
     let tx_vf: u64 = s.queues.iter().map(|q| q.tx_vf).sum();
     say!(
@@ -134,15 +141,22 @@ fn report(c: &TrafficCounts, s: &FailoverStats, rx_lost: u64, tx_lost: u64) {
         c.peer_injected,
         c.guest_received,
         rx_vf,
-        rx_lost
+        a.rx_stranded
     );
     say!(
         "  from the guest: {} sent ({} through the VF), {} arrived, {} stranded on the dead VF (counted)",
         c.guest_sent,
         tx_vf,
         c.peer_received,
-        tx_lost
+        a.tx_stranded
     );
+    if a.overload() + a.link_down() > 0 {
+        say!(
+            "  also counted: {} dropped because a poller or the peer did not keep up, {} on a VF link that went down",
+            a.overload(),
+            a.link_down()
+        );
+    }
     say!(
         "  switches to the VF {}, back {}, VFs attached {} released {}",
         s.switches_to_vf,

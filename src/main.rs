@@ -15,16 +15,34 @@ mod demo;
 mod failover_demo;
 mod probe;
 
-use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::error::ErrorKind;
+use clap::{CommandFactory, Parser, Subcommand};
+use tracing_subscriber::filter::LevelFilter;
+
+/// The values `--log` accepts, least verbose first.
+const LOG_LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
 
 /// A userspace network driver for Linux guests on Hyper-V and Azure: the synthetic NIC
 /// (VMBus, NVSP, RNDIS) today, the SR-IOV VF and failover between them next.
 #[derive(Debug, Parser)]
 #[command(name = "hvnet", version, about, long_about = None)]
 struct Cli {
-    /// Most verbose log level to print on stderr: off, error, warn, info, debug or trace.
-    #[arg(long, global = true, default_value = "warn", env = "HVNET_LOG")]
-    log: tracing_subscriber::filter::LevelFilter,
+    /// Most verbose log level to print on stderr.
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        default_value = "warn",
+        env = "HVNET_LOG",
+        ignore_case = true,
+        value_parser = PossibleValuesParser::new(LOG_LEVELS).try_map(|s| s.parse::<LevelFilter>())
+    )]
+    log: LevelFilter,
 
     #[command(subcommand)]
     command: Command,
@@ -69,8 +87,54 @@ fn nic_summary(nic: &netvsc::nic::SyntheticNic) -> String {
     )
 }
 
+/// The instant `after` from now; an error, not a panic, past what the clock can hold.
+fn deadline(after: Duration) -> anyhow::Result<Instant> {
+    Instant::now()
+        .checked_add(after)
+        .with_context(|| format!("a deadline {after:?} from now is past the clock's range"))
+}
+
+/// Parses the command line, or exits with clap's message (help and version included).
+fn parse_cli(args: &[OsString]) -> Result<Cli, clap::Error> {
+    Cli::try_parse_from(args).map_err(|e| bad_log_level_hidden_by(&e, args).unwrap_or(e))
+}
+
+/// The error for a bad `--log` that clap did not report because help or the version was asked
+/// for, if there is one.
+///
+/// clap checks the value of an option given as `--log LEVEL` (not `--log=LEVEL`) before a
+/// subcommand only once the subcommand's arguments are parsed, so `hvnet --log loud demo
+/// --help` (or `hvnet --log loud help demo`) printed help and said nothing of `loud`. The
+/// same arguments are parsed again here by a command that knows only `--log` and takes the
+/// subcommand, unparsed, as an external one: its value is checked once the subcommand is
+/// reached.
+fn bad_log_level_hidden_by(error: &clap::Error, args: &[OsString]) -> Option<clap::Error> {
+    if !matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return None;
+    }
+    let cli = Cli::command();
+    let log = cli.get_arguments().find(|a| a.get_id() == "log")?.clone();
+    let top_level = clap::Command::new("hvnet")
+        .disable_help_subcommand(true)
+        .allow_external_subcommands(true)
+        // Only what the command line says: help still shows with a bad HVNET_LOG.
+        .arg(log.global(false).env(None));
+    let bad = top_level.try_get_matches_from(args).err()?;
+    matches!(
+        bad.kind(),
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation
+    )
+    .then_some(bad)
+}
+
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let cli = parse_cli(&args).unwrap_or_else(|e| e.exit());
     tracing_subscriber::fmt()
         .with_max_level(cli.log)
         .with_writer(std::io::stderr)
@@ -78,5 +142,167 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Probe(args) => probe::run(&args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netvsc::vmbus::uio::Guid;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        let args: Vec<OsString> = std::iter::once("hvnet")
+            .chain(args.iter().copied())
+            .map(OsString::from)
+            .collect();
+        parse_cli(&args)
+    }
+
+    /// The message clap would print, without its styling.
+    fn refused(args: &[&str]) -> (ErrorKind, String) {
+        let e = parse(args).expect_err("accepted");
+        (e.kind(), e.render().to_string())
+    }
+
+    #[test]
+    fn a_bad_log_level_is_reported_even_when_help_follows() {
+        for args in [
+            &["--log", "loud", "demo", "--help"][..],
+            &["--log", "loud", "help", "demo"],
+            &["--log", "loud", "probe", "-h"],
+            &["--log", "loud", "--version"],
+            &["--log=loud", "demo", "--help"],
+            &["demo", "--log", "loud", "--help"],
+            &["--log", "loud", "demo"],
+        ] {
+            let (kind, message) = refused(args);
+            assert_eq!(kind, ErrorKind::InvalidValue, "{args:?}: {message}");
+            assert!(
+                message.contains("invalid value 'loud' for '--log <LEVEL>'")
+                    && message.contains("possible values: off, error, warn, info, debug, trace"),
+                "{args:?}: {message}"
+            );
+        }
+        // Good levels, in any case, still let help through.
+        for args in [
+            &["--log", "debug", "demo", "--help"][..],
+            &["--log", "TRACE", "--help"],
+        ] {
+            assert_eq!(refused(args).0, ErrorKind::DisplayHelp, "{args:?}");
+        }
+        let cli = parse(&["--log", "Info", "demo"]).unwrap();
+        assert_eq!(cli.log, LevelFilter::INFO);
+        assert_eq!(parse(&["demo"]).unwrap().log, LevelFilter::WARN);
+    }
+
+    #[test]
+    fn negative_numbers_are_refused_with_the_accepted_range() {
+        for (args, expected) in [
+            (
+                &["probe", "--timeout", "-1"][..],
+                "invalid value '-1' for '--timeout <SECONDS>': -1 is not in 1..=3600",
+            ),
+            (
+                &["probe", "--queues", "-2"],
+                "invalid value '-2' for '--queues <QUEUES>': -2 is not in 1..=64",
+            ),
+            (
+                &["probe", "--mtu", "-1500"],
+                "invalid value '-1500' for '--mtu <MTU>': -1500 is not in 576..=9000",
+            ),
+            (
+                &["demo", "--queues", "-1"],
+                "invalid value '-1' for '--queues <QUEUES>': -1 is not in 1..=8",
+            ),
+            (
+                &["demo", "--mtu", "-1"],
+                "invalid value '-1' for '--mtu <MTU>': -1 is not in 576..=9000",
+            ),
+            (
+                &["demo", "--frames", "-1"],
+                "invalid value '-1' for '--frames <FRAMES>': -1 is not in 0..=1000000",
+            ),
+            (
+                &["demo", "--nvsp-version", "-1"],
+                "invalid value '-1' for '--nvsp-version <NVSP_VERSION>': not a number",
+            ),
+        ] {
+            let (kind, message) = refused(args);
+            assert_eq!(kind, ErrorKind::ValueValidation, "{args:?}: {message}");
+            assert!(message.contains(expected), "{args:?}: {message}");
+        }
+    }
+
+    #[test]
+    fn frames_and_timeout_are_capped() {
+        let (_, message) = refused(&["demo", "--frames", "4294967295"]);
+        assert!(
+            message.contains("4294967295 is not in 0..=1000000"),
+            "{message}"
+        );
+        assert!(parse(&["demo", "--frames", "1000000"]).is_ok());
+        let (_, message) = refused(&["probe", "--timeout", "18446744073709551615"]);
+        assert!(message.contains("'--timeout <SECONDS>'"), "{message}");
+        let (_, message) = refused(&["probe", "--timeout", "0"]);
+        assert!(message.contains("0 is not in 1..=3600"), "{message}");
+        assert!(parse(&["probe", "--timeout", "3600"]).is_ok());
+    }
+
+    #[test]
+    fn a_bad_instance_guid_is_refused_naming_the_accepted_form() {
+        let (kind, message) = refused(&["probe", "--instance", "eth0"]);
+        assert_eq!(kind, ErrorKind::ValueValidation);
+        assert!(
+            message.contains("invalid value 'eth0' for '--instance <GUID>'")
+                && message.contains("32 hex digits grouped 8-4-4-4-12"),
+            "{message}"
+        );
+        let Command::Probe(args) = parse(&[
+            "probe",
+            "--instance",
+            "{ED963694-E847-4B2A-85AF-BC9CFC11D6F3}",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not probe");
+        };
+        assert_eq!(
+            args.instance.as_ref().map(Guid::as_str),
+            Some("ed963694-e847-4b2a-85af-bc9cfc11d6f3")
+        );
+    }
+
+    #[test]
+    fn the_help_states_the_bounds_the_code_uses() {
+        let mut cli = Cli::command();
+        let probe = cli
+            .find_subcommand_mut("probe")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            probe.contains(&format!("after {} events", probe::MAX_EVENTS))
+                && probe.contains("half a second")
+                && probe::EVENT_QUIET == Duration::from_millis(500),
+            "{probe}"
+        );
+        let demo = cli
+            .find_subcommand_mut("demo")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            demo.contains(&format!("0 to {}", demo::MAX_FRAMES)),
+            "{demo}"
+        );
+    }
+
+    #[test]
+    fn a_deadline_past_the_clock_is_an_error_not_a_panic() {
+        let err = deadline(Duration::MAX).unwrap_err();
+        assert!(err.to_string().contains("past the clock's range"), "{err}");
+        assert!(deadline(Duration::from_secs(1)).unwrap() > Instant::now());
     }
 }

@@ -24,6 +24,10 @@
 //! `EIO`/`ENODEV` (or end of file) from the fd means the device was rescinded:
 //! [`DeviceError::Gone`].
 //!
+//! Errors say what to do about them: a missing `/dev/uioN` that uio_hv_generic must be bound
+//! (and points at `docs/deploy.md`), `EACCES`/`EPERM` that root is needed, a failed mmap which
+//! map (by its uio name), how large and at which file offset.
+//!
 //! Bus addresses of uio maps are offsets within each map: the host knows the buffers by GPADL
 //! handle, not by address. [`dma_memory`](VmbusDevice::dma_memory) is not available (it needs a
 //! pinned, physically resolved pool); use the send buffer.
@@ -39,7 +43,7 @@ mod tests;
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::thread;
@@ -50,7 +54,7 @@ use packet::{PAGE_SIZE, SharedMemory};
 use super::channel::{ChannelRings, DeviceError, Doorbell, VmbusDevice};
 use super::sys;
 use super::{MONITOR_TRIGGER_GROUPS, NETVSC_CLASS_ID, monitor_pending_offset};
-pub use sysfs::{SubchannelInfo, UioMap, VmbusDeviceInfo};
+pub use sysfs::{Guid, GuidError, SubchannelInfo, UioMap, VmbusDeviceInfo};
 
 /// Index of the ring map.
 pub const MAP_RINGS: usize = 0;
@@ -84,7 +88,7 @@ pub struct UioConfig {
     /// Where device nodes live (`/dev`).
     pub dev_root: PathBuf,
     /// The instance GUID to open; `None`: the first NetVSC bound to `uio_hv_generic`.
-    pub instance: Option<String>,
+    pub instance: Option<Guid>,
     /// How often to look for subchannel ring files and the device node while waiting.
     pub retry_interval: Duration,
     /// The interrupt fd.
@@ -265,19 +269,15 @@ impl UioDevice {
     /// Finds, checks, opens and maps the device.
     pub fn open(config: UioConfig) -> Result<Self, DeviceError> {
         let candidates = sysfs::devices_of_class(&config.sysfs_root, NETVSC_CLASS_ID)?;
-        let wanted = config.instance.as_ref().map(|i| {
-            i.trim_start_matches('{')
-                .trim_end_matches('}')
-                .to_ascii_lowercase()
-        });
+        let wanted = config.instance.as_ref().map(Guid::as_str);
         let info = candidates
             .into_iter()
-            .filter(|d| wanted.as_ref().is_none_or(|w| *w == d.instance))
+            .filter(|d| wanted.is_none_or(|w| w == d.instance))
             .find(|d| d.uio.is_some() || wanted.is_some())
             .ok_or_else(|| DeviceError::NotFound {
                 root: config.sysfs_root.join("bus/vmbus/devices"),
                 class_id: NETVSC_CLASS_ID.into(),
-                instance: wanted.clone().unwrap_or_else(|| "any bound to uio".into()),
+                instance: wanted.unwrap_or("any bound to uio").into(),
             })?;
         let uio = info.uio.clone().ok_or_else(|| DeviceError::Sysfs {
             path: info.path.join("uio"),
@@ -307,20 +307,24 @@ impl UioDevice {
         maps: &NetvscMaps,
     ) -> Result<Mapped, DeviceError> {
         let node = config.dev_root.join(uio);
-        let fd = sys::open_rw(&node).map_err(|source| match source.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENODEV) => DeviceError::Gone {
-                device: info.instance.clone(),
-            },
-            _ => DeviceError::Io {
-                op: "open",
-                path: node.clone(),
-                source,
-            },
-        })?;
+        let fd = sys::open_rw(&node).map_err(|e| node_open_error(&node, &info.instance, e))?;
         let page = sys::page_size();
         let map = |index: usize| {
-            let size = maps.maps[index].size;
-            SharedMemory::map_fd(fd.as_fd(), (index * page) as u64, size, 0)
+            let map = &maps.maps[index];
+            let offset = index * page;
+            SharedMemory::map_fd(fd.as_fd(), offset as u64, map.size, 0).map_err(|e| {
+                DeviceError::BadMap {
+                    device: uio.to_string(),
+                    index,
+                    reason: format!(
+                        "mapping {:?} ({:#x} bytes at offset {offset:#x} of {}): {}",
+                        map.name,
+                        map.size,
+                        node.display(),
+                        error_chain(&e)
+                    ),
+                }
+            })
         };
         let mapped = Mapped {
             rings: map(MAP_RINGS)?,
@@ -383,21 +387,11 @@ impl UioDevice {
         let fd = match sys::open_rw(&sub.ring) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(source) => {
-                return Err(DeviceError::Io {
-                    op: "open",
-                    path: sub.ring.clone(),
-                    source,
-                });
-            }
+            Err(source) => return Err(sysfs::io_error("open", &sub.ring, source)),
         };
         // sysfs gives the binary attribute its size: both rings.
         let size = std::fs::metadata(&sub.ring)
-            .map_err(|source| DeviceError::Io {
-                op: "stat",
-                path: sub.ring.clone(),
-                source,
-            })?
+            .map_err(|source| sysfs::io_error("stat", &sub.ring, source))?
             .len() as usize;
         if size == 0 || !size.is_multiple_of(2 * PAGE_SIZE) || size / 2 < 2 * PAGE_SIZE {
             return Err(DeviceError::Sysfs {
@@ -405,9 +399,47 @@ impl UioDevice {
                 reason: format!("size {size:#x} is not two rings of whole pages"),
             });
         }
-        let mem = SharedMemory::map_fd(fd.as_fd(), 0, size, 0)?;
+        let mem = SharedMemory::map_fd(fd.as_fd(), 0, size, 0).map_err(|e| DeviceError::Sysfs {
+            path: sub.ring.clone(),
+            reason: format!(
+                "mapping subchannel {}'s rings ({size:#x} bytes): {}",
+                sub.subchannel_id,
+                error_chain(&e)
+            ),
+        })?;
         split_rings(sub.subchannel_id, &mem).map(Some)
     }
+}
+
+/// The error for a failed open of the device node `node` of device `instance`.
+fn node_open_error(node: &Path, instance: &str, source: io::Error) -> DeviceError {
+    match source.raw_os_error() {
+        // The node was never created, or went with an unbind.
+        Some(libc::ENOENT) => DeviceError::Sysfs {
+            path: node.to_path_buf(),
+            reason: format!(
+                "the device node is missing: NetVSC {instance} must be bound to uio_hv_generic, \
+                 which creates it (docs/deploy.md shows the binding steps)"
+            ),
+        },
+        // The node is there but its device is not: rescinded.
+        Some(libc::ENODEV) => DeviceError::Gone {
+            device: instance.to_string(),
+        },
+        _ => sysfs::io_error("open", node, source),
+    }
+}
+
+/// `error` and its sources, `: `-separated, for a message that carries the whole chain.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
 }
 
 impl VmbusDevice for UioDevice {

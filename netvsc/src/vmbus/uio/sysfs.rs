@@ -5,14 +5,72 @@
 //! - `bus/vmbus/devices/<instance>/channels/<relid>/{subchannel_id,monitor_id,ring}`;
 //! - `class/uio/uioN/maps/mapK/{name,size,offset,addr}`.
 //!
-//! Everything is parsed strictly; a missing or garbled file is a [`DeviceError`] naming it.
+//! Everything is parsed strictly; a missing or garbled file is a [`DeviceError`] naming it, and
+//! one that the user may not read (`EACCES`/`EPERM`) says that root is needed.
 //! A missing `monitor_id` means the channel is not monitored (the kernel hides the file).
 
+use std::fmt;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use crate::vmbus::channel::DeviceError;
+
+/// A VMBus GUID (a device's instance or class), in the form sysfs prints inside braces:
+/// lowercase, 32 hex digits grouped 8-4-4-4-12.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Guid(String);
+
+impl Guid {
+    /// The GUID as sysfs names device directories: lowercase, without braces.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Guid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Text that is not a GUID.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "expected a GUID of 32 hex digits grouped 8-4-4-4-12, braces optional \
+     (e.g. f8615163-df3e-46c5-913f-f2d2f965ed0e), found {text:?}"
+)]
+pub struct GuidError {
+    /// The text that was given.
+    pub text: String,
+}
+
+impl FromStr for Guid {
+    type Err = GuidError;
+
+    /// Accepts `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` in any case, bare or in one pair of
+    /// braces.
+    fn from_str(text: &str) -> Result<Self, GuidError> {
+        let inner = text
+            .strip_prefix('{')
+            .and_then(|t| t.strip_suffix('}'))
+            .unwrap_or(text);
+        let shape_ok = inner.len() == 36
+            && inner.char_indices().all(|(i, c)| {
+                if matches!(i, 8 | 13 | 18 | 23) {
+                    c == '-'
+                } else {
+                    c.is_ascii_hexdigit()
+                }
+            });
+        if shape_ok {
+            Ok(Self(inner.to_ascii_lowercase()))
+        } else {
+            Err(GuidError { text: text.into() })
+        }
+    }
+}
 
 /// One VMBus device as sysfs shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,12 +119,32 @@ pub struct SubchannelInfo {
     pub ring: PathBuf,
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DeviceError + 'a {
-    move |source| DeviceError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
+/// An I/O error from `op` (`open` for read and write, `read`, `list` or `stat`) on `path`. `EACCES` and
+/// `EPERM` become a [`DeviceError::Sysfs`] saying that root (or access to the file) is needed:
+/// on a real guest `/dev/uioN` and the subchannels' `ring` files belong to root.
+pub(crate) fn io_error(op: &'static str, path: &Path, source: io::Error) -> DeviceError {
+    match source.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => DeviceError::Sysfs {
+            path: path.to_path_buf(),
+            reason: format!(
+                "{op} failed: {source}: this needs root, or {} access to the file for this user",
+                if op == "open" {
+                    "read and write"
+                } else {
+                    "read"
+                }
+            ),
+        },
+        _ => DeviceError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        },
     }
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> DeviceError + 'a {
+    move |source| io_error(op, path, source)
 }
 
 fn garbled(path: &Path, what: impl Into<String>) -> DeviceError {
@@ -93,7 +171,7 @@ fn read_optional_attr(path: &Path) -> Result<Option<String>, DeviceError> {
     }
 }
 
-fn parse_decimal<T: std::str::FromStr>(path: &Path, text: &str) -> Result<T, DeviceError> {
+fn parse_decimal<T: FromStr>(path: &Path, text: &str) -> Result<T, DeviceError> {
     text.parse()
         .map_err(|_| garbled(path, format!("expected a decimal number, found {text:?}")))
 }
@@ -109,22 +187,9 @@ fn parse_hex(path: &Path, text: &str) -> Result<u64, DeviceError> {
 
 /// Normalises a GUID as sysfs prints it (`{...}`, any case) and checks its shape.
 pub(crate) fn parse_guid(path: &Path, text: &str) -> Result<String, DeviceError> {
-    let guid = text
-        .trim_start_matches('{')
-        .trim_end_matches('}')
-        .to_ascii_lowercase();
-    let shape_ok = guid.len() == 36
-        && guid.char_indices().all(|(i, c)| {
-            if matches!(i, 8 | 13 | 18 | 23) {
-                c == '-'
-            } else {
-                c.is_ascii_hexdigit()
-            }
-        });
-    if !shape_ok {
-        return Err(garbled(path, format!("expected a GUID, found {text:?}")));
-    }
-    Ok(guid)
+    text.parse::<Guid>()
+        .map(|guid| guid.0)
+        .map_err(|e| garbled(path, e.to_string()))
 }
 
 fn read_monitor_id(dir: &Path) -> Result<Option<u8>, DeviceError> {

@@ -4,7 +4,7 @@
 //! selects the map), and a socket pair standing for the interrupt side of the uio fd.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -171,14 +171,18 @@ fn finds_the_netvsc_bound_to_uio_among_several_devices() {
     assert!(device.is_present());
 
     let by_instance = UioDevice::open(UioConfig {
-        instance: Some(format!("{{{}}}", NIC_ON_UIO.to_uppercase())),
+        instance: Some(
+            format!("{{{}}}", NIC_ON_UIO.to_uppercase())
+                .parse()
+                .unwrap(),
+        ),
         ..kernel.config()
     })
     .unwrap();
     assert_eq!(by_instance.info().instance, NIC_ON_UIO);
 
     let not_bound = UioDevice::open(UioConfig {
-        instance: Some(NIC_ON_NETVSC.into()),
+        instance: Some(NIC_ON_NETVSC.parse().unwrap()),
         ..kernel.config()
     })
     .unwrap_err();
@@ -187,7 +191,7 @@ fn finds_the_netvsc_bound_to_uio_among_several_devices() {
         "{not_bound}"
     );
     let storage = UioDevice::open(UioConfig {
-        instance: Some(STORVSC.into()),
+        instance: Some(STORVSC.parse().unwrap()),
         ..kernel.config()
     })
     .unwrap_err();
@@ -251,10 +255,123 @@ fn garbled_or_missing_files_are_clear_errors() {
             ("send:5678", PAGE_SIZE),
         ],
     );
+    let err = UioDevice::open(kernel.config()).unwrap_err();
+    assert!(
+        matches!(&err, DeviceError::Sysfs { path, .. } if path.ends_with("dev/uio3")),
+        "{err}"
+    );
+    for words in [
+        "device node is missing",
+        NIC_ON_UIO,
+        "must be bound to uio_hv_generic",
+        "docs/deploy.md",
+    ] {
+        assert!(err.to_string().contains(words), "{words:?} missing: {err}");
+    }
+}
+
+#[test]
+fn instance_guids_are_parsed_in_the_forms_sysfs_and_users_write() {
+    for text in [
+        NIC_ON_UIO,
+        "{ED963694-E847-4B2A-85AF-BC9CFC11D6F3}",
+        "Ed963694-e847-4B2A-85af-bc9cfc11d6f3",
+    ] {
+        let guid: Guid = text.parse().unwrap();
+        assert_eq!(guid.as_str(), NIC_ON_UIO, "{text}");
+        assert_eq!(guid.to_string(), NIC_ON_UIO);
+    }
+    for text in [
+        "",
+        "eth0",
+        "ed963694e8474b2a85afbc9cfc11d6f3",
+        "ed963694-e847-4b2a-85af-bc9cfc11d6f",
+        "ed963694-e847-4b2a-85af-bc9cfc11d6f3a",
+        "ed96369-4e847-4b2a-85af-bc9cfc11d6f3",
+        "ed963694-e847-4b2a-85af-bc9cfc11d6fg",
+        "{ed963694-e847-4b2a-85af-bc9cfc11d6f3",
+        "ed963694-e847-4b2a-85af-bc9cfc11d6f3}",
+        "{{ed963694-e847-4b2a-85af-bc9cfc11d6f3}}",
+        " ed963694-e847-4b2a-85af-bc9cfc11d6f3",
+    ] {
+        let err = text.parse::<Guid>().unwrap_err();
+        assert_eq!(err.text, text);
+        let message = err.to_string();
+        assert!(
+            message.contains("8-4-4-4-12") && message.contains(&format!("{text:?}")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn a_permission_error_says_root_is_needed() {
+    // Tests run as root, which the kernel lets through: script the kernel's answers instead.
+    let node = Path::new("/dev/uio3");
+    for errno in [libc::EACCES, libc::EPERM] {
+        let err = node_open_error(node, NIC_ON_UIO, io::Error::from_raw_os_error(errno));
+        assert!(
+            matches!(&err, DeviceError::Sysfs { path, .. } if path == node),
+            "{err}"
+        );
+        let message = err.to_string();
+        assert!(
+            message.contains("needs root") && message.contains("read and write access"),
+            "{message}"
+        );
+        let sysfs_err = sysfs::io_error(
+            "read",
+            Path::new("/sys/class/uio/uio3/maps/map0/size"),
+            io::Error::from_raw_os_error(errno),
+        );
+        assert!(
+            sysfs_err.to_string().contains("needs root, or read access"),
+            "{sysfs_err}"
+        );
+    }
+    // Other errors keep their kind.
     assert!(matches!(
-        UioDevice::open(kernel.config()),
-        Err(DeviceError::Gone { .. })
+        node_open_error(node, NIC_ON_UIO, io::Error::from_raw_os_error(libc::ENODEV)),
+        DeviceError::Gone { .. }
     ));
+    assert!(matches!(
+        node_open_error(node, NIC_ON_UIO, io::Error::from_raw_os_error(libc::EBUSY)),
+        DeviceError::Io { op: "open", .. }
+    ));
+    assert!(matches!(
+        node_open_error(node, NIC_ON_UIO, io::Error::from_raw_os_error(libc::ENOENT)),
+        DeviceError::Sysfs { .. }
+    ));
+}
+
+#[test]
+fn a_failed_mmap_names_the_map_and_its_size() {
+    let kernel = FakeKernel::new();
+    // No address space holds 1 EiB: the mmap of the receive buffer fails.
+    kernel.set_maps(
+        "uio3",
+        &[
+            ("txrx_rings", DEVICE_FILE_SIZE),
+            ("int_page", PAGE_SIZE),
+            ("monitor_page", PAGE_SIZE),
+            ("recv:1234", 1 << 60),
+            ("send:5678", 4 * PAGE_SIZE),
+        ],
+    );
+    let err = UioDevice::open(kernel.config()).unwrap_err();
+    assert!(
+        matches!(&err, DeviceError::BadMap { device, index: 3, .. } if device == "uio3"),
+        "{err}"
+    );
+    let message = err.to_string();
+    for words in [
+        "\"recv:1234\"",
+        "0x1000000000000000 bytes",
+        &format!("offset {:#x}", 3 * sys::page_size()),
+        "mmap failed",
+    ] {
+        assert!(message.contains(words), "{words:?} missing: {message}");
+    }
 }
 
 fn map(index: usize, name: &str, size: usize) -> UioMap {
