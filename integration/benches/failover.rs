@@ -85,15 +85,20 @@ fn distribution(name: &str, mut v: Vec<Duration>) {
 
 /// Frames lost in a run, as the rig accounts for them (each counted where it was lost).
 fn finish(rig: &FailoverRig, traffic: Traffic<FailoverQueue>) -> (TrafficCounts, u64, u64) {
-    let (counts, _) = traffic.stop(WAIT, |c| rig.account(c).complete);
+    let (counts, _) = traffic.stop(WAIT, |c| rig.account(c).balanced(c));
     let a = rig.account(&counts);
-    assert!(a.complete, "frames unaccounted for: {a:?} {counts:?}");
+    assert!(
+        a.balanced(&counts),
+        "frames unaccounted for: {a:?} {counts:?}"
+    );
     assert_eq!(
         counts.guest_reordered + counts.peer_reordered,
         0,
         "{counts:?}"
     );
-    (counts, a.rx_lost, a.tx_lost)
+    let rx_lost = a.rx_stranded + a.rx_overload + a.rx_link_down + a.rx_failover;
+    let tx_lost = a.tx_stranded + a.tx_overload + a.tx_link_down;
+    (counts, rx_lost, tx_lost)
 }
 
 fn scenario(name: &str, cycles: usize, remove: impl Fn(&FailoverRig, &Traffic<FailoverQueue>)) {

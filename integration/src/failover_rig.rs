@@ -43,6 +43,9 @@ struct SimVf {
     serial: u32,
     device: Arc<SoftIgbvf>,
     control: VfModelControl,
+    /// The driver's port, to tell frames in flight in the rings from stranded ones (weak:
+    /// the bus must not keep a released driver alive).
+    driver: Option<std::sync::Weak<dyn vf::port::VfPort>>,
 }
 
 /// Counters of the simulated bus, over every device it ever had.
@@ -56,9 +59,21 @@ pub struct SimPciStats {
     pub rx_frames: u64,
     /// Frames the devices dropped for want of a posted receive descriptor.
     pub rx_no_descriptor: u64,
-    /// Frames the devices dropped because they were disabled, gone or released, or the frame
-    /// was oversize.
+    /// Frames the devices took from the switch and then dropped because the function was
+    /// disabled or released, or the frame was oversize.
     pub rx_dropped: u64,
+    /// Frames the devices took from the switch and then dropped because the link went down.
+    pub rx_dropped_link_down: u64,
+    /// Frames the devices took from the switch and then lost because the device vanished.
+    pub rx_dropped_gone: u64,
+    /// Frames the devices took from the switch and then lost to a PF reset.
+    pub rx_dropped_reset: u64,
+    /// Frames the devices refused at once (the switch counts them in `rx_dropped_vf`).
+    pub rx_refused: u64,
+    /// Frames the current device wrote into its receive rings that its driver has not read
+    /// yet (0 once the driver let the device go, and for a device that had a PF reset, whose
+    /// unread frames the reset may have discarded): in flight, not lost.
+    pub rx_unread: u64,
     /// Frames the devices transmitted (onto the vSwitch or dropped there).
     pub tx_frames: u64,
     /// Frames the devices dropped at transmit because their link was down.
@@ -138,7 +153,24 @@ impl SimPci {
     pub fn stats(&self) -> SimPciStats {
         let mut stats = self.stats.lock().clone();
         if let Some(vf) = self.current.lock().as_ref() {
-            add_device_stats(&mut stats, &vf.control.stats());
+            // The driver's count first: read while frames move, the result errs towards
+            // more unread (in flight), never towards frames wrongly called stranded.
+            let read = vf
+                .driver
+                .as_ref()
+                .and_then(std::sync::Weak::upgrade)
+                .map(|driver| driver.stats());
+            let device = vf.control.stats();
+            add_device_stats(&mut stats, &device);
+            // A PF reset makes the driver set its rings up afresh: what the device wrote
+            // before it and nobody read is gone, and from the outside it looks just like
+            // frames not read yet. For a device that was reset, unread frames count as
+            // stranded (by the reset), not as in flight.
+            if let Some(read) = read.filter(|_| device.pf_resets == 0) {
+                stats.rx_unread = device
+                    .rx_frames
+                    .saturating_sub(read.rx_packets + read.rx_no_buffer + read.rx_frame_errors);
+            }
         }
         let mut made = self.made.lock();
         made.retain(|d| d.strong_count() > 0);
@@ -212,6 +244,10 @@ fn add_device_stats(total: &mut SimPciStats, s: &VfModelStats) {
     total.rx_frames += s.rx_frames;
     total.rx_no_descriptor += s.rx_no_descriptor;
     total.rx_dropped += s.rx_oversize + s.rx_dropped_disabled;
+    total.rx_dropped_link_down += s.rx_dropped_link_down;
+    total.rx_dropped_gone += s.rx_dropped_gone;
+    total.rx_dropped_reset += s.rx_dropped_reset;
+    total.rx_refused += s.rx_refused;
     total.tx_frames += s.tx_frames;
     total.tx_wire_dropped += s.tx_wire_dropped;
 }
@@ -258,16 +294,21 @@ impl VfProvider for SimPci {
             mac: Some(request.mac),
             ..IgbvfConfig::default()
         };
-        let opened = Igbvf::open(device.clone(), driver);
+        let opened = Igbvf::open(device.clone(), driver).map(|(port, queues)| {
+            let port: Arc<dyn vf::port::VfPort> = Arc::new(port);
+            (port, queues)
+        });
+        let weak = opened.as_ref().ok().map(|(port, _)| Arc::downgrade(port));
         *self.current.lock() = Some(SimVf {
             serial,
             device,
             control,
+            driver: weak,
         });
         match opened {
             Ok((port, queues)) => Ok(Some(AttachedVf {
                 name: format!("soft-igbvf-{serial}"),
-                port: Arc::new(port),
+                port,
                 queues: queues
                     .into_iter()
                     .map(|q| Box::new(q) as Box<dyn VfQueue>)
@@ -372,21 +413,72 @@ impl FailoverRig {
     }
 }
 
-/// Where the frames of a traffic run went, by [`FailoverRig::account`].
+/// Where the frames of a traffic run went, by reason ([`FailoverRig::account`]). Every frame
+/// the peer injected and every frame the port's `tx_burst` took was delivered or is in exactly
+/// one of these counts; `*_unaccounted` is what is in none (0 when the run balances; negative
+/// if something was counted twice).
+///
+/// The reasons (docs/failover.md states the guarantees in them):
+/// - **stranded**: in a VF's rings, or on its wire, when the VF went (surprise removal) or was
+///   reset in place (a PF reset);
+/// - **overload**: no receive descriptor on the VF, no buffer or staging room in the guest, the
+///   external port full: a poller or the peer that did not keep up;
+/// - **link down**: taken by a VF whose link then went down;
+/// - **failover**: taken by a VF after it was disabled or released: what a correct failover
+///   never lets happen.
+///
+/// Frames the switch refused at injection (packet filter, queue not open, a VF that refused)
+/// never entered: they are not in `peer_injected` but in `refused`, which must equal the
+/// peer's refusals.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Accounting {
-    /// Frames for the guest lost where they were counted: stranded in a VF's receive ring,
-    /// dropped by a VF (refusals the peer saw are not in `peer_injected`, so not here), or
-    /// dropped by the synthetic NIC for want of a buffer or of staging room (a poller starved
-    /// of CPU while the control thread read queue 0 for it).
-    pub rx_lost: u64,
-    /// Of `rx_lost`, frames left in a VF's receive ring when it went.
+    /// Towards the guest, stranded.
     pub rx_stranded: u64,
-    /// Frames the port accepted for transmit and lost where they were counted: on a VF that
-    /// went (`lost_vf_tx`) or dropped on a VF's dead link.
-    pub tx_lost: u64,
-    /// Whether every frame is delivered or in one of those counts.
-    pub complete: bool,
+    /// Towards the guest, overload.
+    pub rx_overload: u64,
+    /// Towards the guest, link down.
+    pub rx_link_down: u64,
+    /// Towards the guest, failover.
+    pub rx_failover: u64,
+    /// Towards the guest, in no count: injected − delivered − the counts above.
+    pub rx_unaccounted: i64,
+    /// Frames the switch refused at injection, by its own counters.
+    pub refused: u64,
+    /// Towards the peer, stranded: taken by a VF that went and never sent (`lost_vf_tx`).
+    pub tx_stranded: u64,
+    /// Towards the peer, overload: the external port's FIFO was full.
+    pub tx_overload: u64,
+    /// Towards the peer, link down: sent by a VF onto a dead link.
+    pub tx_link_down: u64,
+    /// Towards the peer, in no count: taken − received − the counts above.
+    pub tx_unaccounted: i64,
+}
+
+impl Accounting {
+    /// Whether every frame is delivered or in exactly one count (and the refusals agree).
+    pub fn balanced(&self, c: &TrafficCounts) -> bool {
+        self.rx_unaccounted == 0 && self.tx_unaccounted == 0 && self.refused == c.peer_refused
+    }
+
+    /// Frames the failover itself lost, both ways (zero in every scenario).
+    pub fn failover_lost(&self) -> u64 {
+        self.rx_failover
+    }
+
+    /// Frames lost to overload, both ways.
+    pub fn overload(&self) -> u64 {
+        self.rx_overload + self.tx_overload
+    }
+
+    /// Frames stranded on a VF that went, both ways.
+    pub fn stranded(&self) -> u64 {
+        self.rx_stranded + self.tx_stranded
+    }
+
+    /// Frames lost to a VF link that went down, both ways.
+    pub fn link_down(&self) -> u64 {
+        self.rx_link_down + self.tx_link_down
+    }
 }
 
 impl FailoverRig {
@@ -406,27 +498,56 @@ impl FailoverRig {
         )
     }
 
-    /// Accounts for the frames of a traffic run over this rig: each was delivered, or lost
-    /// where something counted it.
+    /// Accounts for the frames of a traffic run over this rig by reason (see
+    /// [`Accounting`]).
+    ///
+    /// Read while frames still move, the counts err towards "in flight" (unaccounted), never
+    /// towards a loss: `c` is read first, then the bus (the driver before its device), then
+    /// the port, so a frame on its way is never seen as stranded.
     pub fn account(&self, c: &TrafficCounts) -> Accounting {
-        let port = self.port.stats();
         let bus = self.pci.stats();
+        let port = self.port.stats();
+        let host = self.host.stats();
+        let nic = self.port.nic().stats();
         let rx_vf: u64 = port.queues.iter().map(|q| q.rx_vf).sum();
-        let rx_stranded = bus.rx_frames.saturating_sub(rx_vf);
-        // A frame the VF refused is counted by the VF and by the switch, and the peer saw the
-        // refusal (it is not in `peer_injected`): take it out of the VF's count.
-        let refused_by_vf = self.host.stats().rx_dropped_vf;
-        let rx_lost =
-            (rx_stranded + bus.rx_dropped + bus.rx_no_descriptor).saturating_sub(refused_by_vf);
-        let tx_lost = port.lost_vf_tx + bus.tx_wire_dropped;
+        let nic_overload: u64 = nic
+            .queues
+            .iter()
+            .map(|q| q.rx_dropped_no_buffer + q.rx_dropped_overflow)
+            .sum();
+        // Frames written into a VF's rings that no poller got: stranded, unless the current
+        // VF's driver has yet to read them.
+        let in_rings = bus.rx_frames.saturating_sub(rx_vf + bus.rx_unread);
+        let rx_stranded = in_rings + bus.rx_dropped_gone + bus.rx_dropped_reset;
+        let rx_overload = bus.rx_no_descriptor + nic_overload;
+        let rx_link_down = bus.rx_dropped_link_down;
+        let rx_failover = bus.rx_dropped;
+        let rx_lost = rx_stranded + rx_overload + rx_link_down + rx_failover;
+        let injected = c.peer_injected + c.peer_injected_broadcast;
+        let delivered = c.guest_received + c.guest_received_broadcast;
+        let refused = host.rx_dropped_vf
+            + host.rx_dropped_no_queue
+            + host.rx_dropped_filtered
+            + host.rx_dropped_no_buffer
+            + host.rx_dropped_ring_full;
+        let tx_stranded = port.lost_vf_tx;
+        let tx_overload = host.tx_dropped_port_full;
+        let tx_link_down = bus.tx_wire_dropped;
+        let signed = |a: u64, b: u64| a as i64 - b as i64;
         Accounting {
-            rx_lost,
             rx_stranded,
-            tx_lost,
-            // The NIC's drops may be unicast or broadcast frames: count both kinds together.
-            complete: c.guest_received + c.guest_received_broadcast + rx_lost
-                == c.peer_injected + c.peer_injected_broadcast
-                && c.peer_received + tx_lost == c.guest_sent,
+            rx_overload,
+            rx_link_down,
+            rx_failover,
+            rx_unaccounted: signed(injected, delivered + rx_lost),
+            refused,
+            tx_stranded,
+            tx_overload,
+            tx_link_down,
+            tx_unaccounted: signed(
+                c.guest_sent,
+                c.peer_received + tx_stranded + tx_overload + tx_link_down,
+            ),
         }
     }
 }

@@ -4,10 +4,17 @@
 //! One poller thread per port queue receives (checking that sequence numbers only grow within
 //! each flow) and transmits numbered frames; one peer thread stands at the vSwitch's external
 //! port, injecting numbered frames for every queue (unicast to the port's MAC, and, if asked,
-//! a broadcast flow) and checking the order of what the guest sent. Each direction keeps at
-//! most `window` frames in flight per queue, so queues never overflow in a healthy run; a
-//! direction that makes no progress for `stall` writes its in-flight frames off (they were
-//! lost, and the test's accounting must find them in some drop counter).
+//! a broadcast flow) and checking the order of what the guest sent.
+//!
+//! **Pacing.** Each direction keeps at most `window` frames in flight per queue. A direction
+//! that makes no progress for `stall` writes its in-flight frames off, so a run goes on after
+//! a real loss (a surprise removal strands frames; the test's accounting must find them in a
+//! drop counter). A write-off never causes a loss by itself: with `paced` (the default) the
+//! peer sends a frame only when the path the switch steers it to has room for it now — the
+//! receive descriptors the VF's driver posted, or the synthetic queue's backlog
+//! ([`ExternalPort::inject_paced`](crate::host::ExternalPort::inject_paced)) — so a poller
+//! the scheduler starves for seconds slows the peer down instead of overrunning its rings.
+//! The guest's transmit side needs no credit: `tx_burst` takes only what its rings hold.
 //!
 //! A flow is (the queue the frame was sent or injected on, its kind); order is checked per
 //! flow, which is what "no reordering within a queue" means when a port queue and the VF
@@ -20,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use packet::{MacAddr, Packet, Pool, PortQueue};
 
-use crate::host::SimHost;
+use crate::host::{Paced, SimHost};
 
 /// EtherType of traffic frames (IEEE local experimental).
 pub const TRAFFIC_ETHERTYPE: u16 = 0x88b5;
@@ -51,6 +58,9 @@ pub struct TrafficConfig {
     pub broadcast_every: u64,
     /// No progress for this long writes a direction's in-flight frames off.
     pub stall: Duration,
+    /// Whether the peer sends only on credit (see the module docs); without it the peer
+    /// overruns a guest that does not keep up, and the drops land in the overload counters.
+    pub paced: bool,
 }
 
 impl Default for TrafficConfig {
@@ -62,6 +72,7 @@ impl Default for TrafficConfig {
             peer_tx: true,
             broadcast_every: 16,
             stall: Duration::from_millis(50),
+            paced: true,
         }
     }
 }
@@ -470,27 +481,39 @@ fn peer(queues: usize, mac: MacAddr, host: &SimHost, shared: &Shared, config: &T
                 let arrived = shared.guest_received[q].load(Ordering::Acquire);
                 let room = windows[q].room(sent, arrived, config).min(BURST as u64);
                 for _ in 0..room {
-                    count += 1;
-                    let broadcast =
-                        config.broadcast_every != 0 && count.is_multiple_of(config.broadcast_every);
+                    let broadcast = config.broadcast_every != 0
+                        && (count + 1).is_multiple_of(config.broadcast_every);
                     let (dst, kind, seq) = if broadcast {
-                        broadcast_seq[q] += 1;
-                        (MacAddr::BROADCAST, KIND_BROADCAST, broadcast_seq[q])
+                        (MacAddr::BROADCAST, KIND_BROADCAST, broadcast_seq[q] + 1)
                     } else {
-                        seqs[q] += 1;
-                        (mac, KIND_UNICAST, seqs[q])
+                        (mac, KIND_UNICAST, seqs[q] + 1)
                     };
                     let f = frame(dst, PEER_MAC, kind, q as u16, seq, config.frame_len);
-                    if external.inject_on(q as u16, &f) {
-                        if broadcast {
-                            shared
-                                .peer_injected_broadcast
-                                .fetch_add(1, Ordering::Release);
-                        } else {
-                            shared.peer_injected[q].fetch_add(1, Ordering::Release);
-                        }
+                    let outcome = if config.paced {
+                        external.inject_paced(q as u16, &f)
+                    } else if external.inject_on(q as u16, &f) {
+                        Paced::Delivered
                     } else {
+                        Paced::Refused
+                    };
+                    if outcome == Paced::NoRoom {
+                        // No credit on this queue's path: the frame waits for the guest.
+                        break;
+                    }
+                    count += 1;
+                    if broadcast {
+                        broadcast_seq[q] = seq;
+                    } else {
+                        seqs[q] = seq;
+                    }
+                    if outcome == Paced::Refused {
                         shared.peer_refused.fetch_add(1, Ordering::Release);
+                    } else if broadcast {
+                        shared
+                            .peer_injected_broadcast
+                            .fetch_add(1, Ordering::Release);
+                    } else {
+                        shared.peer_injected[q].fetch_add(1, Ordering::Release);
                     }
                     busy = true;
                 }

@@ -52,17 +52,8 @@ fn a_thousand_attach_remove_cycles_leak_nothing() {
     for n in WARM_UP + 1..=CYCLES {
         cycle(&rig, n);
     }
-    let stats = rig.port.stats();
-    assert_eq!(stats.vf_attached, CYCLES);
-    assert_eq!(stats.vf_released, CYCLES);
-    assert_eq!(stats.lost_vf_tx, 0);
-    assert_eq!(
-        stats.ack_timeouts + stats.drain_timeouts + stats.switch_errors,
-        0,
-        "{stats:#?}"
-    );
+    // The leak checks first: nothing about how the cycles went may keep them from running.
     let bus = rig.pci.stats();
-    assert_eq!(bus.devices, CYCLES);
     assert_eq!(bus.devices_alive, 0, "released VFs still held by something");
     assert_eq!(count_dir("/proc/self/fd"), fds, "file descriptors leaked");
     assert_eq!(count_dir("/proc/self/task"), threads, "threads leaked");
@@ -72,4 +63,19 @@ fn a_thousand_attach_remove_cycles_leak_nothing() {
         grown < 16 * 1024,
         "resident memory grew by {grown} KiB over the cycles"
     );
+
+    let stats = rig.port.stats();
+    assert_eq!(stats.vf_attached, CYCLES);
+    assert_eq!(stats.vf_released, CYCLES);
+    assert_eq!(stats.lost_vf_tx, 0);
+    assert_eq!(
+        stats.ack_timeouts + stats.drain_timeouts + stats.switch_errors,
+        0,
+        "{stats:#?}"
+    );
+    // On a loaded machine the simulated PF's mailbox thread can be starved past the driver's
+    // mailbox timeout: that open fails, is counted, and the port probes again, which makes
+    // one more device. Every device is an attachment or a counted failed open.
+    assert_eq!(bus.devices, CYCLES + bus.open_failures, "{bus:?}");
+    assert!(stats.vf_attach_errors >= bus.open_failures, "{stats:#?}");
 }

@@ -47,7 +47,7 @@ use parking_lot::Mutex;
 
 pub use faults::Fault;
 pub use stats::HostStats;
-pub use vswitch::{ExternalPort, PortMode, VfUplink, VfWire};
+pub use vswitch::{ExternalPort, Paced, PortMode, VfUplink, VfWire};
 
 use netvsp::{Command, Persist, Session, SessionConfig};
 use stats::StatsCell;

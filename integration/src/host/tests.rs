@@ -586,12 +586,15 @@ struct FakeWire {
     /// While true, `flush` waits (bounded by its timeout) for the test to clear it.
     hold_flush: parking_lot::Mutex<bool>,
     released: parking_lot::Condvar,
+    /// What `room` answers (unless refusing).
+    room: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeWire {
     fn new(queues: u16) -> Arc<Self> {
         Arc::new(Self {
             queues,
+            room: std::sync::atomic::AtomicUsize::new(usize::MAX),
             ..Self::default()
         })
     }
@@ -629,6 +632,14 @@ impl super::VfWire for FakeWire {
 
     fn queues(&self) -> u16 {
         self.queues
+    }
+
+    fn room(&self, _queue: u16) -> usize {
+        if self.refuse.load(Ordering::Relaxed) {
+            0
+        } else {
+            self.room.load(Ordering::Relaxed)
+        }
     }
 }
 
@@ -723,14 +734,37 @@ fn unicast_follows_the_data_path_to_the_vf_and_broadcast_and_multicast_stay_synt
     // A VF that refuses loses the frame, counted.
     wire.refuse.store(true, Ordering::Relaxed);
     assert!(!g.host.external().inject_on(0, &frame(6)));
+    // Paced, the frame waits instead: nothing delivered, nothing counted.
+    assert_eq!(
+        g.host.external().inject_paced(0, &frame(6)),
+        super::Paced::NoRoom
+    );
     wire.refuse.store(false, Ordering::Relaxed);
+    wire.room.store(0, Ordering::Relaxed);
+    assert_eq!(
+        g.host.external().inject_paced(1, &frame(6)),
+        super::Paced::NoRoom
+    );
+    assert_eq!(
+        g.host.external().inject_paced(0, &broadcast(6)),
+        super::Paced::Delivered,
+        "broadcast is paced on the synthetic backlog"
+    );
+    g.expect_synthetic(&[&broadcast(6)]);
+    wire.room.store(1, Ordering::Relaxed);
+    assert_eq!(
+        g.host.external().inject_paced(1, &frame(8)),
+        super::Paced::Delivered
+    );
+    assert_eq!(wire.delivered().last(), Some(&(1, frame(8))));
+    wire.delivered.lock().pop();
 
     // Without a VF port, unicast is synthetic again even on the VF data path.
     g.host.detach_vf_wire();
     assert!(g.host.external().inject_on(0, &frame(7)));
     g.expect_synthetic(&[&frame(7)]);
     let stats = g.host.stats();
-    assert_eq!((stats.rx_to_vf, stats.rx_dropped_vf), (2, 1));
+    assert_eq!((stats.rx_to_vf, stats.rx_dropped_vf), (3, 1));
     assert_eq!(stats.switch_flush_timeouts, 0);
     assert_eq!(wire.delivered().len(), 2);
 }

@@ -81,6 +81,21 @@ pub trait VfWire: Send + Sync + std::fmt::Debug {
     fn flush(&self, timeout: Duration) -> bool;
     /// Receive queues the VF has (frames for higher queues are folded: queue % queues).
     fn queues(&self) -> u16;
+    /// How many frames `deliver` on `queue` would take now without a drop: the receive
+    /// descriptors the driver posted that no delivered frame is already headed for (0 when
+    /// the VF would refuse). The credit a paced peer sends on.
+    fn room(&self, queue: u16) -> usize;
+}
+
+/// What a paced injection did ([`ExternalPort::inject_paced`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Paced {
+    /// Handed to the path steering picked.
+    Delivered,
+    /// Dropped and counted by the switch (queue not open) or refused by the VF.
+    Refused,
+    /// Not sent: the path has no room for it now (nothing counted; send it later).
+    NoRoom,
 }
 
 /// Where the guest's transmitted frames go.
@@ -214,6 +229,18 @@ impl Switch {
     /// Sends `frame` for the guest on `queue` down the path steering picks (see the module
     /// docs); `false` if dropped (and counted).
     pub fn to_guest(&self, queue: u16, frame: RxFrame) -> bool {
+        self.steer(queue, frame, false) != Paced::Refused
+    }
+
+    /// [`to_guest`](Self::to_guest), but only if the path steering picks has room for the
+    /// frame now: the room check and the hand-over happen under the steering lock, so no
+    /// data-path flip falls between them, and only the paced sender adds to what the room
+    /// counts, so the answer still holds when the frame arrives.
+    pub fn to_guest_paced(&self, queue: u16, frame: RxFrame) -> Paced {
+        self.steer(queue, frame, true)
+    }
+
+    fn steer(&self, queue: u16, frame: RxFrame, paced: bool) -> Paced {
         let unicast = frame.data.first().is_some_and(|b| b & 1 == 0);
         let _steering = self.steering.read();
         if unicast
@@ -221,15 +248,34 @@ impl Switch {
             && let Some(wire) = self.vf_wire()
         {
             let queue = queue % wire.queues().max(1);
+            if paced && wire.room(queue) == 0 {
+                return Paced::NoRoom;
+            }
             return if wire.deliver(queue, &frame.data) {
                 bump(&self.stats.rx_to_vf, 1);
-                true
+                Paced::Delivered
             } else {
                 bump(&self.stats.rx_dropped_vf, 1);
-                false
+                Paced::Refused
             };
         }
-        self.enqueue_for_guest(queue, frame)
+        if paced && self.synthetic_room(queue) == 0 {
+            return Paced::NoRoom;
+        }
+        if self.enqueue_for_guest(queue, frame) {
+            Paced::Delivered
+        } else {
+            Paced::Refused
+        }
+    }
+
+    /// Frames `queue`'s synthetic backlog takes before it drops (an unopened queue refuses
+    /// at once: room is only what waits, not whether the queue exists).
+    fn synthetic_room(&self, queue: u16) -> usize {
+        self.to_guest
+            .lock()
+            .get(usize::from(queue))
+            .map_or(0, |q| PORT_QUEUE_FRAMES.saturating_sub(q.len()))
     }
 
     /// Steers the frames the VF sent in Loopback mode; `true` if there were any. Host thread
@@ -428,6 +474,21 @@ impl ExternalPort {
     /// instead (`false` if the VF refused it, counted in `rx_dropped_vf`).
     pub fn inject_on(&self, queue: u16, frame: &[u8]) -> bool {
         self.switch.to_guest(
+            queue,
+            RxFrame {
+                data: frame.to_vec(),
+                vlan: None,
+            },
+        )
+    }
+
+    /// [`inject_on`](Self::inject_on) paced by credit: the frame goes only if the path
+    /// steering picks for it (the VF's posted receive descriptors, or the synthetic queue's
+    /// backlog) has room now, so a sender that waits on [`Paced::NoRoom`] never overruns the
+    /// guest, however slowly it polls. Broadcast and multicast are paced on the synthetic
+    /// backlog.
+    pub fn inject_paced(&self, queue: u16, frame: &[u8]) -> Paced {
+        self.switch.to_guest_paced(
             queue,
             RxFrame {
                 data: frame.to_vec(),

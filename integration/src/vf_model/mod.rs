@@ -316,7 +316,11 @@ impl Function {
         if !self.alive() {
             let dropped = self.wire.rx_backlog.len() as u64;
             self.wire.rx_backlog.clear();
-            self.stats.rx_dropped_disabled += dropped;
+            if self.present {
+                self.stats.rx_dropped_disabled += dropped;
+            } else {
+                self.stats.rx_dropped_gone += dropped;
+            }
             return dropped > 0;
         }
         let mut changed = self.pf_service();

@@ -11,6 +11,8 @@
 use std::collections::{BTreeSet, VecDeque};
 use std::time::Duration;
 
+use vf::igbvf::regs::rxdctl;
+
 use super::VfModelControl;
 use crate::host::{VfUplink, VfWire};
 
@@ -32,20 +34,46 @@ impl FrameSink for VfUplink {
 
 impl VfWire for VfModelControl {
     /// [`VfModelControl::inject`], but a function that is gone, released, not enabled by the
-    /// PF or whose link is down drops (counted in `rx_dropped_disabled`) and says so.
+    /// PF or whose link is down refuses the frame (counted in `rx_refused`) and says so: the
+    /// switch counts the loss (`rx_dropped_vf`).
     fn deliver(&self, queue: u16, frame: &[u8]) -> bool {
         self.with_state(|f| {
             if !f.alive()
-                || !f.mbx.state.vf_enabled
                 || !f.link_up
+                || !f.mbx.state.vf_enabled
                 || f.wire.rx_backlog.len() >= WIRE_CAPACITY
             {
-                f.stats.rx_dropped_disabled += 1;
+                f.stats.rx_refused += 1;
                 false
             } else {
                 f.wire.rx_backlog.push_back((queue, frame.to_vec()));
                 true
             }
+        })
+    }
+
+    /// Receive descriptors the driver posted on `queue` that no frame on the wire is already
+    /// headed for: how many frames the queue takes now without a drop. 0 while the function
+    /// is gone, released, not enabled, its link down or the queue disabled.
+    fn room(&self, queue: u16) -> usize {
+        self.with_state(|f| {
+            let q = usize::from(queue);
+            if !f.alive() || !f.mbx.state.vf_enabled || !f.link_up || q >= f.queues {
+                return 0;
+            }
+            let ring = &f.rx[q];
+            let count = ring.count();
+            if ring.ctl & rxdctl::ENABLE == 0 || ring.halted || count == 0 {
+                return 0;
+            }
+            let posted = (ring.tail + count - ring.head.min(count)) % count;
+            let waiting = f
+                .wire
+                .rx_backlog
+                .iter()
+                .filter(|(b, _)| *b == queue)
+                .count();
+            (posted as usize).saturating_sub(waiting)
         })
     }
 
@@ -114,10 +142,21 @@ pub struct VfModelStats {
     pub rx_no_descriptor: u64,
     /// Injected frames dropped because they exceed the queue's `SRRCTL` buffer size.
     pub rx_oversize: u64,
-    /// Injected frames dropped because the queue does not exist or is disabled, the PF has not
-    /// enabled the VF (no `RESET` handshake since the last reset), the link is down, the
-    /// device is gone, or the wire's receive backlog was full.
+    /// Injected frames dropped because the queue does not exist or is disabled, the driver
+    /// released the device, or the wire's receive backlog was full.
     pub rx_dropped_disabled: u64,
+    /// Injected frames dropped because the PF has not enabled the VF: a PF reset is under way,
+    /// or the VF has not redone the `RESET` handshake since one.
+    pub rx_dropped_reset: u64,
+    /// Injected frames dropped because the link was down.
+    pub rx_dropped_link_down: u64,
+    /// Injected frames dropped because the device was gone (surprise removal): those waiting
+    /// on the wire when it vanished.
+    pub rx_dropped_gone: u64,
+    /// Frames the vSwitch delivered ([`VfWire::deliver`]) that the function refused at once
+    /// (gone, released, not enabled, link down or its wire full); the switch counts them too.
+    /// Not in any `rx_dropped_*` counter.
+    pub rx_refused: u64,
     /// Injected frames that are empty or longer than any frame a wire carries.
     pub rx_dropped_invalid: u64,
     /// Things a device would refuse: a bad descriptor, address or length, a tail beyond the

@@ -227,12 +227,16 @@ impl Function {
             return;
         }
         let q = usize::from(q);
-        if q >= self.queues
-            || !self.mbx.state.vf_enabled
-            || !self.link_up
-            || self.rx[q].ctl & rxdctl::ENABLE == 0
-            || self.rx[q].halted
-        {
+        if !self.link_up {
+            self.stats.rx_dropped_link_down += 1;
+            return;
+        }
+        if !self.mbx.state.vf_enabled {
+            // A PF reset (or a function reset not yet followed by the RESET handshake).
+            self.stats.rx_dropped_reset += 1;
+            return;
+        }
+        if q >= self.queues || self.rx[q].ctl & rxdctl::ENABLE == 0 || self.rx[q].halted {
             self.stats.rx_dropped_disabled += 1;
             return;
         }

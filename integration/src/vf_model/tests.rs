@@ -15,6 +15,7 @@ use vf::igbvf::mailbox::{
 use vf::igbvf::regs::{self, Queue, Status, V2pMailbox, VMBMEM_WORDS, ctrl, srrctl_one_buffer};
 
 use super::{SoftIgbvf, SoftIgbvfConfig, VfModelControl};
+use crate::host::VfWire;
 
 const MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
 /// Bound of every wait: generous, never part of an assertion.
@@ -484,7 +485,7 @@ fn pf_reset_shows_rsti_then_rstd_and_nacks_until_the_vf_resets() {
     );
     vf.ctl.inject(0, &frame(1, 60));
     vf.ctl
-        .wait_for_stats(WAIT, |s| s.rx_dropped_disabled == 1)
+        .wait_for_stats(WAIT, |s| s.rx_dropped_reset == 1)
         .unwrap();
     vf.ctl.pf_reset_end();
     vf.ctl
@@ -546,6 +547,31 @@ fn eicr_is_read_to_clear_and_eics_signals_unmasked_vectors() {
 }
 
 #[test]
+fn room_is_the_posted_descriptors_no_frame_is_headed_for() {
+    let mut vf = open();
+    vf.bring_up();
+    let _mem = setup_rx(&vf, Queue::Q0, 4);
+    assert_eq!(vf.ctl.room(0), 4);
+    assert_eq!(vf.ctl.room(1), 0, "queue 1 is not enabled");
+    vf.ctl.inject(0, &frame(1, 60));
+    vf.ctl.wait_for_stats(WAIT, |s| s.rx_frames == 1).unwrap();
+    assert_eq!(vf.ctl.room(0), 3, "one descriptor used");
+    vf.ctl.set_link(false);
+    assert_eq!(vf.ctl.room(0), 0, "nothing is taken while the link is down");
+    assert!(!vf.ctl.deliver(0, &frame(2, 60)));
+    let stats = vf.ctl.stats();
+    assert_eq!(
+        (stats.rx_refused, stats.rx_dropped_link_down),
+        (1, 0),
+        "a refusal is counted as one, not as a drop"
+    );
+    vf.ctl.set_link(true);
+    assert_eq!(vf.ctl.room(0), 3);
+    vf.ctl.surprise_remove();
+    assert_eq!(vf.ctl.room(0), 0, "a device that is gone takes nothing");
+}
+
+#[test]
 fn surprise_remove_reads_all_ones_and_stops_dma() {
     let mut vf = open();
     vf.bring_up();
@@ -564,9 +590,10 @@ fn surprise_remove_reads_all_ones_and_stops_dma() {
     vf.ctl.inject(0, &frame(1, 60));
     let stats = vf
         .ctl
-        .wait_for_stats(WAIT, |s| s.rx_dropped_disabled == 1)
+        .wait_for_stats(WAIT, |s| s.rx_dropped_gone == 1)
         .unwrap();
     assert_eq!(stats.rx_frames, 0);
+    assert_eq!(stats.rx_dropped_disabled, 0, "counted by its reason only");
 }
 
 #[test]
@@ -732,7 +759,6 @@ fn guest_dma(window_offset: usize, window_len: usize) -> super::GuestDma {
 
 #[test]
 fn a_function_on_guest_memory_dmas_there_and_transmits_to_the_uplink_before_dd() {
-    use crate::host::VfWire;
     let dma = guest_dma(256 << 10, 256 << 10);
     let memory = dma.memory.clone();
     let sink = Arc::new(RecordingSink::default());
@@ -801,9 +827,11 @@ fn a_function_on_guest_memory_dmas_there_and_transmits_to_the_uplink_before_dd()
 
     // A released function refuses what the switch delivers, counted.
     vf.dev.release().unwrap();
-    let before = vf.ctl.stats().rx_dropped_disabled;
+    let before = vf.ctl.stats();
     assert!(!vf.ctl.deliver(0, &frame(1, 60)));
-    assert_eq!(vf.ctl.stats().rx_dropped_disabled, before + 1);
+    let after = vf.ctl.stats();
+    assert_eq!(after.rx_refused, before.rx_refused + 1);
+    assert_eq!(after.rx_dropped_disabled, before.rx_dropped_disabled);
     assert!(vf.ctl.flush(WAIT));
 }
 
