@@ -14,9 +14,11 @@
 //! - [`pool`]: a fixed-size buffer [`Pool`] carved from a region and the RAII [`Packet`] that
 //!   returns its buffer on drop. One pool serves every path of a port: no frame is copied
 //!   between paths.
+//! - [`deadline`]: `now + timeout` that never panics, for every crate's waits.
 //! - [`ethernet`]: [`MacAddr`] and a checked [`EthernetFrame`] view.
 //! - [`port`]: the one face every port has ([`PortQueue`]): `rx_burst` / `tx_burst`.
 
+pub mod deadline;
 pub mod ethernet;
 pub mod mem;
 pub mod pool;

@@ -273,19 +273,6 @@ impl Control {
     }
 }
 
-/// How far ahead a deadline is put when the timeout asked for does not fit an `Instant`
-/// (`Duration::MAX` from a caller that means "no bound"): about a century, which does.
-const FAR_FUTURE: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// `timeout` after `now`, never panicking: a sum that does not fit an `Instant` saturates to
-/// [`FAR_FUTURE`] after `now` (or `now` itself if even that does not fit, on a clock that
-/// close to its end).
-pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
-    now.checked_add(timeout)
-        .or_else(|| now.checked_add(FAR_FUTURE.min(timeout)))
-        .unwrap_or(now)
-}
-
 /// A deadline and the bound it came from (for the timeout error).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Bound {
@@ -294,10 +281,10 @@ pub(crate) struct Bound {
 }
 
 impl Bound {
-    /// `timeout` from now (see [`deadline_after`] for a timeout too large for an `Instant`).
+    /// `timeout` from now (saturating: see [`packet::deadline::after`]).
     pub(crate) fn after(timeout: Duration) -> Self {
         Self {
-            deadline: deadline_after(Instant::now(), timeout),
+            deadline: packet::deadline::after(Instant::now(), timeout),
             timeout,
         }
     }

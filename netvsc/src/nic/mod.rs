@@ -211,17 +211,21 @@ impl SyntheticNic {
     }
 
     /// The next host event, waiting at most `timeout`. Drains queue 0 while waiting if no
-    /// poller does, so a control-only program sees events too.
+    /// poller does, so a control-only program sees events too; with a zero `timeout` it still
+    /// reads what queue 0 holds once (without sleeping), so a caller that polls events between
+    /// other work sees them as they come, not at its next wait.
     pub fn next_event(&self, timeout: Duration) -> Option<NicEvent> {
         let deadline = Bound::after(timeout).deadline;
+        let mut looked = false;
         loop {
             if let Some(event) = self.shared.control.inbox.lock().events.pop_front() {
                 return Some(event);
             }
-            if Instant::now() >= deadline {
+            if looked && Instant::now() >= deadline {
                 return None;
             }
             self.shared.pump(deadline);
+            looked = true;
         }
     }
 
@@ -268,8 +272,10 @@ impl SyntheticNic {
     /// Rebuilds the session: drops every ring, doorbell and buffer the NIC holds, reopens the
     /// device and redoes the handshake with the version negotiated before and the same queue
     /// count. Queue handles keep working afterwards; the MAC is kept. Sends in flight are
-    /// abandoned and counted in `tx_failed` (the host never completed them). Everything must finish within
-    /// `timeout`.
+    /// abandoned and counted in `tx_failed` (the host never completed them). Events of the
+    /// dead session not yet taken that describe the session itself (VF association, host
+    /// data-path switch, channel dead) are dropped: the new session starts with none.
+    /// Everything must finish within `timeout`.
     pub fn reestablish(&self, timeout: Duration) -> Result<(), NicError> {
         let shared = &*self.shared;
         let _session = shared.session_lock.lock();
@@ -280,6 +286,17 @@ impl SyntheticNic {
         }
         *shared.sendbuf.lock() = None;
         shared.control.reset(0..0);
+        // What the dead session said about its VF, its data path and its own death is not
+        // true of the new one: a fresh session starts with no association (the host sends
+        // 128 again if it still has a VF) and on the synthetic path.
+        shared.control.inbox.lock().events.retain(|event| {
+            !matches!(
+                event,
+                NicEvent::VfAssociation { .. }
+                    | NicEvent::HostSwitchedDataPath { .. }
+                    | NicEvent::ChannelDead
+            )
+        });
         let remaining = bound.deadline.saturating_duration_since(Instant::now());
         shared.device.lock().reopen(remaining)?;
         let plan = SessionPlan {

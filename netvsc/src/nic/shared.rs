@@ -232,7 +232,7 @@ impl NicShared {
             let mut room = 0;
             let read = st.service(self, None, &mut room, BURST_BUDGET);
             st.flush();
-            if read > 0 || self.is_dead() {
+            if read > 0 || self.is_dead() || slice.is_zero() {
                 return;
             }
             if st.chan.is_none() {

@@ -421,7 +421,7 @@ impl ShmDevice {
         what: &'static str,
         mut done: impl FnMut(&Shared) -> Result<bool, DeviceError>,
     ) -> Result<(), DeviceError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         let mut ready = Vec::new();
         loop {
             if done(&self.shared)? {
@@ -504,7 +504,7 @@ impl VmbusDevice for ShmDevice {
     }
 
     fn wait_for_interrupt(&self, timeout: Duration) -> Result<bool, DeviceError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         let signals = &self.shared.signals;
         let open = usize::from(1 + self.subchannels_open);
         let fds: Vec<&EventFd> = signals.to_guest[..open]

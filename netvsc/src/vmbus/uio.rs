@@ -505,7 +505,7 @@ impl VmbusDevice for UioDevice {
         if count == 0 {
             return Ok(Vec::new());
         }
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         loop {
             if !self.is_present() {
                 return Err(DeviceError::Gone {
@@ -556,7 +556,7 @@ impl VmbusDevice for UioDevice {
     }
 
     fn reopen(&mut self, timeout: Duration) -> Result<(), DeviceError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         // Dropping our mappings and fd closes the channel once the caller has dropped theirs
         // (the kernel closes it on the last close of the node, and a mapping holds the file).
         self.subchannels.clear();

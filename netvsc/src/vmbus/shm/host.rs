@@ -90,7 +90,7 @@ impl ShmHostSide {
     /// Waits until the guest rings any doorbell or kicks the control eventfd, or `timeout`
     /// passes (then the result is empty). Drains what it reports.
     pub fn wait_guest_signal(&self, timeout: Duration) -> Result<GuestSignals, DeviceError> {
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         let signals = &self.shared.signals;
         let fds: Vec<&EventFd> = signals
             .to_host

@@ -416,3 +416,18 @@ fn flow_control_never_loses_a_wakeup() {
     consumer.join().unwrap();
     assert!(blocked > 0, "the ring filled up at least once");
 }
+
+#[test]
+fn a_wait_without_a_bound_does_not_overflow_its_deadline() {
+    // `Duration::MAX` means "no bound" to a caller; the deadline saturates instead of
+    // panicking on `Instant + Duration`, and a signal already pending ends the wait at once.
+    let bus = ShmBus::new(&small()).unwrap();
+    let guest = bus.guest_device();
+    let host = bus.host_side();
+    let _rings = guest.primary().unwrap();
+    host.signal_guest(0).unwrap();
+    assert!(guest.wait_for_interrupt(Duration::MAX).unwrap());
+    guest.doorbell(0).unwrap().signal().unwrap();
+    let signals = host.wait_guest_signal(Duration::MAX).unwrap();
+    assert_eq!(signals.channels().collect::<Vec<_>>(), [0]);
+}
