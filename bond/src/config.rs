@@ -54,21 +54,141 @@ impl Default for FailoverConfig {
     }
 }
 
+/// The longest any bound may be: an hour. A longer wait is a configuration mistake, and
+/// bounds this size keep every deadline the port computes far inside what an `Instant` holds.
+pub const MAX_BOUND: Duration = Duration::from_secs(3600);
+
 impl FailoverConfig {
-    /// Rejects zero bounds that would make a wait meaningless.
-    pub fn validate(&self) -> Result<(), crate::FailoverError> {
-        let checks = [
+    /// Every bound with its name, for validation and messages.
+    fn bounds(&self) -> [(&'static str, Duration); 11] {
+        [
+            ("vf_appear_timeout", self.vf_appear_timeout),
+            ("vf_probe_interval", self.vf_probe_interval),
+            ("vf_reset_timeout", self.vf_reset_timeout),
             ("switch_timeout", self.switch_timeout),
             ("ack_timeout", self.ack_timeout),
+            ("drain_timeout", self.drain_timeout),
+            ("vf_stop_timeout", self.vf_stop_timeout),
+            ("tx_order_timeout", self.tx_order_timeout),
             ("watchdog_interval", self.watchdog_interval),
             ("watchdog_timeout", self.watchdog_timeout),
             ("tick", self.tick),
+        ]
+    }
+
+    /// Rejects zero bounds that would make a wait meaningless, and any bound above
+    /// [`MAX_BOUND`]; the error names the field, its value and what is accepted.
+    pub fn validate(&self) -> Result<(), crate::FailoverError> {
+        const NONZERO: [&str; 5] = [
+            "switch_timeout",
+            "ack_timeout",
+            "watchdog_interval",
+            "watchdog_timeout",
+            "tick",
         ];
-        for (name, value) in checks {
-            if value.is_zero() {
-                return Err(crate::FailoverError::Config(format!("{name} is zero")));
+        for (name, value) in self.bounds() {
+            let low = if NONZERO.contains(&name) {
+                "(0s"
+            } else {
+                "[0s"
+            };
+            if value > MAX_BOUND || (value.is_zero() && NONZERO.contains(&name)) {
+                return Err(crate::FailoverError::Config(format!(
+                    "{name} {value:?} is outside {low}, {MAX_BOUND:?}]"
+                )));
             }
         }
         Ok(())
+    }
+
+    /// How long [`FailoverPort::close`](crate::FailoverPort::close) waits for the control
+    /// thread: the longest step it can be in (re-establishing the session, or a VF probe)
+    /// followed by the planned leave it does on the way out, each wait at its bound, doubled
+    /// for a loaded machine.
+    pub(crate) fn close_bound(&self) -> Duration {
+        let step = self.watchdog_timeout.max(self.vf_probe_interval) + self.switch_timeout;
+        let leave = 3 * self.ack_timeout
+            + 2 * self.drain_timeout
+            + self.switch_timeout
+            + self.vf_stop_timeout;
+        2 * (step + leave + self.tick) + Duration::from_secs(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_valid() {
+        FailoverConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_zero_bound_where_one_is_needed_is_refused_by_name() {
+        let config = FailoverConfig {
+            ack_timeout: Duration::ZERO,
+            ..FailoverConfig::default()
+        };
+        let message = config.validate().unwrap_err().to_string();
+        assert!(
+            message.contains("ack_timeout 0ns is outside (0s, 3600s]"),
+            "{message}"
+        );
+        let config = FailoverConfig {
+            vf_probe_interval: Duration::ZERO,
+            ..FailoverConfig::default()
+        };
+        config
+            .validate()
+            .expect("probing without a pause is allowed");
+    }
+
+    #[test]
+    fn a_bound_too_long_is_refused_by_name_and_value() {
+        for field in 0..11 {
+            let mut config = FailoverConfig::default();
+            let huge = Duration::from_secs(u64::MAX);
+            let name = {
+                let slots: [&mut Duration; 11] = [
+                    &mut config.vf_appear_timeout,
+                    &mut config.vf_probe_interval,
+                    &mut config.vf_reset_timeout,
+                    &mut config.switch_timeout,
+                    &mut config.ack_timeout,
+                    &mut config.drain_timeout,
+                    &mut config.vf_stop_timeout,
+                    &mut config.tx_order_timeout,
+                    &mut config.watchdog_interval,
+                    &mut config.watchdog_timeout,
+                    &mut config.tick,
+                ];
+                *slots.into_iter().nth(field).unwrap() = huge;
+                FailoverConfig::default().bounds()[field].0
+            };
+            let message = config.validate().unwrap_err().to_string();
+            for part in [name, "18446744073709551615s", "3600s]"] {
+                assert!(message.contains(part), "{part:?} missing from {message:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_close_bound_fits_the_longest_bounds() {
+        let config = FailoverConfig {
+            vf_appear_timeout: MAX_BOUND,
+            vf_probe_interval: MAX_BOUND,
+            vf_reset_timeout: MAX_BOUND,
+            switch_timeout: MAX_BOUND,
+            ack_timeout: MAX_BOUND,
+            drain_timeout: MAX_BOUND,
+            vf_stop_timeout: MAX_BOUND,
+            tx_order_timeout: MAX_BOUND,
+            watchdog_interval: MAX_BOUND,
+            watchdog_timeout: MAX_BOUND,
+            tick: MAX_BOUND,
+        };
+        config.validate().unwrap();
+        assert!(config.close_bound() > 8 * MAX_BOUND);
     }
 }

@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use netvsc::nic::{NicEvent, SyntheticNic};
+use packet::deadline::after;
 use parking_lot::{Condvar, Mutex};
 use vf::port::{VfEvent, VfPort};
 
@@ -43,6 +44,10 @@ const EVENT_CAPACITY: usize = 1024;
 /// A queue whose poller starts no burst for this long is not polled: no wait is held up by
 /// it. Long enough that a poller the scheduler set aside for a moment is still waited for.
 const IDLE_QUEUE: Duration = Duration::from_millis(50);
+/// Host events handled in one step at most: a host that sends events without pause must not
+/// starve the timers (the watchdog, the VF probe, the reset bound). The rest wait in the NIC's
+/// inbox for the next step, a tick later at most.
+const EVENTS_PER_STEP: usize = 64;
 
 /// What the control thread and the port's handle share.
 #[derive(Debug)]
@@ -54,6 +59,8 @@ pub(crate) struct Inner {
     pub queues: Vec<Arc<QueueShared>>,
     pub handshake: Arc<Handshake>,
     pub stop: AtomicBool,
+    /// Set (under `status`'s lock) when the control thread has returned or unwound.
+    pub finished: AtomicBool,
     pub status: Mutex<FailoverStats>,
     pub status_changed: Condvar,
     pub events: Mutex<VecDeque<FailoverEvent>>,
@@ -78,6 +85,18 @@ impl Inner {
     }
 }
 
+/// Marks the control thread finished when dropped: on return and on unwind alike.
+pub(crate) struct Finished(pub Arc<Inner>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        let status = self.0.status.lock();
+        self.0.finished.store(true, Ordering::Release);
+        drop(status);
+        self.0.status_changed.notify_all();
+    }
+}
+
 /// A VF in use.
 #[derive(Debug)]
 struct Attached {
@@ -93,6 +112,10 @@ struct Attached {
     in_use: bool,
     /// Its `tx_lost` already added to the port's `lost_vf_tx`.
     tx_lost_counted: u64,
+    /// Set when the session that associated it was re-established: the new session has not
+    /// associated it (yet). Kept unused until the host does, released at this instant (on the
+    /// port's clock) if it does not.
+    orphaned_until: Option<Instant>,
 }
 
 /// Looking for the VF of an association.
@@ -130,6 +153,11 @@ impl Control {
         }
     }
 
+    /// What the thread shares with the port's handle.
+    pub fn inner(&self) -> Arc<Inner> {
+        self.inner.clone()
+    }
+
     /// The thread's body; returns when the port closes.
     pub fn run(mut self) {
         while !self.inner.stop.load(Ordering::Acquire) {
@@ -163,7 +191,9 @@ impl Control {
             tick
         };
         let mut nic_events = Vec::new();
-        while let Some(event) = self.inner.nic.next_event(wait) {
+        while nic_events.len() < EVENTS_PER_STEP
+            && let Some(event) = self.inner.nic.next_event(wait)
+        {
             nic_events.push(event);
             wait = Duration::ZERO;
         }
@@ -183,16 +213,24 @@ impl Control {
                 allocated: true,
                 serial,
             } => {
+                // The host associates another VF than the one the port holds: the one held is
+                // no longer the host's, so it is left (planned) and released first.
+                if self.vf.as_ref().is_some_and(|v| v.serial != serial) {
+                    self.leave_vf(SwitchReason::AssociationRemoved, true);
+                }
                 self.association = Some(serial);
                 self.refused = false;
                 self.inner.emit(FailoverEvent::VfAssociated { serial });
-                if self.vf.as_ref().is_none_or(|v| v.serial != serial) {
-                    let now = self.inner.clock.now();
-                    self.probe = Some(Probe {
-                        serial,
-                        deadline: now + self.inner.config.vf_appear_timeout,
-                        next_try: now,
-                    });
+                match self.vf.as_mut() {
+                    Some(vf) => vf.orphaned_until = None,
+                    None => {
+                        let now = self.inner.clock.now();
+                        self.probe = Some(Probe {
+                            serial,
+                            deadline: after(now, self.inner.config.vf_appear_timeout),
+                            next_try: now,
+                        });
+                    }
                 }
             }
             NicEvent::VfAssociation {
@@ -254,6 +292,19 @@ impl Control {
 
     fn run_timers(&mut self) {
         let now = self.inner.clock.now();
+        // A VF the re-established session never associated again is not the host's any more.
+        let orphaned = self
+            .vf
+            .as_ref()
+            .and_then(|v| v.orphaned_until)
+            .is_some_and(|until| now >= until);
+        if orphaned {
+            tracing::warn!(
+                target: "hvnet::bond",
+                "the re-established session did not associate the VF again: releasing it"
+            );
+            self.leave_vf(SwitchReason::AssociationRemoved, true);
+        }
         // A VF that does not come back from a reset is given up (the host can offer it again).
         let stuck = self
             .vf
@@ -269,7 +320,7 @@ impl Control {
             self.set_state(PortState::Synthetic);
         }
         if now >= self.next_keepalive {
-            self.next_keepalive = now + self.inner.config.watchdog_interval;
+            self.next_keepalive = after(now, self.inner.config.watchdog_interval);
             if let Err(error) = self.inner.nic.keepalive(self.inner.config.watchdog_timeout) {
                 tracing::warn!(target: "hvnet::bond", %error, "keepalive failed");
                 self.recover_session();
@@ -278,7 +329,7 @@ impl Control {
         if let Some(probe) = self.probe.as_mut()
             && now >= probe.next_try
         {
-            probe.next_try = now + self.inner.config.vf_probe_interval;
+            probe.next_try = after(now, self.inner.config.vf_probe_interval);
             let serial = probe.serial;
             let expired = now >= probe.deadline;
             self.try_attach(serial);
@@ -346,13 +397,18 @@ impl Control {
             reset_since: None,
             in_use: false,
             tx_lost_counted: 0,
+            orphaned_until: None,
         });
         self.set_state(PortState::VfAttaching);
     }
 
     fn maybe_switch_to_vf(&mut self) {
         let ready = self.vf.as_ref().is_some_and(|vf| {
-            vf.link_up && !vf.resetting && !vf.in_use && self.association == Some(vf.serial)
+            vf.link_up
+                && !vf.resetting
+                && !vf.in_use
+                && vf.orphaned_until.is_none()
+                && self.association == Some(vf.serial)
         });
         if ready && !self.refused {
             self.switch_to_vf();
@@ -370,7 +426,7 @@ impl Control {
     }
 
     fn wait_acked(&self, generations: &[u64]) {
-        let deadline = Instant::now() + self.inner.config.ack_timeout;
+        let deadline = after(Instant::now(), self.inner.config.ack_timeout);
         let late = wait_queues(&self.inner, generations, deadline, false);
         if !late.is_empty() {
             tracing::warn!(target: "hvnet::bond", ?late, "queues did not take the new path in time");
@@ -448,7 +504,7 @@ impl Control {
                     self.publish(|i| Self::route_for(vf, TxPath::Synthetic, RxMode::Vf, i));
                 self.wait_acked(&generations);
                 failover = started.elapsed();
-                let deadline = Instant::now() + self.inner.config.drain_timeout;
+                let deadline = after(Instant::now(), self.inner.config.drain_timeout);
                 if !wait_queues(&self.inner, &generations, deadline, true).is_empty() {
                     self.inner.update(|s| s.drain_timeouts += 1);
                 }
@@ -458,7 +514,7 @@ impl Control {
                 let generations = self.publish(|i| {
                     Self::route_for(vf, TxPath::Synthetic, RxMode::VfThenSynthetic, i)
                 });
-                let deadline = Instant::now() + self.inner.config.drain_timeout;
+                let deadline = after(Instant::now(), self.inner.config.drain_timeout);
                 if !wait_queues(&self.inner, &generations, deadline, true).is_empty() {
                     self.inner.update(|s| s.drain_timeouts += 1);
                 }
@@ -547,14 +603,24 @@ impl Control {
         {
             Ok(()) => {
                 let duration = started.elapsed();
-                self.inner
-                    .emit(FailoverEvent::SessionReestablished { duration });
-                self.inner.update(|s| s.watchdog_reestablished += 1);
-                // The new session's data path is synthetic: leave the VF in order; the next
-                // step switches to it again, as after any other leave.
+                // The new session's data path is synthetic: leave the VF in order. A fresh
+                // session has no association either: the host sends 128 {1} again if it
+                // still has a VF for the port, and the port switches to it then. Until it
+                // does, a VF the port holds stays unused, and is released if the host does
+                // not associate it within the time a VF is given to appear. All of this is
+                // in place before the re-establishment is reported.
+                let until = after(self.inner.clock.now(), self.inner.config.vf_appear_timeout);
                 if self.vf.as_ref().is_some_and(|v| v.in_use) {
                     self.leave_vf(SwitchReason::SessionReestablished, false);
                 }
+                self.association = None;
+                self.probe = None;
+                if let Some(vf) = self.vf.as_mut() {
+                    vf.orphaned_until = Some(until);
+                }
+                self.inner
+                    .emit(FailoverEvent::SessionReestablished { duration });
+                self.inner.update(|s| s.watchdog_reestablished += 1);
             }
             Err(error) => {
                 self.inner.emit(FailoverEvent::SessionLost {

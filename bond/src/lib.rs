@@ -120,6 +120,7 @@ impl FailoverPort {
             queues: shared,
             handshake,
             stop: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
             status: Mutex::new(FailoverStats::default()),
             status_changed: Condvar::new(),
             events: Mutex::new(VecDeque::new()),
@@ -128,7 +129,10 @@ impl FailoverPort {
         let control = Control::new(inner.clone());
         let thread = std::thread::Builder::new()
             .name("hvnet-failover".into())
-            .spawn(move || control.run())
+            .spawn(move || {
+                let _finished = control::Finished(control.inner());
+                control.run();
+            })
             .map_err(FailoverError::Thread)?;
         Ok((
             FailoverPort {
@@ -175,7 +179,7 @@ impl FailoverPort {
         timeout: Duration,
         mut done: impl FnMut(&FailoverStats) -> bool,
     ) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         let mut status = self.inner.status.lock();
         loop {
             if done(&status) {
@@ -208,7 +212,7 @@ impl FailoverPort {
     /// the state it reports change, so once [`wait_until`](Self::wait_until) saw them the event
     /// is already there.
     pub fn next_event(&self, timeout: Duration) -> Option<FailoverEvent> {
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         let mut events = self.inner.events.lock();
         loop {
             if let Some(event) = events.pop_front() {
@@ -226,11 +230,39 @@ impl FailoverPort {
     }
 
     /// Leaves and releases the VF (as a planned removal) and stops the control thread.
+    ///
+    /// Bounded: the thread is waited for as long as the step it is in and the leave could take
+    /// with every wait at its [`FailoverConfig`] bound (doubled). A thread still running then
+    /// (a VF driver or provider stuck in a call that does not return) is left to finish on
+    /// its own, logged as an error; the port's state says where it was.
     pub fn close(&self) {
         self.inner.stop.store(true, Ordering::Release);
-        if let Some(thread) = self.thread.lock().take() {
+        let Some(thread) = self.thread.lock().take() else {
+            return;
+        };
+        let bound = self.inner.config.close_bound();
+        let deadline = packet::deadline::after(Instant::now(), bound);
+        let mut status = self.inner.status.lock();
+        while !self.inner.finished.load(Ordering::Acquire) {
+            if self
+                .inner
+                .status_changed
+                .wait_until(&mut status, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        drop(status);
+        if self.inner.finished.load(Ordering::Acquire) {
             // The thread only panics on a bug; closing must not panic on top of it.
             let _ = thread.join();
+        } else {
+            tracing::error!(
+                target: "hvnet::bond",
+                ?bound,
+                "the failover control thread did not stop in time; leaving it to finish"
+            );
         }
     }
 }

@@ -406,13 +406,25 @@ fn settle(rig: &FailoverRig, host: &mut Host) {
         rig.host.stats()
     );
     if !host.associated {
-        // Time passes: a VF stuck in reset is given up, and the keepalive reads queue 0 for a
-        // port whose queue 0 nobody polls (host messages wait there until someone does).
-        let passes = config.vf_reset_timeout.max(config.watchdog_interval);
-        rig.clock.advance(passes);
+        // Time passes: a VF stuck in reset is given up, a VF the re-established session
+        // never associated is released. A bound set while the clock moves (a
+        // re-establishment finishing just after the host's channel came back) counts from
+        // the moment it was set: move the clock past it again, a few times.
+        let passes = config
+            .vf_reset_timeout
+            .max(config.watchdog_interval)
+            .max(config.vf_appear_timeout);
         let synthetic = |s: &FailoverStats| s.state == PortState::Synthetic && s.vf.is_none();
+        let mut settled = false;
+        for _ in 0..3 {
+            rig.clock.advance(passes);
+            if rig.port.wait_until(SETTLE / 3, synthetic) {
+                settled = true;
+                break;
+            }
+        }
         assert!(
-            rig.port.wait_until(SETTLE, synthetic),
+            settled,
             "the host holds no VF association, yet the port stays on one: {:#?}\nbus: {:?}\n\
              host: {:?}",
             rig.port.stats(),

@@ -102,3 +102,91 @@ fn a_queue_nobody_polls_does_not_hold_a_failover_up() {
 fn rig_config_ack_timeout() -> Duration {
     FailoverRigConfig::default().failover.ack_timeout
 }
+
+/// A provider whose probe does not return until the test lets it (a VF driver stuck in a
+/// call): the control thread is inside it when the port closes.
+#[derive(Debug, Default)]
+struct StuckProvider {
+    /// (entered, let go)
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl StuckProvider {
+    fn wait(&self, what: impl Fn(&(bool, bool)) -> bool) -> bool {
+        let guard = self.state.lock().unwrap();
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, DEADLINE, |s| !what(s))
+            .unwrap();
+        what(&guard)
+    }
+
+    fn set(&self, f: impl FnOnce(&mut (bool, bool))) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+}
+
+impl bond::VfProvider for StuckProvider {
+    fn probe(
+        &self,
+        _serial: u32,
+        _request: &bond::VfRequest,
+    ) -> Result<Option<bond::AttachedVf>, bond::ProbeError> {
+        self.set(|s| s.0 = true);
+        self.wait(|s| s.1);
+        Ok(None)
+    }
+}
+
+#[test]
+fn closing_a_port_whose_control_thread_is_stuck_returns_within_its_bound() {
+    use integration::host::{HostConfig, SimHost};
+    use netvsc::nic::{NicConfig, SyntheticNic};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let (host, device) = SimHost::start(HostConfig::default()).expect("starting the host");
+    let nic_config = NicConfig {
+        sriov: true,
+        ..NicConfig::default()
+    };
+    let (nic, queues) = SyntheticNic::open(Box::new(device), nic_config).expect("opening");
+    let failover = bond::FailoverConfig {
+        vf_probe_interval: Duration::ZERO,
+        switch_timeout: Duration::from_millis(100),
+        ack_timeout: Duration::from_millis(100),
+        drain_timeout: Duration::from_millis(100),
+        vf_stop_timeout: Duration::from_millis(100),
+        watchdog_timeout: Duration::from_millis(500),
+        ..bond::FailoverConfig::default()
+    };
+    let provider = Arc::new(StuckProvider::default());
+    let (port, queues) = bond::FailoverPort::open(
+        nic,
+        queues,
+        provider.clone(),
+        failover,
+        Arc::new(bond::ManualClock::new()),
+    )
+    .expect("opening the port");
+    host.offer_vf(SERIAL);
+    assert!(provider.wait(|s| s.0), "the port never probed for the VF");
+
+    let started = Instant::now();
+    port.close();
+    let took = started.elapsed();
+    // The bound: (0.5 s + 0.1 s + 3 × 0.1 s + 2 × 0.1 s + 0.1 s + 0.1 s + 1 ms) × 2 + 1 s.
+    assert!(
+        took < Duration::from_secs(5),
+        "close waited {took:?} on a stuck control thread"
+    );
+    assert!(
+        took >= Duration::from_secs(2),
+        "close returned after {took:?}, before its bound: did it wait at all?"
+    );
+    provider.set(|s| s.1 = true);
+    drop(queues);
+    drop(port);
+}

@@ -1,10 +1,12 @@
 //! Which VF the port takes and when: a VF whose MAC is not the port's is refused; a VF whose
 //! link is down is bound but not switched to until its link comes up; and a VF with fewer
-//! queues than the port serves every port queue (transmit folds onto the VF's queues).
+//! queues than the port serves every port queue (transmit folds onto the VF's queues); and
+//! a host that associates another VF while the port is on one has the first left in order
+//! and released before the second is taken.
 
 mod failover_common;
 
-use bond::{FailoverEvent, PortState};
+use bond::{FailoverEvent, PortState, SwitchReason};
 use failover_common::*;
 use integration::failover_rig::FailoverRigConfig;
 use integration::traffic::TrafficConfig;
@@ -79,4 +81,38 @@ fn four_port_queues_over_a_two_queue_vf_lose_nothing() {
     wait_port(&rig, "released", |s| s.vf_released == 1);
     flowing(&traffic, PHASE_FRAMES);
     finish_lossless(traffic, &rig);
+}
+
+#[test]
+fn a_host_associating_another_vf_has_the_first_left_and_released() {
+    let mut rig = rig();
+    let traffic = traffic(&mut rig, TrafficConfig::default());
+    attach(&rig);
+    flowing(&traffic, PHASE_FRAMES);
+    let first = rig.pci.vf().expect("the first VF is on the bus");
+
+    rig.host.offer_vf(SERIAL + 1);
+    wait_port(&rig, "on the second VF", |s| {
+        s.state == PortState::OnVf && s.switches_to_vf == 2
+    });
+    flowing(&traffic, PHASE_FRAMES);
+    finish_lossless(traffic, &rig);
+
+    let stats = rig.port.stats();
+    assert_eq!(stats.vf_attached, 2, "{stats:#?}");
+    assert_eq!(
+        stats.vf_released, 1,
+        "the first VF was never released: {stats:#?}"
+    );
+    assert_eq!(
+        stats
+            .switches_to_synthetic
+            .get(SwitchReason::AssociationRemoved),
+        1,
+        "{stats:#?}"
+    );
+    assert!(first.released(), "the first VF's driver still holds it");
+    let released = std::iter::from_fn(|| rig.port.next_event(std::time::Duration::ZERO))
+        .find(|e| matches!(e, FailoverEvent::VfReleased { serial, .. } if *serial == SERIAL));
+    assert!(released.is_some(), "no VfReleased event for the first VF");
 }
