@@ -103,3 +103,50 @@ fn subchannels_need_nvsp_5_and_are_granted_from_it_on() {
         assert_eq!(rig.host.stats().subchannels_open, expected - 1);
     }
 }
+
+#[test]
+fn the_link_queries_answer_the_link_as_it_is_now() {
+    // DPDK's PMD learns the link only from OID_GEN_MEDIA_CONNECT_STATUS, re-queried after each
+    // status indication: the host must answer the current link, not "connected" always.
+    let rig = open(nvsp::VERSION_61, 1, None);
+    let media = |rig: &Rig| {
+        let answer = rig
+            .nic
+            .query_oid(netvsc::rndis::OID_GEN_MEDIA_CONNECT_STATUS, DEADLINE)
+            .expect("the host answers the media query");
+        u32::from_le_bytes(answer[..4].try_into().expect("four bytes"))
+    };
+    let link_state = |rig: &Rig| {
+        let answer = rig
+            .nic
+            .query_oid(netvsc::rndis::OID_GEN_LINK_STATE, DEADLINE)
+            .expect("the host answers the link-state query");
+        // NDIS_LINK_STATE: a 4-byte object header, then MediaConnectState.
+        u32::from_le_bytes(answer[4..8].try_into().expect("four bytes"))
+    };
+    assert_eq!(media(&rig), netvsc::rndis::MEDIA_STATE_CONNECTED);
+    assert_eq!(
+        link_state(&rig),
+        netvsc::rndis::NDIS_MEDIA_CONNECT_STATE_CONNECTED
+    );
+
+    let next_link_event = |rig: &Rig| {
+        std::iter::from_fn(|| rig.nic.next_event(DEADLINE)).find(|e| {
+            matches!(
+                e,
+                netvsc::nic::NicEvent::LinkDown | netvsc::nic::NicEvent::LinkUp
+            )
+        })
+    };
+    rig.host.set_link(false);
+    assert_eq!(next_link_event(&rig), Some(netvsc::nic::NicEvent::LinkDown));
+    assert_eq!(media(&rig), netvsc::rndis::MEDIA_STATE_DISCONNECTED);
+    assert_eq!(
+        link_state(&rig),
+        netvsc::rndis::NDIS_MEDIA_CONNECT_STATE_DISCONNECTED
+    );
+
+    rig.host.set_link(true);
+    assert_eq!(next_link_event(&rig), Some(netvsc::nic::NicEvent::LinkUp));
+    assert_eq!(media(&rig), netvsc::rndis::MEDIA_STATE_CONNECTED);
+}

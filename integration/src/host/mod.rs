@@ -21,7 +21,7 @@
 //! server does), apply control requests, steer the frames a VF sent in Loopback mode, poll the
 //! session (drain each guest→host ring, answer, deliver receives), and when idle unmask the
 //! guest's signals and sleep in `wait_guest_signal`, honouring both doorbells (eventfd and
-//! monitor-page bits). Dropping [`SimHost`] stops and joins the thread (and unplugs a VF
+//! monitor-page bits; the latter polled at the latency the guest wrote in the monitor page). Dropping [`SimHost`] stops and joins the thread (and unplugs a VF
 //! port, breaking the switch → VF → uplink → switch cycle). The behaviour follows
 //! `reference/netvsp-host-behaviour.md` (OpenVMM's netvsp) and is checked byte for byte against
 //! the conformance transcripts (`tests/conformance_replay.rs`).
@@ -53,9 +53,12 @@ use netvsp::{Command, Persist, Session, SessionConfig};
 use stats::StatsCell;
 use vswitch::Switch;
 
-/// How long the host thread sleeps at most when nothing is pending (the monitor-page polling
-/// period for a guest that only sets trigger bits).
+/// How long the host thread sleeps at most when nothing is pending and the guest wrote no
+/// monitor latency (the monitor-page polling period for such a guest).
 const IDLE_WAIT: Duration = Duration::from_millis(5);
+/// The shortest monitor-page poll the host does, whatever latency the guest wrote (a guest
+/// could write one unit, 100 ns, and keep a core busy).
+const MIN_MONITOR_POLL: Duration = Duration::from_micros(10);
 /// How long it sleeps at most while work waits on something other than a guest signal.
 const BUSY_WAIT: Duration = Duration::from_micros(500);
 
@@ -296,6 +299,16 @@ impl Drop for SimHost {
     }
 }
 
+/// How long the host sleeps with nothing to do: [`IDLE_WAIT`], or less if the guest asked in
+/// the monitor page to have its trigger bits noticed sooner (a guest that signals only there,
+/// as DPDK's PMD does, is then served within the latency it wrote, as on Hyper-V). Never
+/// below [`MIN_MONITOR_POLL`], whatever the guest wrote.
+fn idle_wait(monitor_latency: Option<Duration>) -> Duration {
+    monitor_latency.map_or(IDLE_WAIT, |latency| {
+        latency.clamp(MIN_MONITOR_POLL, IDLE_WAIT)
+    })
+}
+
 /// The host thread (see the module docs).
 fn host_thread(shared: Arc<Shared>, mut session: Session) {
     let host_side = session.host_side.clone();
@@ -328,7 +341,7 @@ fn host_thread(shared: Arc<Shared>, mut session: Session) {
         let mut timeout = if session.has_backlog() || session.switch.has_vf_loopback() {
             BUSY_WAIT
         } else {
-            IDLE_WAIT
+            idle_wait(host_side.monitor_latency().ok().flatten())
         };
         if let Some(deadline) = session.next_deadline() {
             timeout = timeout.min(deadline.saturating_duration_since(Instant::now()));
@@ -340,7 +353,8 @@ fn host_thread(shared: Arc<Shared>, mut session: Session) {
 }
 
 /// Acknowledges a guest reopen: the old session's ring ends go first, then the rings are
-/// zeroed and a fresh session opens the primary channel.
+/// zeroed, a fresh session opens the primary channel, and only then is the reopen
+/// acknowledged (a guest never talks to a session that is not there yet).
 fn reopen(
     session: Session,
     host_side: &ShmHostSide,
@@ -350,6 +364,9 @@ fn reopen(
     let stats = session.stats.clone();
     let switch = session.switch.clone();
     let persist = session.into_persist();
-    host_side.acknowledge_reopen(generation)?;
-    Session::new(config, host_side.clone(), stats, switch, persist)
+    host_side.prepare_reopen()?;
+    let session = Session::new(config, host_side.clone(), stats, switch, persist)?;
+    // Acknowledged only now: a guest that sees the ack finds the new session ready.
+    host_side.finish_reopen(generation)?;
+    Ok(session)
 }

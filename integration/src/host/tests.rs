@@ -926,3 +926,24 @@ fn the_guest_memory_is_the_whole_bus() {
         .unwrap();
     assert_eq!(byte, [0xab]);
 }
+
+#[test]
+fn the_host_polls_the_monitor_page_at_the_latency_the_guest_wrote() {
+    let idle = super::idle_wait;
+    assert_eq!(idle(None), super::IDLE_WAIT, "no latency written");
+    assert_eq!(
+        idle(Some(Duration::from_micros(50))),
+        Duration::from_micros(50),
+        "DPDK's default"
+    );
+    assert_eq!(
+        idle(Some(Duration::from_nanos(100))),
+        super::MIN_MONITOR_POLL,
+        "one unit would keep a core busy"
+    );
+    assert_eq!(
+        idle(Some(Duration::from_secs(6))),
+        super::IDLE_WAIT,
+        "never slower than without one"
+    );
+}

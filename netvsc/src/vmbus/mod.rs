@@ -45,3 +45,13 @@ pub const fn monitor_pending_offset(group: usize) -> usize {
 
 /// Number of trigger groups in a monitor page (32 monitor ids each).
 pub const MONITOR_TRIGGER_GROUPS: usize = 4;
+
+/// Byte offset of `latency[id / 32][id % 32]` (a `u16`, in units of 100 ns) in a monitor page:
+/// after the trigger groups, 536 reserved bytes. The guest writes how soon it wants the host
+/// to notice a trigger bit (DPDK's devarg `latency`, default 50 µs); the host polls at it.
+pub const fn monitor_latency_offset(monitor_id: usize) -> usize {
+    8 + MONITOR_TRIGGER_GROUPS * 8 + 536 + 2 * monitor_id
+}
+
+/// The unit of a monitor page's latency entries.
+pub const MONITOR_LATENCY_UNIT: std::time::Duration = std::time::Duration::from_nanos(100);

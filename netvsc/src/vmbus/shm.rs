@@ -29,8 +29,10 @@
 //! - **Reopen.** The guest writes `CTRL_SUBCHANNELS_OPENED = 0`, then
 //!   `CTRL_OPEN_REQUEST = generation + 1`, kicks the host and waits (bounded) for
 //!   `CTRL_OPEN_ACK` to match. The host ([`ShmHostSide::pending_reopen`]) stops using its
-//!   ring ends, then [`ShmHostSide::acknowledge_reopen`] zeroes the rings of every channel,
-//!   withdraws subchannel offers, clears a "dead" state and writes the ack. The host's VMBus
+//!   ring ends, then [`ShmHostSide::prepare_reopen`] zeroes the rings of every channel,
+//!   withdraws subchannel offers and clears a "dead" state; the host sets up its new session
+//!   and [`ShmHostSide::finish_reopen`] writes the ack ([`ShmHostSide::acknowledge_reopen`]
+//!   does both at once). The host's VMBus
 //!   control loop must keep acknowledging even when its NetVSP is "dead" (fault injection),
 //!   as Hyper-V's VMBus server does.
 //! - **Death.** `CTRL_STATE` is 0 (alive), 1 (dead: the host closed the channel; reopen

@@ -66,11 +66,23 @@ pub(crate) fn poll_readable(
             revents: 0,
         })
         .collect();
-    // Round up so a sub-millisecond remainder still waits instead of spinning.
-    let millis = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+    // ppoll, not poll: a host polling the monitor page at the 50 µs a guest asked for needs
+    // waits shorter than poll's millisecond. A timeout beyond what a timespec holds is capped.
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs().min(i32::MAX as u64) as libc::time_t,
+        tv_nsec: libc::c_long::from(timeout.subsec_nanos() as i32),
+    };
     // SAFETY: `pollfds` is a live array of `pollfds.len()` entries whose fds are borrowed by
-    // the caller for the duration of the call.
-    let n = unsafe { libc::poll(pollfds.as_mut_ptr(), pollfds.len() as libc::nfds_t, millis) };
+    // the caller for the duration of the call; `ts` lives across it; a null signal mask keeps
+    // the thread's own.
+    let n = unsafe {
+        libc::ppoll(
+            pollfds.as_mut_ptr(),
+            pollfds.len() as libc::nfds_t,
+            &ts,
+            std::ptr::null(),
+        )
+    };
     ready.clear();
     if n < 0 {
         let err = io::Error::last_os_error();

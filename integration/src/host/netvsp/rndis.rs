@@ -249,9 +249,15 @@ impl Session {
             }
             rndis::OID_GEN_MAXIMUM_FRAME_SIZE => u32_answer(mtu - nvsp::ETHERNET_HEADER_LEN),
             rndis::OID_GEN_LINK_SPEED => u32_answer((speed / 100).min(u64::from(u32::MAX)) as u32),
-            rndis::OID_GEN_MEDIA_CONNECT_STATUS => u32_answer(rndis::MEDIA_STATE_CONNECTED),
+            // The link as it is now: a client that learns the link only from this query
+            // (DPDK's PMD re-queries after every status indication) must see it go down.
+            rndis::OID_GEN_MEDIA_CONNECT_STATUS => u32_answer(if self.persist.link_up {
+                rndis::MEDIA_STATE_CONNECTED
+            } else {
+                rndis::MEDIA_STATE_DISCONNECTED
+            }),
             rndis::OID_GEN_LINK_STATE => {
-                let state = rndis::NdisLinkState::new(true, speed);
+                let state = rndis::NdisLinkState::new(self.persist.link_up, speed);
                 (rndis::STATUS_SUCCESS, state.as_bytes().to_vec())
             }
             rndis::OID_GEN_MAX_LINK_SPEED => {

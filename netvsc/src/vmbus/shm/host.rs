@@ -13,7 +13,9 @@ use super::{
     syscall,
 };
 use crate::vmbus::channel::DeviceError;
-use crate::vmbus::{MONITOR_TRIGGER_GROUPS, monitor_pending_offset};
+use crate::vmbus::{
+    MONITOR_LATENCY_UNIT, MONITOR_TRIGGER_GROUPS, monitor_latency_offset, monitor_pending_offset,
+};
 
 /// What woke the host in [`ShmHostSide::wait_guest_signal`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -110,6 +112,28 @@ impl ShmHostSide {
         })
     }
 
+    /// The shortest latency the guest asked for in the monitor page over the bus's channels
+    /// (monitor id = channel index), or `None` if it wrote none: a host that honours the
+    /// monitor page polls its trigger bits at least this often.
+    pub fn monitor_latency(&self) -> Result<Option<Duration>, DeviceError> {
+        let base = self.shared.layout.monitor_offset;
+        let mut shortest: Option<u16> = None;
+        for id in (0..usize::from(self.shared.layout.max_channels)).step_by(2) {
+            // Two neighbouring u16 entries in one aligned word: the guest may write either.
+            let word = self
+                .shared
+                .mem
+                .atomic_u32(base + monitor_latency_offset(id))?
+                .load(Ordering::Relaxed);
+            for entry in [word as u16, (word >> 16) as u16] {
+                if entry != 0 {
+                    shortest = Some(shortest.map_or(entry, |s| s.min(entry)));
+                }
+            }
+        }
+        Ok(shortest.map(|units| MONITOR_LATENCY_UNIT * u32::from(units)))
+    }
+
     /// Takes and clears the monitor page's pending bits (bit `i` = channel `i`), as a host
     /// polling the monitor page does.
     pub fn take_monitor_pending(&self) -> Result<u64, DeviceError> {
@@ -190,10 +214,17 @@ impl ShmHostSide {
         self.shared.word(CTRL_OPEN_ACK).load(Ordering::Acquire)
     }
 
-    /// Completes a reopen: the host must have dropped its ring ends first. Zeroes the rings of
-    /// every channel used this session, withdraws subchannel offers, turns a dead device alive
-    /// (a rescinded one stays rescinded), writes the ack and kicks the guest.
+    /// Completes a reopen in one step: [`prepare_reopen`](Self::prepare_reopen), then
+    /// [`finish_reopen`](Self::finish_reopen), for a host with nothing to set up between.
     pub fn acknowledge_reopen(&self, generation: u32) -> Result<(), DeviceError> {
+        self.prepare_reopen()?;
+        self.finish_reopen(generation)
+    }
+
+    /// The first half of a reopen; the host must have dropped its ring ends first. Zeroes the
+    /// rings of every channel used this session, withdraws subchannel offers and turns a dead
+    /// device alive (a rescinded one stays rescinded). The guest still waits.
+    pub fn prepare_reopen(&self) -> Result<(), DeviceError> {
         let used = self.subchannels_offered().max(self.subchannels_opened());
         for channel in 0..=used {
             self.zero_channel(channel)?;
@@ -207,7 +238,14 @@ impl ShmHostSide {
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        // Release: zeroed rings and the cleared state are visible to a guest that sees the ack.
+        Ok(())
+    }
+
+    /// The second half of a reopen, once the host's new session is ready to be talked to
+    /// (its primary channel open): writes the ack and kicks the guest.
+    pub fn finish_reopen(&self, generation: u32) -> Result<(), DeviceError> {
+        // Release: zeroed rings, the cleared state and whatever the host wrote into the rings
+        // since are visible to a guest that sees the ack.
         self.shared
             .word(CTRL_OPEN_ACK)
             .store(generation, Ordering::Release);

@@ -431,3 +431,68 @@ fn a_wait_without_a_bound_does_not_overflow_its_deadline() {
     let signals = host.wait_guest_signal(Duration::MAX).unwrap();
     assert_eq!(signals.channels().collect::<Vec<_>>(), [0]);
 }
+
+#[test]
+fn the_host_reads_the_shortest_monitor_latency_the_guest_wrote() {
+    let bus = ShmBus::new(&small()).unwrap();
+    let host = bus.host_side();
+    assert_eq!(host.monitor_latency().unwrap(), None, "nothing written yet");
+    // The guest writes latency[0][1] = 500 (50 µs, DPDK's default) and latency[0][0] = 1000,
+    // as u16 entries of the monitor page in 100 ns units.
+    let guest_mem = bus.memory();
+    let page = bus.layout().monitor_offset;
+    let write_u16 = |id: usize, value: u16| {
+        let at = page + crate::vmbus::monitor_latency_offset(id);
+        let word = guest_mem.atomic_u32(at & !3).unwrap();
+        let shift = 8 * (at & 3);
+        let old = word.load(Ordering::Relaxed);
+        word.store(
+            (old & !(0xffff << shift)) | (u32::from(value) << shift),
+            Ordering::Relaxed,
+        );
+    };
+    write_u16(0, 1000);
+    write_u16(1, 500);
+    assert_eq!(
+        host.monitor_latency().unwrap(),
+        Some(Duration::from_micros(50))
+    );
+    // An entry far beyond the bus's four channels is no monitor id of it: ignored.
+    write_u16(100, 1);
+    assert_eq!(
+        host.monitor_latency().unwrap(),
+        Some(Duration::from_micros(50))
+    );
+}
+
+#[test]
+fn a_reopen_is_acknowledged_only_when_the_host_finishes_it() {
+    let bus = ShmBus::new(&small()).unwrap();
+    let mut guest = bus.guest_device();
+    let host = bus.host_side();
+    let before = host.generation();
+    let (prepared_tx, prepared_rx) = std::sync::mpsc::channel();
+    let (finish_tx, finish_rx) = std::sync::mpsc::channel::<()>();
+    let server = {
+        let host = host.clone();
+        thread::spawn(move || {
+            while host.pending_reopen().is_none() {
+                host.wait_guest_signal(LONG).unwrap();
+            }
+            let generation = host.pending_reopen().unwrap();
+            host.prepare_reopen().unwrap();
+            prepared_tx.send(host.generation()).unwrap();
+            // The host sets its new session up here; the guest must still be waiting.
+            finish_rx.recv_timeout(LONG).unwrap();
+            host.finish_reopen(generation).unwrap();
+        })
+    };
+    let client = thread::spawn(move || guest.reopen(LONG));
+    let seen = prepared_rx.recv_timeout(LONG).unwrap();
+    assert_eq!(seen, before, "prepare_reopen wrote the ack");
+    assert!(!client.is_finished(), "the guest did not wait for the ack");
+    finish_tx.send(()).unwrap();
+    client.join().unwrap().unwrap();
+    server.join().unwrap();
+    assert_eq!(host.generation(), before + 1);
+}
