@@ -169,6 +169,49 @@ fn a_pf_reset_mid_traffic_is_reported_and_traffic_resumes_with_the_same_mac() {
     receive(&mut rig, 0, 0, 200);
 }
 
+/// Frames the device wrote into the ring before a PF reset and the poller had not taken are
+/// dropped by the re-initialisation: the driver counts each once (`rx_dropped_reset`), so
+/// every frame the device received is handed out, counted, or still unread.
+#[test]
+fn frames_unread_at_a_pf_reset_are_counted_as_dropped_by_it() {
+    let mut rig = rig(1, 64);
+    for seq in 0..10 {
+        rig.model.inject(0, &frame(MAC, 0, seq, len_for(seq)));
+    }
+    rig.model
+        .wait_for_stats(DEADLINE, |s| s.rx_frames == 10)
+        .expect("the device writes the ten frames back");
+    let mut out = Vec::new();
+    assert_eq!(
+        rig.queues[0].rx_burst(&mut out, 4),
+        4,
+        "the poller takes four"
+    );
+
+    rig.model.pf_reset();
+    wait_event(&rig, VfEvent::PfReset);
+    assert_eq!(
+        rig.port.stats().rx_dropped_reset,
+        6,
+        "counted at the report"
+    );
+    wait_event(&rig, VfEvent::ResetComplete);
+    let stats = rig.port.stats();
+    assert_eq!(
+        (stats.rx_packets, stats.rx_dropped_reset),
+        (4, 6),
+        "{stats:?}"
+    );
+    assert_eq!(
+        rig.model.stats().rx_frames,
+        stats.rx_packets + stats.rx_dropped_reset,
+        "every frame the device wrote is read or counted"
+    );
+    assert_eq!(rig.queues[0].rx_burst(&mut out, 32), 0, "nothing stale");
+    receive(&mut rig, 0, 100, 20);
+    assert_eq!(rig.port.stats().rx_dropped_reset, 6, "counted once");
+}
+
 #[test]
 fn a_write_back_the_device_should_never_produce_is_counted_not_followed() {
     let mut rig = rig(1, 64);

@@ -65,6 +65,11 @@ pub struct VfPortStats {
     pub rx_frame_errors: u64,
     /// Frames received while no buffer was free, dropped.
     pub rx_no_buffer: u64,
+    /// Frames the device had written into the receive rings that a PF reset (an in-place
+    /// reset of the function) discarded before the driver handed them out. With
+    /// `rx_packets`, `rx_no_buffer`, `rx_frame_errors` and `rx_descriptor_errors` it accounts
+    /// for every frame the device wrote; what is in none of them is still in the rings.
+    pub rx_dropped_reset: u64,
     /// Frames taken by `tx_burst` and never completed, each counted once: the device went
     /// away, the PF reset the function, or `stop`/`release` ran out of time.
     pub tx_lost: u64,

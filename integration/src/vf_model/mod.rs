@@ -518,7 +518,7 @@ impl VfModelControl {
 
     /// Waits up to `timeout` until `done` holds for the device state; whether it did.
     fn wait_until(&self, timeout: Duration, done: impl Fn(&Function) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         let mut state = self.inner.state.lock();
         loop {
             if done(&state) {
@@ -549,7 +549,7 @@ impl VfModelControl {
 
     /// Takes the oldest frame the VF transmitted, waiting up to `timeout`: `(queue, frame)`.
     pub fn recv_frame(&self, timeout: Duration) -> Option<(u16, Vec<u8>)> {
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         let mut state = self.inner.state.lock();
         loop {
             if let Some(frame) = state.wire.tx.pop_front() {

@@ -9,7 +9,10 @@
 //! `tx_lost` (unless a queue already counted them itself, see `queue`), and
 //! [`VfEvent::Removed`] is reported; nothing further touches the device but
 //! [`VfPort::release`]. A PF reset counts the stranded frames the same way when it is
-//! reported: the reset stopped the rings, and the re-initialisation starts them empty.
+//! reported: the reset stopped the rings, and the re-initialisation starts them empty. The
+//! frames written into the RX rings and not yet handed out are stranded too: they are counted
+//! in `rx_dropped_reset` when the reset is reported, and whatever arrived since just before
+//! the rings are re-armed.
 //!
 //! Interrupts: `service` waits in one `poll(2)` (through [`EventFd::wait_any`]) over the MSI-X
 //! eventfds and the request eventfd, the only wait in the driver that is not measured on the
@@ -18,7 +21,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use packet::MacAddr;
+use packet::{MacAddr, deadline};
 use parking_lot::Mutex;
 
 use super::error::IgbvfError;
@@ -145,7 +148,7 @@ impl Igbvf {
             mbx.request_acked(&mut proto, &Request::SetLpe(config.max_frame() as u32))?;
         }
         let mut queues = Vec::with_capacity(usize::from(config.queues));
-        let deadline = mbx.clock.now() + config.link_wait;
+        let deadline = deadline::after(mbx.clock.now(), config.link_wait);
         for index in 0..config.queues {
             let queue = Queue::new(index as u8).ok_or_else(|| IgbvfError::Config {
                 field: "queues",
@@ -352,9 +355,14 @@ impl Igbvf {
             self.mbx
                 .request_acked(&mut st.proto, &Request::SetMulticast(hashes))?;
         }
-        let deadline = self.clock().now() + self.config.link_wait;
+        let deadline = deadline::after(self.clock().now(), self.config.link_wait);
         for queue in &self.queues {
-            queue.lock().program(self.clock(), deadline)?;
+            let mut inner = queue.lock();
+            // The function is reset (`CTRL.RST` above): whatever the ring received since the
+            // reset was reported (a queue that an earlier, failed attempt had restarted) is
+            // counted before the re-arm drops it.
+            inner.discard_rx();
+            inner.program(self.clock(), deadline)?;
         }
         self.program_interrupts(st)?;
         st.hw.rebase(&self.read_counters());
@@ -484,7 +492,7 @@ impl VfPort for Igbvf {
         if st.released {
             return Ok(());
         }
-        let deadline = deadline_after(self.clock(), timeout);
+        let deadline = deadline::after(self.clock().now(), timeout);
         self.stop_locked(&mut st, deadline);
         Ok(())
     }
@@ -494,7 +502,7 @@ impl VfPort for Igbvf {
         if st.released {
             return Ok(());
         }
-        let deadline = self.clock().now() + self.config.mailbox_timeout;
+        let deadline = deadline::after(self.clock().now(), self.config.mailbox_timeout);
         self.stop_locked(&mut st, deadline);
         for queue in &self.queues {
             queue.lock().state = QueueState::Gone;
@@ -527,6 +535,7 @@ impl VfPort for Igbvf {
             stats.rx_descriptor_errors += q.rx_descriptor_errors;
             stats.rx_frame_errors += q.rx_frame_errors;
             stats.rx_no_buffer += q.rx_no_buffer;
+            stats.rx_dropped_reset += q.rx_dropped_reset;
             stats.tx_lost += q.tx_lost;
         }
         let st = self.state.lock();
@@ -573,8 +582,9 @@ impl Igbvf {
                 if inner.state == QueueState::Running {
                     inner.state = QueueState::Resetting;
                 }
-                // The reset stopped the ring; it restarts empty.
+                // The reset stopped the rings; they restart empty.
                 inner.forget_tx();
+                inner.discard_rx();
             }
             events.push(VfEvent::PfReset);
         }
@@ -618,15 +628,6 @@ impl Igbvf {
             st.hw.update(&readings);
         }
     }
-}
-
-/// The instant `timeout` after now, or far in the future when that does not fit in an
-/// `Instant` (a caller passing `Duration::MAX`).
-fn deadline_after(clock: &dyn Clock, timeout: Duration) -> Instant {
-    let now = clock.now();
-    now.checked_add(timeout)
-        .or_else(|| now.checked_add(Duration::from_secs(1 << 32)))
-        .unwrap_or(now)
 }
 
 /// Clears `bit` in the queue control register at `offset` (read-modify-write); false if the

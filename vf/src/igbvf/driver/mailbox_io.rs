@@ -10,6 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use packet::deadline;
+
 use super::Clock;
 use super::error::IgbvfError;
 use crate::device::RegisterIo;
@@ -57,7 +59,7 @@ impl MailboxIo {
         mut action: MailboxAction,
         message: Option<&Message>,
     ) -> Result<Option<MailboxWords>, Interrupted> {
-        let deadline = self.clock.now() + self.timeout;
+        let deadline = deadline::after(self.clock.now(), self.timeout);
         loop {
             action = match action {
                 MailboxAction::Idle | MailboxAction::Complete | MailboxAction::ResetComplete => {
@@ -191,7 +193,7 @@ impl MailboxIo {
         &self,
         proto: &mut MailboxProtocol,
     ) -> Result<Option<MacAddress>, IgbvfError> {
-        let deadline = self.clock.now() + self.timeout;
+        let deadline = deadline::after(self.clock.now(), self.timeout);
         let mut write_reset = true;
         loop {
             if write_reset {

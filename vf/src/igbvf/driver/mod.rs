@@ -25,9 +25,15 @@
 //!   read-to-clear bits;
 //! - every wait is bounded by the configured timeouts, measured with a [`Clock`]; the one
 //!   exception is `service`'s wait for an interrupt, which the kernel (or a model's thread)
-//!   ends, bounded by the caller's timeout in real time;
+//!   ends, bounded by the caller's timeout in real time. Deadlines are computed with
+//!   [`packet::deadline::after`], so no timeout (a caller's `Duration::MAX` included) makes
+//!   one panic;
 //! - every frame `tx_burst` takes is either completed (`tx_packets`) or counted once in
 //!   `tx_lost` (a PF reset, a removal, `stop` or `release`), after which `tx_pending` is 0;
+//! - every frame the device writes back into an RX ring is handed out by `rx_burst`
+//!   (`rx_packets`), counted once as dropped (`rx_no_buffer`, `rx_frame_errors`,
+//!   `rx_descriptor_errors`, or `rx_dropped_reset` when a PF reset discards it unread), or
+//!   still in the ring;
 //! - a packet buffer belongs to exactly one owner at a time: the pool, the RX ring (posted to
 //!   the device), the TX ring (between `tx_burst` and its `DD`), or the caller;
 //! - each queue's state sits behind one uncontended lock taken once per burst (the control

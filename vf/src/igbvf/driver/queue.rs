@@ -51,6 +51,10 @@ pub struct QueueCounters {
     pub rx_frame_errors: u64,
     /// Frames dropped because no buffer was free to re-arm their slot.
     pub rx_no_buffer: u64,
+    /// Frames the device wrote back that no `rx_burst` handed out before a PF reset stopped
+    /// the ring: the re-initialisation re-arms every slot, so they are dropped (each counted
+    /// once).
+    pub rx_dropped_reset: u64,
     /// Frames taken by `tx_burst` and never completed (reset, stop timeout, removal).
     pub tx_lost: u64,
     /// Frames taken by `tx_burst` and dropped because they are empty or longer than MTU + 14

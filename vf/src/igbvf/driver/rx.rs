@@ -10,6 +10,10 @@
 //! The device is untrusted: a write-back the parser rejects is counted in
 //! `rx_descriptor_errors` and its slot re-armed with the same buffer; the length used is the
 //! validated one, never more than the posted buffer.
+//!
+//! A PF reset stops the ring with frames in it that no poller has taken: `discard_rx` counts
+//! them (`rx_dropped_reset`) when the reset is reported and again just before the ring is
+//! re-armed, so every frame the device wrote back is handed out or counted exactly once.
 
 use std::sync::atomic::{Ordering, fence};
 
@@ -68,6 +72,33 @@ impl QueueInner {
             self.bar.write32(rdt(self.queue), tail as u32);
         }
         handed
+    }
+
+    /// Drops every frame the device wrote back that `rx_burst` has not handed out yet,
+    /// counting it once: a good frame in `rx_dropped_reset`, a rejected write-back or an
+    /// errored frame as `rx_burst` would have counted it. Walks the ring from `next` as
+    /// `rx_burst` does and re-arms each slot with its own buffer (clearing `DD`, so a second
+    /// call counts nothing); the tail register is left alone.
+    ///
+    /// Only for a ring a PF reset stopped, whose frames nobody will read: the
+    /// re-initialisation re-arms every slot and restarts the ring from descriptor 0.
+    pub(crate) fn discard_rx(&mut self) {
+        let size = self.rx.slots.len();
+        for _ in 0..size {
+            let i = self.rx.next;
+            let mut bytes = [0u8; DESC_SIZE];
+            if !written_back(&self.rx.mem, i, STATUS_OFFSET, &mut bytes) {
+                break;
+            }
+            match RxWriteback::parse(&bytes, self.rx.buf_size, RxChaining::SingleDescriptor) {
+                Ok(None) => break,
+                Err(_) => self.counters.rx_descriptor_errors += 1,
+                Ok(Some(c)) if c.frame_error => self.counters.rx_frame_errors += 1,
+                Ok(Some(_)) => self.counters.rx_dropped_reset += 1,
+            }
+            self.rearm(i);
+            self.rx.next = (i + 1) % size;
+        }
     }
 
     /// Posts slot `i`'s buffer again, reset to empty (which also clears `DD`: the header

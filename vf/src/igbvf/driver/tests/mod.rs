@@ -561,6 +561,56 @@ fn latched_rstd_reports_pf_reset_then_reinitialises_with_the_same_mac() {
     assert_eq!(port.service(Duration::ZERO), vec![]);
 }
 
+/// Frames the device wrote back and no poller took when the PF reset the function are lost
+/// to the re-initialisation (it re-arms every slot): each is counted once in
+/// `rx_dropped_reset`, at the report, and what arrives before the re-arm at the re-arm.
+#[test]
+fn frames_written_back_but_unread_at_a_pf_reset_are_counted_dropped_by_it_once() {
+    let (dev, port, mut queues) = open();
+    for i in 0..5 {
+        device_receive(&dev, i, &frame(60 + i, i as u8));
+    }
+    let ring = rx_ring(&dev);
+    write_rx_wb(&ring, 5, 60, rx_status::EOP | rx_status::CE); // errored: not a reset drop
+    let mut out = Vec::new();
+    assert_eq!(queues[0].rx_burst(&mut out, 2), 2, "the poller takes two");
+
+    // The PF stays in reset: the report alone must count what the rings held.
+    dev.set_reg(V2PMAILBOX, V2pMailbox::RSTI);
+    assert_eq!(port.service(Duration::ZERO), vec![VfEvent::PfReset]);
+    let stats = port.stats();
+    assert_eq!(stats.rx_dropped_reset, 3, "written back, unread: {stats:?}");
+    assert_eq!(stats.rx_frame_errors, 1, "counted as what it is");
+    assert_eq!(stats.rx_packets, 2);
+    assert_eq!(queues[0].counters().rx_dropped_reset, 3);
+
+    // A write-back seen after the report (the ring restarted by an earlier attempt) is
+    // counted just before the re-arm drops it.
+    device_receive(&dev, 6, &frame(90, 6));
+    dev.set_reg(V2PMAILBOX, V2pMailbox::RSTD);
+    assert_eq!(port.service(Duration::ZERO), vec![VfEvent::ResetComplete]);
+    assert_eq!(port.stats().rx_dropped_reset, 4);
+    assert_eq!(
+        queues[0].rx_burst(&mut out, 8),
+        0,
+        "nothing stale handed out"
+    );
+
+    device_receive(&dev, 0, &frame(70, 9));
+    assert_eq!(queues[0].rx_burst(&mut out, 8), 1);
+    assert_eq!(out[2].data(), frame(70, 9).as_slice());
+    let stats = port.stats();
+    assert_eq!(
+        (
+            stats.rx_packets,
+            stats.rx_dropped_reset,
+            stats.rx_frame_errors
+        ),
+        (3, 4, 1),
+        "nothing counted twice"
+    );
+}
+
 #[test]
 fn a_pf_still_in_reset_is_waited_for_across_service_calls() {
     let (dev, port, _queues) = open();
@@ -933,6 +983,17 @@ mod stop_waits_for_the_queues {
         assert!(waited >= Duration::from_millis(50), "{waited:?}");
         assert!(waited < Duration::from_millis(52), "{waited:?}: bounded");
         assert_eq!(port.stats().tx_lost, 1);
+    }
+
+    #[test]
+    fn a_stop_with_no_bound_waits_without_overflowing_its_deadline() {
+        let (dev, port, _queues, clock) = open_clocked();
+        dev.bar.regs.lock().enable_lag = 6;
+        let start = clock.now();
+        port.stop(Duration::MAX).unwrap();
+        assert!(clock.now() > start, "polled until the bits cleared");
+        assert_eq!(dev.reg(rxdctl(Q0)) & rxdctl::ENABLE, 0);
+        assert_eq!(dev.reg(txdctl(Q0)) & txdctl::ENABLE, 0);
     }
 
     #[test]
