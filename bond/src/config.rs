@@ -34,6 +34,11 @@ pub struct FailoverConfig {
     pub watchdog_timeout: Duration,
     /// How long the control thread sleeps at most between two looks at its inputs.
     pub tick: Duration,
+    /// A queue whose poller starts no burst for this long while the control thread waits for
+    /// it counts as not polled, and is not waited for (a queue never polled is not waited for
+    /// at all). A poller the scheduler sets aside for longer than this during a switch can
+    /// see frames from both sides of it out of order; raise it on a heavily loaded machine.
+    pub idle_queue: Duration,
 }
 
 impl Default for FailoverConfig {
@@ -50,6 +55,7 @@ impl Default for FailoverConfig {
             watchdog_interval: Duration::from_secs(2),
             watchdog_timeout: Duration::from_secs(5),
             tick: Duration::from_millis(1),
+            idle_queue: Duration::from_millis(50),
         }
     }
 }
@@ -60,7 +66,7 @@ pub const MAX_BOUND: Duration = Duration::from_secs(3600);
 
 impl FailoverConfig {
     /// Every bound with its name, for validation and messages.
-    fn bounds(&self) -> [(&'static str, Duration); 11] {
+    fn bounds(&self) -> [(&'static str, Duration); 12] {
         [
             ("vf_appear_timeout", self.vf_appear_timeout),
             ("vf_probe_interval", self.vf_probe_interval),
@@ -73,6 +79,7 @@ impl FailoverConfig {
             ("watchdog_interval", self.watchdog_interval),
             ("watchdog_timeout", self.watchdog_timeout),
             ("tick", self.tick),
+            ("idle_queue", self.idle_queue),
         ]
     }
 
@@ -146,11 +153,11 @@ mod tests {
 
     #[test]
     fn a_bound_too_long_is_refused_by_name_and_value() {
-        for field in 0..11 {
+        for field in 0..12 {
             let mut config = FailoverConfig::default();
             let huge = Duration::from_secs(u64::MAX);
             let name = {
-                let slots: [&mut Duration; 11] = [
+                let slots: [&mut Duration; 12] = [
                     &mut config.vf_appear_timeout,
                     &mut config.vf_probe_interval,
                     &mut config.vf_reset_timeout,
@@ -162,6 +169,7 @@ mod tests {
                     &mut config.watchdog_interval,
                     &mut config.watchdog_timeout,
                     &mut config.tick,
+                    &mut config.idle_queue,
                 ];
                 *slots.into_iter().nth(field).unwrap() = huge;
                 FailoverConfig::default().bounds()[field].0
@@ -187,6 +195,7 @@ mod tests {
             watchdog_interval: MAX_BOUND,
             watchdog_timeout: MAX_BOUND,
             tick: MAX_BOUND,
+            idle_queue: MAX_BOUND,
         };
         config.validate().unwrap();
         assert!(config.close_bound() > 8 * MAX_BOUND);

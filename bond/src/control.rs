@@ -41,9 +41,6 @@ use crate::queue::QueueShared;
 /// Events kept for [`FailoverPort::next_event`](crate::FailoverPort::next_event); older ones
 /// are dropped first.
 const EVENT_CAPACITY: usize = 1024;
-/// A queue whose poller starts no burst for this long is not polled: no wait is held up by
-/// it. Long enough that a poller the scheduler set aside for a moment is still waited for.
-const IDLE_QUEUE: Duration = Duration::from_millis(50);
 /// Host events handled in one step at most: a host that sends events without pause must not
 /// starve the timers (the watchdog, the VF probe, the reset bound). The rest wait in the NIC's
 /// inbox for the next step, a tick later at most.
@@ -635,7 +632,11 @@ impl Control {
 /// Waits until every queue acknowledged (or, with `drained`, drained at) its generation.
 fn wait_queues(inner: &Inner, generations: &[u64], deadline: Instant, drained: bool) -> Vec<u16> {
     let links: Vec<&crate::link::QueueLink> = inner.queues.iter().map(|q| &q.link).collect();
-    inner
-        .handshake
-        .wait(&links, generations, deadline, drained, IDLE_QUEUE)
+    inner.handshake.wait(
+        &links,
+        generations,
+        deadline,
+        drained,
+        inner.config.idle_queue,
+    )
 }

@@ -173,9 +173,9 @@ impl Handshake {
 
     /// Waits until every queue acknowledged its generation in `generations` (or, with
     /// `drained`, reported its VF receive drained at that generation); returns the queues
-    /// that had not by `deadline`. A queue whose poller starts no burst for `idle` is not
-    /// polled at all and is not waited for: it takes the route first thing at its next
-    /// burst, and nobody receives from it meanwhile.
+    /// that had not by `deadline`. A queue that was never polled, or whose poller starts no
+    /// burst for `idle`, is not polled at all and is not waited for: it takes the route first
+    /// thing at its next burst, and nobody receives from it meanwhile.
     pub fn wait(
         &self,
         links: &[&QueueLink],
@@ -192,7 +192,7 @@ impl Handshake {
             } else {
                 link.acked(g)
             };
-            flag || (started.elapsed() >= idle && link.bursts() == bursts[i])
+            flag || link.bursts() == 0 || (started.elapsed() >= idle && link.bursts() == bursts[i])
         };
         let late = || {
             links

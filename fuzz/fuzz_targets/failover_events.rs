@@ -230,6 +230,7 @@ fn rig_config(setup: u8) -> FailoverRigConfig {
         watchdog_interval: Duration::from_secs(2),
         watchdog_timeout: Duration::from_millis(500),
         tick: Duration::from_millis(1),
+        idle_queue: Duration::from_millis(50),
     };
     config.pci = SimPciConfig {
         vf_queues: if setup & 8 != 0 { 1 } else { 2 },

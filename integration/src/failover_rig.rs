@@ -70,10 +70,15 @@ pub struct SimPciStats {
     pub rx_dropped_reset: u64,
     /// Frames the devices refused at once (the switch counts them in `rx_dropped_vf`).
     pub rx_refused: u64,
-    /// Frames the current device wrote into its receive rings that its driver has not read
-    /// yet (0 once the driver let the device go, and for a device that had a PF reset, whose
-    /// unread frames the reset may have discarded): in flight, not lost.
+    /// Frames the current device wrote into its receive rings that its driver has neither
+    /// read nor discarded at a PF reset yet (0 once the driver let the device go): in
+    /// flight, not lost.
     pub rx_unread: u64,
+    /// Frames the current device wrote into its receive rings that its driver discarded
+    /// unread when the PF reset the function (the driver's `rx_dropped_reset`; 0 once the
+    /// driver let the device go). Informational: [`FailoverRig::account`] counts them as
+    /// stranded through `rx_frames` and `rx_unread`, so they are not added again.
+    pub rx_discarded_reset: u64,
     /// Frames the devices transmitted (onto the vSwitch or dropped there).
     pub tx_frames: u64,
     /// Frames the devices dropped at transmit because their link was down.
@@ -162,14 +167,18 @@ impl SimPci {
                 .map(|driver| driver.stats());
             let device = vf.control.stats();
             add_device_stats(&mut stats, &device);
-            // A PF reset makes the driver set its rings up afresh: what the device wrote
-            // before it and nobody read is gone, and from the outside it looks just like
-            // frames not read yet. For a device that was reset, unread frames count as
-            // stranded (by the reset), not as in flight.
-            if let Some(read) = read.filter(|_| device.pf_resets == 0) {
-                stats.rx_unread = device
-                    .rx_frames
-                    .saturating_sub(read.rx_packets + read.rx_no_buffer + read.rx_frame_errors);
+            // Every frame the device wrote is read by the driver (handed out or dropped and
+            // counted), discarded by a PF reset (counted by the driver), or still unread in the
+            // rings.
+            if let Some(read) = read {
+                stats.rx_discarded_reset = read.rx_dropped_reset;
+                stats.rx_unread = device.rx_frames.saturating_sub(
+                    read.rx_packets
+                        + read.rx_no_buffer
+                        + read.rx_frame_errors
+                        + read.rx_descriptor_errors
+                        + read.rx_dropped_reset,
+                );
             }
         }
         let mut made = self.made.lock();
@@ -338,7 +347,8 @@ pub struct FailoverRigConfig {
 
 impl Default for FailoverRigConfig {
     /// Two queues, a VF device 10 ms after its association, the port's timers on a manual
-    /// clock that starts still (the watchdog fires only when a test advances it).
+    /// clock that starts still (the watchdog fires only when a test advances it), and the
+    /// switch's bounds long enough for a loaded machine.
     fn default() -> Self {
         let host = HostConfig {
             vf_device_delay: Duration::from_millis(10),
@@ -349,10 +359,20 @@ impl Default for FailoverRigConfig {
             sriov: true,
             ..NicConfig::default()
         };
+        // The bounds a switch waits under are generous: the suites run on loaded machines,
+        // where a poller or the software VF's thread can be set aside for hundreds of
+        // milliseconds, and a bound that runs out lets the switch go on out of order (counted,
+        // but what the ordering suites must not see). A bound that matters to a test is set
+        // there.
         let failover = FailoverConfig {
             vf_probe_interval: Duration::ZERO,
             watchdog_interval: Duration::from_secs(2),
             watchdog_timeout: Duration::from_secs(2),
+            ack_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+            vf_stop_timeout: Duration::from_secs(5),
+            tx_order_timeout: Duration::from_secs(2),
+            idle_queue: Duration::from_millis(500),
             ..FailoverConfig::default()
         };
         Self {
@@ -515,8 +535,9 @@ impl FailoverRig {
             .iter()
             .map(|q| q.rx_dropped_no_buffer + q.rx_dropped_overflow)
             .sum();
-        // Frames written into a VF's rings that no poller got: stranded, unless the current
-        // VF's driver has yet to read them.
+        // Frames written into a VF's rings that no poller got: stranded (left in the rings of
+        // a VF that went, or discarded unread by a PF reset), unless the current VF's driver
+        // has yet to read them.
         let in_rings = bus.rx_frames.saturating_sub(rx_vf + bus.rx_unread);
         let rx_stranded = in_rings + bus.rx_dropped_gone + bus.rx_dropped_reset;
         let rx_overload = bus.rx_no_descriptor + nic_overload;

@@ -127,6 +127,10 @@ pub fn finish_accounted_with(
     rig: &FailoverRig,
 ) -> (TrafficCounts, Accounting) {
     let counts = finish(traffic, |c| accounted(c, rig).is_ok());
+    if counts.guest_reordered + counts.peer_reordered > 0 {
+        // The port's counters say whether a bound ran out (and the switch went on anyway).
+        eprintln!("reordered; the port: {:#?}", rig.port.stats());
+    }
     assert_no_reordering(&counts);
     let a = match accounted(&counts, rig) {
         Ok(a) => a,
