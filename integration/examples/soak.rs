@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 use bond::{FailoverQueue, FailoverStats, PortState, SwitchReason};
 use integration::failover_rig::{Accounting, FailoverRig, FailoverRigConfig};
 use integration::host::HostStats;
+use integration::process;
 use integration::traffic::{Traffic, TrafficConfig, TrafficCounts};
 
 /// The VF's association serial.
@@ -617,19 +618,6 @@ struct Resources {
     vfs_alive: u64,
 }
 
-fn count_dir(path: &str) -> usize {
-    std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0)
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// Measures, waiting at most [`SETTLE`] for released devices to be gone and (given a
 /// baseline) for descriptors and threads to come back to it: a released device's thread is
 /// joined by whoever drops it last, a moment after the port reports the release.
@@ -637,9 +625,9 @@ fn measure(rig: &FailoverRig, baseline: Option<&Resources>) -> Resources {
     let deadline = Instant::now() + SETTLE;
     loop {
         let now = Resources {
-            rss_kib: rss_kib(),
-            fds: count_dir("/proc/self/fd"),
-            threads: count_dir("/proc/self/task"),
+            rss_kib: process::rss_kib(),
+            fds: process::open_fds(),
+            threads: process::threads(),
             vfs_alive: rig.pci.stats().devices_alive,
         };
         let settled = now.vfs_alive <= 1

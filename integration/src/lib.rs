@@ -14,6 +14,7 @@
 //!   simulated host with a simulated vPCI bus ([`failover_rig::SimPci`]) that makes software
 //!   VFs in guest memory, plugged into the host's vSwitch;
 //! - [`traffic`]: sequenced traffic both ways through a port, checked at the far end;
+//! - [`process`]: what the process holds (fds, threads, RSS), for leak checks;
 //! - [`vf_model`]: the software igbvf (82576 VF) behind `vf::device`, with its PF's mailbox,
 //!   a DMA engine on its own thread, an in-memory wire and fault injection.
 //!
@@ -23,6 +24,7 @@
 pub mod conformance;
 pub mod failover_rig;
 pub mod host;
+pub mod process;
 pub mod rig;
 pub mod traffic;
 pub mod vf_model;

@@ -9,22 +9,10 @@ use std::time::Duration;
 use bond::PortState;
 use failover_common::*;
 use integration::failover_rig::{FailoverRigConfig, VF_WINDOWS};
+use integration::process::{open_fds, rss_kib, threads};
 
 const CYCLES: u64 = 1000;
 const WARM_UP: u64 = 2 * VF_WINDOWS as u64;
-
-fn count_dir(path: &str) -> usize {
-    std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0)
-}
-
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
-}
 
 fn cycle(rig: &integration::failover_rig::FailoverRig, n: u64) {
     rig.host.offer_vf(SERIAL);
@@ -45,8 +33,8 @@ fn a_thousand_attach_remove_cycles_leak_nothing() {
     for n in 1..=WARM_UP {
         cycle(&rig, n);
     }
-    let fds = count_dir("/proc/self/fd");
-    let threads = count_dir("/proc/self/task");
+    let fds = open_fds();
+    let thread_count = threads();
     let rss = rss_kib();
     let pool = rig.port.pool().available();
     for n in WARM_UP + 1..=CYCLES {
@@ -55,8 +43,8 @@ fn a_thousand_attach_remove_cycles_leak_nothing() {
     // The leak checks first: nothing about how the cycles went may keep them from running.
     let bus = rig.pci.stats();
     assert_eq!(bus.devices_alive, 0, "released VFs still held by something");
-    assert_eq!(count_dir("/proc/self/fd"), fds, "file descriptors leaked");
-    assert_eq!(count_dir("/proc/self/task"), threads, "threads leaked");
+    assert_eq!(open_fds(), fds, "file descriptors leaked");
+    assert_eq!(threads(), thread_count, "threads leaked");
     assert_eq!(rig.port.pool().available(), pool, "packet buffers leaked");
     let grown = rss_kib().saturating_sub(rss);
     assert!(
