@@ -217,7 +217,6 @@ impl Control {
                 }
                 self.association = Some(serial);
                 self.refused = false;
-                self.inner.emit(FailoverEvent::VfAssociated { serial });
                 match self.vf.as_mut() {
                     Some(vf) => vf.orphaned_until = None,
                     None => {
@@ -229,6 +228,9 @@ impl Control {
                         });
                     }
                 }
+                // Reported once the look for the VF is timed: whoever sees the event and then
+                // moves the port's clock moves it past a deadline already set.
+                self.inner.emit(FailoverEvent::VfAssociated { serial });
             }
             NicEvent::VfAssociation {
                 allocated: false, ..

@@ -36,6 +36,16 @@ fn the_host_refusing_the_switch_leaves_the_port_on_synthetic_without_loss() {
 
     // The host can switch again; a link change of the VF is what makes the port retry.
     rig.host.inject_fault(Fault::RefuseVfSwitch(false));
+    // Applied before the port retries: a host thread the scheduler set aside mid-pass could
+    // otherwise read the retry before the request (and refuse it again).
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while rig.host.stats().faults_injected < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the host never applied the fault"
+        );
+        std::thread::yield_now();
+    }
     let vf = rig.pci.vf().expect("the VF stays bound");
     vf.set_link(false);
     wait_port(&rig, "the VF's link down", |s| s.vf_link_up == Some(false));
