@@ -21,7 +21,7 @@
 //! queue under it have the same index.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,10 @@ pub struct TrafficCounts {
 #[derive(Debug)]
 struct Shared {
     stop_sending: AtomicBool,
+    /// Threads (pollers and the peer) that saw `stop_sending` and will send nothing more:
+    /// a sender preempted in the middle of a burst still finishes it, so the counts are final
+    /// only once every sender said so.
+    senders_stopped: AtomicUsize,
     halt: AtomicBool,
     guest_sent: PerQueue,
     guest_received: PerQueue,
@@ -132,6 +136,7 @@ impl Default for Shared {
         let per_queue = || std::array::from_fn(|_| AtomicU64::new(0));
         Self {
             stop_sending: AtomicBool::new(false),
+            senders_stopped: AtomicUsize::new(0),
             halt: AtomicBool::new(false),
             guest_sent: per_queue(),
             guest_received: per_queue(),
@@ -300,7 +305,7 @@ impl<Q: PortQueue + 'static> Traffic<Q> {
     /// config enables); whether they did.
     pub fn wait_progress(&self, frames: u64, timeout: Duration) -> bool {
         let start = self.counts();
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         loop {
             let now = self.counts();
             let rx_ok = now.guest_received >= start.guest_received + frames
@@ -317,16 +322,26 @@ impl<Q: PortQueue + 'static> Traffic<Q> {
         }
     }
 
-    /// Stops generating frames, waits at most `timeout` until `settled` holds for the counts
-    /// (keeping both ends receiving), then stops the threads. Returns the final counts and the
-    /// queues.
+    /// Stops generating frames, waits until every sender has stopped, then at most `timeout`
+    /// in all until `settled` holds for the counts (keeping both ends receiving), then stops
+    /// the threads. Returns the final counts and the queues.
+    ///
+    /// `settled` is asked only once no thread can send any more: a sender the scheduler
+    /// preempted in the middle of a burst finishes that burst after the stop is asked for,
+    /// and frames counted after `settled` held would be left in the rings unread.
     pub fn stop(
         mut self,
         timeout: Duration,
         settled: impl Fn(&TrafficCounts) -> bool,
     ) -> (TrafficCounts, Vec<Q>) {
         self.shared.stop_sending.store(true, Ordering::Release);
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
+        let senders = self.pollers.len() + usize::from(self.peer.is_some());
+        while self.shared.senders_stopped.load(Ordering::Acquire) < senders
+            && Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
         while !settled(&self.counts()) && Instant::now() < deadline {
             std::thread::yield_now();
         }
@@ -402,7 +417,15 @@ fn poll<Q: PortQueue>(
     let mut order = Order::new();
     let mut window = Window::new();
     let mut seq = 0u64;
+    let mut stopped = false;
     while !shared.halt.load(Ordering::Acquire) {
+        // Read once per pass: after saying it stopped, this pass and later ones send nothing.
+        let stopping = shared.stop_sending.load(Ordering::Acquire);
+        if stopping && !stopped {
+            tx.clear();
+            stopped = true;
+            shared.senders_stopped.fetch_add(1, Ordering::AcqRel);
+        }
         let mut busy = false;
         if q.rx_burst(&mut rx, BURST * 2) > 0 {
             busy = true;
@@ -434,7 +457,7 @@ fn poll<Q: PortQueue>(
                 .guest_received_broadcast
                 .fetch_add(broadcast, Ordering::Release);
         }
-        if config.guest_tx && !shared.stop_sending.load(Ordering::Acquire) {
+        if config.guest_tx && !stopping {
             let sent = shared.guest_sent[i].load(Ordering::Relaxed);
             let arrived = shared.peer_received[i].load(Ordering::Acquire);
             let room = window.room(sent + tx.len() as u64, arrived, config);
@@ -448,10 +471,8 @@ fn poll<Q: PortQueue>(
                     None => break,
                 }
             }
-        } else if shared.stop_sending.load(Ordering::Acquire) {
-            tx.clear();
         }
-        if !tx.is_empty() {
+        if !stopping && !tx.is_empty() {
             let n = q.tx_burst(&mut tx);
             if n > 0 {
                 busy = true;
@@ -473,9 +494,16 @@ fn peer(queues: usize, mac: MacAddr, host: &SimHost, shared: &Shared, config: &T
     let mut seqs = vec![0u64; queues];
     let mut broadcast_seq = vec![0u64; queues];
     let mut count = 0u64;
+    let mut stopped = false;
     while !shared.halt.load(Ordering::Acquire) {
+        // Read once per pass, as the pollers do: the injection below runs to its end.
+        let stopping = shared.stop_sending.load(Ordering::Acquire);
+        if stopping && !stopped {
+            stopped = true;
+            shared.senders_stopped.fetch_add(1, Ordering::AcqRel);
+        }
         let mut busy = false;
-        if config.peer_tx && !shared.stop_sending.load(Ordering::Acquire) {
+        if config.peer_tx && !stopping {
             for q in 0..queues {
                 let sent = shared.peer_injected[q].load(Ordering::Relaxed);
                 let arrived = shared.guest_received[q].load(Ordering::Acquire);
@@ -554,6 +582,92 @@ mod tests {
         bad[60] ^= 1;
         assert_eq!(parse(&bad), None);
         assert_eq!(parse(&f[..20]), None);
+    }
+
+    /// A queue whose first transmit burst holds the poller inside `tx_burst` until the stop
+    /// was asked for and `settled` consulted (or, as it must be with a correct `stop`, a
+    /// bound ran out): a sender preempted mid-burst at the stop.
+    struct PreemptedMidBurst {
+        shared: Arc<std::sync::OnceLock<Arc<Shared>>>,
+        in_burst: Arc<AtomicBool>,
+        settled_asked: Arc<AtomicBool>,
+        held_once: bool,
+    }
+
+    impl PortQueue for PreemptedMidBurst {
+        fn rx_burst(&mut self, _out: &mut Vec<Packet>, _max: usize) -> usize {
+            0
+        }
+
+        fn tx_burst(&mut self, frames: &mut Vec<Packet>) -> usize {
+            if !self.held_once {
+                self.held_once = true;
+                self.in_burst.store(true, Ordering::SeqCst);
+                let shared = loop {
+                    if let Some(shared) = self.shared.get() {
+                        break shared.clone();
+                    }
+                    std::thread::yield_now();
+                };
+                while !shared.stop_sending.load(Ordering::SeqCst) {
+                    std::thread::yield_now();
+                }
+                // A correct stop never asks `settled` now; this bound ends the wait then.
+                let bound = Instant::now() + Duration::from_secs(1);
+                while !self.settled_asked.load(Ordering::SeqCst) && Instant::now() < bound {
+                    std::thread::yield_now();
+                }
+                self.in_burst.store(false, Ordering::SeqCst);
+            }
+            let n = frames.len();
+            frames.clear();
+            n
+        }
+    }
+
+    #[test]
+    fn settled_is_asked_only_once_no_sender_is_mid_burst() {
+        let (host, _device) = SimHost::start(crate::host::HostConfig::default()).unwrap();
+        let host = Arc::new(host);
+        let pool = Pool::new(packet::SharedMemory::anonymous(1 << 20).unwrap(), 2048).unwrap();
+        let shared_slot = Arc::new(std::sync::OnceLock::new());
+        let in_burst = Arc::new(AtomicBool::new(false));
+        let settled_asked = Arc::new(AtomicBool::new(false));
+        let queue = PreemptedMidBurst {
+            shared: shared_slot.clone(),
+            in_burst: in_burst.clone(),
+            settled_asked: settled_asked.clone(),
+            held_once: false,
+        };
+        let config = TrafficConfig {
+            peer_tx: false,
+            ..TrafficConfig::default()
+        };
+        let traffic = Traffic::start(vec![queue], pool, PEER_MAC, host, config);
+        shared_slot.set(traffic.shared.clone()).unwrap();
+        while !in_burst.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        let asked_mid_burst = AtomicBool::new(false);
+        let seen_sent = AtomicU64::new(u64::MAX);
+        let (counts, _queues) = traffic.stop(Duration::from_secs(30), |c| {
+            if in_burst.load(Ordering::SeqCst) {
+                asked_mid_burst.store(true, Ordering::SeqCst);
+            }
+            settled_asked.store(true, Ordering::SeqCst);
+            seen_sent.store(c.guest_sent, Ordering::SeqCst);
+            true
+        });
+        assert!(
+            !asked_mid_burst.load(Ordering::SeqCst),
+            "stop asked `settled` while a poller was still inside its last transmit burst"
+        );
+        assert_eq!(
+            seen_sent.load(Ordering::SeqCst),
+            counts.guest_sent,
+            "frames were counted after `settled` held"
+        );
+        assert!(counts.guest_sent > 0, "the held burst was counted");
     }
 
     #[test]
