@@ -52,9 +52,11 @@ pub struct HostStats {
     pub last_error: Option<String>,
     /// Whether the data path is currently switched to the VF.
     pub data_path_vf: bool,
-    /// Every change of the data path, in order (`true` = to the VF), like the transcripts'
-    /// `set_data_path_to_guest_vf` calls.
+    /// The last [`DATA_PATH_HISTORY`] changes of the data path, in order (`true` = to the
+    /// VF), like the transcripts' `set_data_path_to_guest_vf` calls.
     pub data_path_switches: Vec<bool>,
+    /// Every change of the data path so far (a long run keeps only the last ones above).
+    pub data_path_switches_total: u64,
     /// VF associations (`{128, 1, serial}`) sent.
     pub vf_associations: u64,
     /// Times the host made the VF device available to the guest (`VF_DEVICE_DELAY` after an
@@ -121,10 +123,14 @@ pub(crate) struct StatsCell {
     pub misc: Mutex<Misc>,
 }
 
+/// Data-path changes [`HostStats::data_path_switches`] keeps (a soak makes thousands).
+pub const DATA_PATH_HISTORY: usize = 64;
+
 /// The non-scalar parts of the stats.
 #[derive(Debug, Default)]
 pub(crate) struct Misc {
     pub data_path_switches: Vec<bool>,
+    pub data_path_switches_total: u64,
     pub last_error: Option<String>,
 }
 
@@ -137,7 +143,12 @@ impl StatsCell {
     /// Records a data-path change.
     pub fn record_switch(&self, to_vf: bool) {
         self.data_path_vf.store(to_vf, Ordering::Relaxed);
-        self.misc.lock().data_path_switches.push(to_vf);
+        let mut misc = self.misc.lock();
+        if misc.data_path_switches.len() == DATA_PATH_HISTORY {
+            misc.data_path_switches.remove(0);
+        }
+        misc.data_path_switches.push(to_vf);
+        misc.data_path_switches_total += 1;
     }
 
     /// Records why the worker stopped.
@@ -174,6 +185,7 @@ impl StatsCell {
             last_error: misc.last_error.clone(),
             data_path_vf: self.data_path_vf.load(Ordering::Relaxed),
             data_path_switches: misc.data_path_switches.clone(),
+            data_path_switches_total: misc.data_path_switches_total,
             vf_associations: load(&self.vf_associations),
             vf_ready_for_device: load(&self.vf_ready_for_device),
             channel_alive: !self.channel_dead.load(Ordering::Relaxed),
@@ -188,5 +200,28 @@ impl StatsCell {
             reopens: load(&self.reopens),
             faults_injected: load(&self.faults_injected),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_switch_history_is_bounded_and_the_total_exact() {
+        let cell = StatsCell::default();
+        for i in 0..(DATA_PATH_HISTORY + 36) {
+            cell.record_switch(i % 2 == 0);
+        }
+        let stats = cell.snapshot();
+        assert_eq!(stats.data_path_switches.len(), DATA_PATH_HISTORY);
+        assert_eq!(
+            stats.data_path_switches_total,
+            DATA_PATH_HISTORY as u64 + 36
+        );
+        // The newest last: the final switch (index 99, odd) went to synthetic.
+        assert_eq!(stats.data_path_switches.last(), Some(&false));
+        assert_eq!(stats.data_path_switches.first(), Some(&true));
+        assert!(!stats.data_path_vf);
     }
 }
