@@ -14,6 +14,8 @@ macro_rules! say {
 mod demo;
 mod failover_demo;
 mod probe;
+mod signals;
+mod sim_host;
 
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
@@ -67,6 +69,23 @@ enum Command {
     /// Needs root and a NetVSC bound to uio_hv_generic; docs/deploy.md shows how. The
     /// kernel's netvsc driver must not be using the device at the same time.
     Probe(probe::ProbeArgs),
+
+    /// Serve the simulated Hyper-V host to other processes: a NetVSC any netvsc client can
+    /// attach to, as on a Hyper-V guest with the device bound to uio_hv_generic.
+    ///
+    /// Publishes under --root the sysfs tree such a guest's kernel shows
+    /// (bus/vmbus/devices/INSTANCE, class/uio/uio0) and the device node dev/uio0, then
+    /// serves one client at a time, session after session, until SIGINT or SIGTERM. The node
+    /// is a unix socket: a client runs with the preload library libhvnet_sim_uio.so (built
+    /// beside hvnet by `cargo build -p hvnet-sim-uio`), which makes opening and mapping it
+    /// behave as a real uio node. Example, in two terminals:
+    ///
+    ///   hvnet sim-host --root /tmp/sim
+    ///
+    ///   LD_PRELOAD=target/debug/libhvnet_sim_uio.so hvnet probe --sysfs-root /tmp/sim --dev-root /tmp/sim/dev
+    ///
+    /// One queue for now (no subchannels).
+    SimHost(sim_host::SimHostArgs),
 }
 
 /// One line saying what a synthetic NIC negotiated with its host.
@@ -142,6 +161,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Probe(args) => probe::run(&args),
+        Command::SimHost(args) => sim_host::run(&args),
     }
 }
 

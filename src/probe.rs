@@ -49,6 +49,10 @@ pub struct ProbeArgs {
     #[arg(long, default_value = "/sys")]
     sysfs_root: PathBuf,
 
+    /// Where the device node uioN is (for `hvnet sim-host`, whose node is under its root).
+    #[arg(long, value_name = "DIR", default_value = "/dev")]
+    dev_root: PathBuf,
+
     /// Seconds to wait for each host answer, 1 to 3600; also the longest time spent listening
     /// for host events after negotiating (which ends sooner after half a second without one,
     /// or after 64 events).
@@ -109,6 +113,7 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
     let timeout = Duration::from_secs(args.timeout.into());
     let device = UioDevice::open(UioConfig {
         sysfs_root: args.sysfs_root.clone(),
+        dev_root: args.dev_root.clone(),
         instance: args.instance.clone(),
         ..UioConfig::default()
     })

@@ -10,6 +10,8 @@
 //! - [`conformance`]: the NetVSP conformance transcripts, golden answers recorded from a real
 //!   NetVSP host, loaded and compared against what the simulated host produces;
 //! - [`rig`]: [`rig::SyntheticRig`], a host with a guest NIC opened against it;
+//! - [`sim_host`]: `hvnet sim-host`, the simulated host served to another process through a
+//!   published sysfs tree and a uio node (with the `hvnet-sim-uio` preload library);
 //! - [`failover_rig`]: [`failover_rig::FailoverRig`], a failover port over a NIC on the
 //!   simulated host with a simulated vPCI bus ([`failover_rig::SimPci`]) that makes software
 //!   VFs in guest memory, plugged into the host's vSwitch;
@@ -26,5 +28,6 @@ pub mod failover_rig;
 pub mod host;
 pub mod process;
 pub mod rig;
+pub mod sim_host;
 pub mod traffic;
 pub mod vf_model;

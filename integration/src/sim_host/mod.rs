@@ -1,0 +1,239 @@
+//! `hvnet sim-host`: the simulated Hyper-V host as a process any netvsc client attaches to.
+//!
+//! [`SimHostServer::start`] starts a [`SimHost`] and publishes, under a root directory, what
+//! a Hyper-V guest's kernel shows a `uio_hv_generic` user ([`tree`]) and a device node a
+//! client opens and maps ([`uio`]). A client runs with `--sysfs-root ROOT` (hvnet; DPDK reads
+//! `/sys`, so the root is bind-mounted over it inside a mount namespace) and the preload
+//! library `libhvnet_sim_uio.so` (`integration/uio-preload`), which makes the node's socket
+//! behave as a uio node. The client's rings, interrupt page, monitor page and receive and
+//! send buffers are the host's shared memory, so the host sees nothing but bytes and monitor
+//! trigger bits, as with a guest in the same process.
+//!
+//! One host serves one client at a time, session after session: a client that opens the node
+//! after the last one closed it gets a new session (see [`uio`]).
+//!
+//! Not yet: subchannels (the host grants the primary channel only), clients whose memory is
+//! outside the host's region (DPDK's GPA-direct RNDIS messages), a control command.
+
+mod sys;
+pub mod tree;
+pub mod uio;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use netvsc::vmbus::VmbusDevice;
+use netvsc::vmbus::shm::ShmLayout;
+use packet::PAGE_SIZE;
+
+use crate::host::{HostConfig, HostError, SimHost};
+use tree::{DeviceEntry, Tree};
+use uio::{UioMap, UioNode, UioNodeStats};
+
+/// The instance GUID the simulated NetVSC has unless told otherwise.
+pub const DEFAULT_INSTANCE: &str = "5c5a8d2e-7b1f-4c3d-9e6a-0123456789ab";
+/// The primary channel's relid (as a small guest's first NIC often has).
+pub const DEFAULT_RELID: u32 = 14;
+
+/// How the served host is made.
+#[derive(Clone, Debug)]
+pub struct SimHostConfig {
+    /// The host (its queue count is capped at 1: subchannels are not served yet).
+    pub host: HostConfig,
+    /// The NetVSC's instance GUID.
+    pub instance: String,
+    /// The primary channel's relid.
+    pub relid: u32,
+}
+
+impl Default for SimHostConfig {
+    fn default() -> Self {
+        Self {
+            host: HostConfig::default(),
+            instance: DEFAULT_INSTANCE.into(),
+            relid: DEFAULT_RELID,
+        }
+    }
+}
+
+/// Why a served host did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimHostError {
+    /// The host itself.
+    #[error("starting the simulated host")]
+    Host(#[from] HostError),
+    /// Its bus.
+    #[error("the simulated bus")]
+    Device(#[from] netvsc::vmbus::DeviceError),
+    /// Writing the tree or serving the node.
+    #[error("publishing under {path}")]
+    Publish {
+        /// What was being written.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A bad instance GUID.
+    #[error("instance {0:?} is not a GUID (8-4-4-4-12 hex digits)")]
+    Instance(String),
+}
+
+/// A host served under a root; dropping it stops serving and removes what it published.
+#[derive(Debug)]
+pub struct SimHostServer {
+    /// `None` only while dropping: the node goes first (no client can come), then the tree.
+    node: Option<UioNode>,
+    host: Arc<SimHost>,
+    tree: Tree,
+    entry: DeviceEntry,
+}
+
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
+        && parts
+            .iter()
+            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+impl SimHostServer {
+    /// Starts the host and publishes it under `root`.
+    pub fn start(root: &Path, config: SimHostConfig) -> Result<Self, SimHostError> {
+        let instance = config.instance.to_ascii_lowercase();
+        if !is_guid(&instance) {
+            return Err(SimHostError::Instance(config.instance));
+        }
+        let mut host_config = config.host;
+        host_config.max_queues = 1;
+        let layout = ShmLayout::new(&host_config.shm)?;
+        let shm = host_config.shm.clone();
+        let (host, mut device) = SimHost::start(host_config)?;
+        // The interrupt page: a page of the bus memory nothing else uses.
+        let int_page = device.dma_memory(PAGE_SIZE)?;
+        let maps = vec![
+            UioMap {
+                name: "txrx_rings".into(),
+                offset: layout.outgoing_ring_offset(0) as u64,
+                size: 2 * layout.ring_size as u64,
+            },
+            UioMap {
+                name: "int_page".into(),
+                offset: int_page.offset_in_mapping() as u64,
+                size: PAGE_SIZE as u64,
+            },
+            UioMap {
+                name: "monitor_page".into(),
+                offset: layout.monitor_offset as u64,
+                size: PAGE_SIZE as u64,
+            },
+            UioMap {
+                name: format!("recv:{}", shm.receive_gpadl),
+                offset: layout.receive_buffer_offset as u64,
+                size: layout.receive_buffer_size as u64,
+            },
+            UioMap {
+                name: format!("send:{}", shm.send_gpadl),
+                offset: layout.send_buffer_offset as u64,
+                size: layout.send_buffer_size as u64,
+            },
+        ];
+        let entry = DeviceEntry {
+            instance,
+            relid: config.relid,
+            // The bus's monitor id of channel i is i.
+            monitor_id: 0,
+            uio: "uio0".into(),
+            maps: maps.clone(),
+        };
+        let publish_error = |path: &Path, source| SimHostError::Publish {
+            path: path.to_path_buf(),
+            source,
+        };
+        let tree = Tree::publish(root, &entry).map_err(|e| publish_error(root, e))?;
+        let memory = host.guest_memory();
+        let node = match UioNode::serve(&tree.node, device, memory, maps) {
+            Ok(node) => node,
+            Err(e) => {
+                tree.remove(&entry);
+                return Err(publish_error(&tree.node, e));
+            }
+        };
+        Ok(Self {
+            node: Some(node),
+            host: Arc::new(host),
+            tree,
+            entry,
+        })
+    }
+
+    /// The host (link, VF and fault scripting, counters).
+    pub fn host(&self) -> &Arc<SimHost> {
+        &self.host
+    }
+
+    /// The published tree's paths.
+    pub fn tree(&self) -> &Tree {
+        &self.tree
+    }
+
+    /// The device's instance GUID.
+    pub fn instance(&self) -> &str {
+        &self.entry.instance
+    }
+
+    /// The node's counters (opens, sessions, interrupts).
+    pub fn node_stats(&self) -> UioNodeStats {
+        self.node.as_ref().map(UioNode::stats).unwrap_or_default()
+    }
+}
+
+impl Drop for SimHostServer {
+    fn drop(&mut self) {
+        drop(self.node.take());
+        self.tree.remove(&self.entry);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_guids_are_checked() {
+        assert!(is_guid(DEFAULT_INSTANCE));
+        assert!(!is_guid("5c5a8d2e-7b1f-4c3d-9e6a"));
+        assert!(!is_guid("5c5a8d2e-7b1f-4c3d-9e6a-0123456789ag"));
+        assert!(!is_guid("{5c5a8d2e-7b1f-4c3d-9e6a-0123456789ab}"));
+    }
+
+    #[test]
+    fn the_tree_is_published_and_removed() {
+        let dir = std::env::temp_dir().join(format!("hvnet-sim-tree-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let server = SimHostServer::start(&dir, SimHostConfig::default()).unwrap();
+        let devices = dir.join("bus/vmbus/devices");
+        // hvnet's own sysfs reader finds it as a NetVSC on uio.
+        let found =
+            netvsc::vmbus::uio::sysfs::devices_of_class(&dir, netvsc::vmbus::NETVSC_CLASS_ID)
+                .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].instance, DEFAULT_INSTANCE);
+        assert_eq!(found[0].relid, DEFAULT_RELID);
+        assert_eq!(found[0].monitor_id, Some(0));
+        assert_eq!(found[0].uio.as_deref(), Some("uio0"));
+        let maps = netvsc::vmbus::uio::sysfs::read_maps(&dir, "uio0").unwrap();
+        let names: Vec<&str> = maps.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(names[..3], ["txrx_rings", "int_page", "monitor_page"]);
+        assert!(names[3].starts_with("recv:") && names[4].starts_with("send:"));
+        assert!(dir.join("dev/uio0").exists());
+        assert!(
+            SimHostServer::start(&dir, SimHostConfig::default()).is_err(),
+            "a second host on the same root is refused"
+        );
+        drop(server);
+        assert!(!devices.exists() && !dir.join("dev/uio0").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,118 @@
+//! `hvnet sim-host`: the simulated Hyper-V host served to other processes (see
+//! `integration::sim_host`).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use integration::sim_host::{DEFAULT_INSTANCE, SimHostConfig, SimHostServer};
+
+/// The preload library's file name, looked for next to the `hvnet` executable.
+pub const PRELOAD: &str = "libhvnet_sim_uio.so";
+
+/// Options of `hvnet sim-host`.
+#[derive(Debug, clap::Args)]
+pub struct SimHostArgs {
+    /// Directory to publish the guest's view under: bus/vmbus/devices/INSTANCE/…,
+    /// class/uio/uio0 and the node dev/uio0. Created if missing; must not hold another host.
+    #[arg(long, value_name = "DIR")]
+    root: PathBuf,
+
+    /// Instance GUID of the simulated NetVSC.
+    #[arg(long, value_name = "GUID", default_value = DEFAULT_INSTANCE)]
+    instance: String,
+
+    /// Stop after this many seconds (default: run until SIGINT or SIGTERM).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(1..=86_400)
+    )]
+    duration: Option<u32>,
+}
+
+/// Where the preload library is expected: beside this executable.
+fn preload_path() -> Option<PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name(PRELOAD))
+}
+
+/// Runs the served host until a signal or `--duration`.
+pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
+    // Before any thread starts: every thread inherits the blocked mask, so the signal waits
+    // for the main thread.
+    crate::signals::block_termination().context("blocking SIGINT and SIGTERM")?;
+    std::fs::create_dir_all(&args.root)
+        .with_context(|| format!("creating {}", args.root.display()))?;
+    let root = args
+        .root
+        .canonicalize()
+        .with_context(|| format!("resolving {}", args.root.display()))?;
+    let server = SimHostServer::start(
+        &root,
+        SimHostConfig {
+            instance: args.instance.clone(),
+            ..SimHostConfig::default()
+        },
+    )
+    .with_context(|| format!("serving a simulated host under {}", root.display()))?;
+    let preload = match preload_path() {
+        Some(p) if p.exists() => p.display().to_string(),
+        _ => format!("<{PRELOAD}: cargo build -p hvnet-sim-uio>"),
+    };
+    say!(
+        "hvnet sim-host: NetVSC {} (1 queue) under {}",
+        server.instance(),
+        root.display()
+    );
+    say!(
+        "attach hvnet:   LD_PRELOAD={preload} hvnet probe --sysfs-root {} --dev-root {}",
+        root.display(),
+        server
+            .tree()
+            .node
+            .parent()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default()
+    );
+    say!("ready (SIGINT or SIGTERM stops the host and removes the tree)");
+    let end = args
+        .duration
+        .map(|s| packet::deadline::after(Instant::now(), Duration::from_secs(s.into())));
+    let reason = loop {
+        let wait = match end {
+            Some(end) => {
+                let left = end.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break "--duration".to_string();
+                }
+                left.min(Duration::from_millis(500))
+            }
+            None => Duration::from_millis(500),
+        };
+        if let Some(signal) =
+            crate::signals::wait_termination(wait).context("waiting for a signal")?
+        {
+            break signal.to_string();
+        }
+    };
+    let node = server.node_stats();
+    let host = server.host().stats();
+    drop(server);
+    say!(
+        "stopped ({reason}): {} open(s) of the node in {} session(s); host: NVSP {}, {} frame(s) to the guest, {} from it, {} protocol error(s){}",
+        node.opens,
+        node.sessions,
+        host.nvsp_version
+            .map_or("not negotiated".into(), |v| format!("{v:#x}")),
+        host.rx_delivered,
+        host.tx_packets,
+        host.protocol_errors,
+        host.last_error
+            .map(|e| format!(" (last: {e})"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
