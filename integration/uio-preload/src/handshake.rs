@@ -177,4 +177,33 @@ mod tests {
         );
         assert!(parse(&good[..10]).is_err(), "short header");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn every_valid_handshake_round_trips(
+            maps in proptest::collection::vec((0u64..1 << 40, 1u64..1 << 20), 1..=MAX_MAPS)
+        ) {
+            let maps: Vec<(u64, u64)> =
+                maps.into_iter().map(|(o, s)| (o * PAGE, s * PAGE)).collect();
+            let bytes = handshake(&maps);
+            proptest::prop_assert_eq!(total_len(&bytes), Ok(bytes.len()));
+            let parsed = parse(&bytes).unwrap();
+            proptest::prop_assert_eq!(parsed.count, maps.len());
+            for (k, &(offset, size)) in maps.iter().enumerate() {
+                proptest::prop_assert_eq!(parsed.get(k as u64), Some(Map { offset, size }));
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic_and_what_parses_is_valid(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)
+        ) {
+            if let Ok(maps) = parse(&bytes) {
+                proptest::prop_assert!(maps.count >= 1 && maps.count <= MAX_MAPS);
+                for map in &maps.maps[..maps.count] {
+                    proptest::prop_assert!(map.size > 0 && map.offset % PAGE == 0);
+                }
+            }
+        }
+    }
 }
