@@ -84,7 +84,7 @@ enum Command {
     ///
     ///   LD_PRELOAD=target/debug/libhvnet_sim_uio.so hvnet probe --sysfs-root /tmp/sim --dev-root /tmp/sim/dev
     ///
-    /// One queue for now (no subchannels).
+    /// Up to 8 queues: subchannels are published under channels/ as the host offers them.
     SimHost(sim_host::SimHostArgs),
 }
 

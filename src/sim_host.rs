@@ -63,7 +63,7 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
         _ => format!("<{PRELOAD}: cargo build -p hvnet-sim-uio>"),
     };
     say!(
-        "hvnet sim-host: NetVSC {} (1 queue) under {}",
+        "hvnet sim-host: NetVSC {} (up to 8 queues) under {}",
         server.instance(),
         root.display()
     );

@@ -1,6 +1,7 @@
 //! `hvnet sim-host` with a client in another process: `hvnet probe` attaches through its
-//! real uio backend (sysfs tree, device node, maps, monitor-page doorbell), under the
-//! `hvnet-sim-uio` preload library, twice in a row on the same host (two sessions).
+//! real uio backend (sysfs tree, device node, maps, subchannel ring files, monitor-page
+//! doorbell), under the `hvnet-sim-uio` preload library, twice in a row on the same host
+//! (two sessions, four queues then one).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -121,10 +122,17 @@ impl Drop for Served {
     }
 }
 
-fn probe(root: &Path, preload: &Path) -> String {
+fn probe(root: &Path, preload: &Path, queues: u16) -> String {
     let out = hvnet()
         .env("LD_PRELOAD", preload)
-        .args(["probe", "--timeout", "20", "--sysfs-root"])
+        .args([
+            "probe",
+            "--timeout",
+            "20",
+            "--queues",
+            &queues.to_string(),
+            "--sysfs-root",
+        ])
         .arg(root)
         .arg("--dev-root")
         .arg(root.join("dev"))
@@ -141,23 +149,41 @@ fn probe(root: &Path, preload: &Path) -> String {
 }
 
 #[test]
-fn hvnet_probe_attaches_to_sim_host_through_its_uio_backend_twice() {
+fn hvnet_probe_attaches_to_sim_host_through_its_uio_backend_with_subchannels_twice() {
     let preload = preload();
     let root = std::env::temp_dir().join(format!("hvnet-sim-host-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let mut served = Served::start(&root);
-    for session in 1..=2 {
-        let out = probe(&root, &preload);
+    let channels = root
+        .join("bus/vmbus/devices")
+        .join(integration::sim_host::DEFAULT_INSTANCE)
+        .join("channels");
+    // Four queues (three subchannels, published as the host offers them), then one: the
+    // second session starts without the first one's subchannels.
+    for (session, queues) in [(1, 4), (2, 1)] {
+        let out = probe(&root, &preload, queues);
+        let want_queues = format!("{queues} queue(s)");
         for want in [
             "NVSP 0x60001",
             "NDIS 6.30",
             "MAC 00:15:5d:01:02:03",
             "link up",
-            "1 queue(s)",
+            want_queues.as_str(),
         ] {
             assert!(
                 out.contains(want),
                 "session {session}: no {want:?} in:\n{out}"
+            );
+        }
+        let relid = integration::sim_host::DEFAULT_RELID;
+        for sub in 1..4u32 {
+            assert_eq!(
+                channels
+                    .join((relid + sub).to_string())
+                    .join("ring")
+                    .exists(),
+                session == 1,
+                "session {session}: subchannel {sub}'s ring"
             );
         }
     }

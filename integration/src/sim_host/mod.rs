@@ -12,9 +12,13 @@
 //! One host serves one client at a time, session after session: a client that opens the node
 //! after the last one closed it gets a new session (see [`uio`]).
 //!
-//! Not yet: subchannels (the host grants the primary channel only), clients whose memory is
-//! outside the host's region (DPDK's GPA-direct RNDIS messages), a control command.
+//! Subchannels are published as the host offers them (`channels`), up to the bus's channel
+//! count (8 by default).
+//!
+//! Not yet: clients whose memory is outside the host's region (DPDK's GPA-direct RNDIS
+//! messages), a control command.
 
+mod channels;
 mod sys;
 pub mod tree;
 pub mod uio;
@@ -38,7 +42,7 @@ pub const DEFAULT_RELID: u32 = 14;
 /// How the served host is made.
 #[derive(Clone, Debug)]
 pub struct SimHostConfig {
-    /// The host (its queue count is capped at 1: subchannels are not served yet).
+    /// The host (its queue count is capped at the bus's channel count).
     pub host: HostConfig,
     /// The NetVSC's instance GUID.
     pub instance: String,
@@ -105,7 +109,7 @@ impl SimHostServer {
             return Err(SimHostError::Instance(config.instance));
         }
         let mut host_config = config.host;
-        host_config.max_queues = 1;
+        host_config.max_queues = host_config.max_queues.min(host_config.shm.max_channels);
         let layout = ShmLayout::new(&host_config.shm)?;
         let shm = host_config.shm.clone();
         let (host, mut device) = SimHost::start(host_config)?;
@@ -152,7 +156,16 @@ impl SimHostServer {
         };
         let tree = Tree::publish(root, &entry).map_err(|e| publish_error(root, e))?;
         let memory = host.guest_memory();
-        let node = match UioNode::serve(&tree.node, device, memory, maps) {
+        let rings = (0..layout.max_channels)
+            .map(|i| UioMap {
+                name: format!("ring {i}"),
+                offset: layout.outgoing_ring_offset(i) as u64,
+                size: 2 * layout.ring_size as u64,
+            })
+            .collect();
+        let subchannels =
+            channels::Subchannels::new(tree.device_dir.join("channels"), config.relid, rings);
+        let node = match UioNode::serve(&tree.node, device, memory, maps, subchannels) {
             Ok(node) => node,
             Err(e) => {
                 tree.remove(&entry);

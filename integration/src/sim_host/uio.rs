@@ -32,9 +32,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use netvsc::vmbus::VmbusDevice;
-use netvsc::vmbus::shm::ShmDevice;
+use netvsc::vmbus::shm::{CTRL_SUBCHANNELS_OFFERED, ShmDevice};
 use packet::SharedMemory;
 
+use super::channels::Subchannels;
 use super::sys;
 
 /// The handshake's magic.
@@ -87,6 +88,8 @@ pub struct UioNodeStats {
     pub interrupts: u64,
     /// Connections refused (handshake failed, too many clients, or the reopen failed).
     pub refused: u64,
+    /// Subchannels published in the current session.
+    pub subchannels: u64,
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +99,7 @@ struct Counters {
     clients: AtomicU64,
     interrupts: AtomicU64,
     refused: AtomicU64,
+    subchannels: AtomicU64,
 }
 
 /// The served node; dropping it stops the server and removes the socket.
@@ -116,12 +120,13 @@ struct Client {
 
 impl UioNode {
     /// Serves the node at `path` for the guest side `device` of a bus whose memory is
-    /// `memory`, describing `maps`.
-    pub fn serve(
+    /// `memory`, describing `maps`, and publishes the subchannels the host offers.
+    pub(crate) fn serve(
         path: &Path,
         device: ShmDevice,
         memory: SharedMemory,
         maps: Vec<UioMap>,
+        subchannels: Subchannels,
     ) -> io::Result<Self> {
         if memory.fd().is_none() {
             return Err(io::Error::other("the bus memory has no file to hand out"));
@@ -135,7 +140,18 @@ impl UioNode {
             let bytes = handshake(&maps);
             std::thread::Builder::new()
                 .name("sim-uio".into())
-                .spawn(move || serve(&listener, device, &memory, &bytes, &stop, &counters))?
+                .spawn(move || {
+                    let mut node = Served {
+                        device,
+                        memory,
+                        handshake: bytes,
+                        subchannels,
+                        subchannels_opened: false,
+                        clients: Vec::new(),
+                        sessions: 0,
+                    };
+                    node.run(&listener, &stop, &counters);
+                })?
         };
         Ok(Self {
             path: path.to_path_buf(),
@@ -155,6 +171,7 @@ impl UioNode {
             clients: get(&c.clients),
             interrupts: get(&c.interrupts),
             refused: get(&c.refused),
+            subchannels: get(&c.subchannels),
         }
     }
 }
@@ -169,102 +186,129 @@ impl Drop for UioNode {
     }
 }
 
-/// The server loop: accepts, answers, relays interrupts, until `stop`.
-fn serve(
-    listener: &UnixListener,
-    mut device: ShmDevice,
-    memory: &SharedMemory,
-    handshake: &[u8],
-    stop: &AtomicBool,
-    counters: &Counters,
-) {
-    let mut clients: Vec<Client> = Vec::new();
-    let mut sessions = 0u64;
-    while !stop.load(Ordering::Acquire) {
-        accept(
-            listener,
-            &mut device,
-            memory,
-            handshake,
-            &mut clients,
-            &mut sessions,
-            counters,
-        );
-        clients.retain_mut(read_client);
-        counters
-            .clients
-            .store(clients.len() as u64, Ordering::Relaxed);
-        // Waiting for the host's interrupt paces the loop; without a channel to wait on
-        // (a dead session), a short sleep does.
-        match device.wait_for_interrupt(TICK) {
-            Ok(true) => {
-                for c in clients.iter_mut().filter(|c| c.irq_enabled) {
-                    // Non-blocking: a client that does not read loses counts, as they
-                    // coalesce on a real node too.
-                    if c.stream.write_all(&1u32.to_ne_bytes()).is_ok() {
-                        counters.interrupts.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
-            }
-            Ok(false) => {}
-            Err(_) => std::thread::sleep(TICK),
-        }
-    }
+/// The server thread's state.
+struct Served {
+    device: ShmDevice,
+    memory: SharedMemory,
+    handshake: Vec<u8>,
+    subchannels: Subchannels,
+    /// Whether this session's offered subchannels were opened on the bus.
+    subchannels_opened: bool,
+    clients: Vec<Client>,
+    sessions: u64,
 }
 
-/// Accepts every waiting connection.
-fn accept(
-    listener: &UnixListener,
-    device: &mut ShmDevice,
-    memory: &SharedMemory,
-    handshake: &[u8],
-    clients: &mut Vec<Client>,
-    sessions: &mut u64,
-    counters: &Counters,
-) {
-    loop {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) => {
-                tracing::warn!("sim-host uio node: accept failed: {e}");
-                return;
+impl Served {
+    /// The server loop: accepts, answers, publishes subchannels, relays interrupts, until
+    /// `stop`.
+    fn run(&mut self, listener: &UnixListener, stop: &AtomicBool, counters: &Counters) {
+        while !stop.load(Ordering::Acquire) {
+            self.accept(listener, counters);
+            self.clients.retain_mut(read_client);
+            counters
+                .clients
+                .store(self.clients.len() as u64, Ordering::Relaxed);
+            self.offer_subchannels(counters);
+            self.subchannels.serve(&self.memory);
+            // Waiting for the host's interrupt paces the loop; without a channel to wait on
+            // (a dead session), a short sleep does.
+            match self.device.wait_for_interrupt(TICK) {
+                Ok(true) => {
+                    for c in self.clients.iter_mut().filter(|c| c.irq_enabled) {
+                        // Non-blocking: a client that does not read loses counts, as they
+                        // coalesce on a real node too.
+                        if c.stream.write_all(&1u32.to_ne_bytes()).is_ok() {
+                            counters.interrupts.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err(_) => std::thread::sleep(TICK),
             }
-        };
-        counters.opens.fetch_add(1, Ordering::Relaxed);
-        if clients.len() >= MAX_CLIENTS {
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            continue;
         }
-        // The first open after every connection of the last session closed: a new session,
-        // as the kernel opens the channel again on a fresh open of the node.
-        if clients.is_empty() {
-            if *sessions > 0
-                && let Err(e) = device.reopen(REOPEN_TIMEOUT)
-            {
-                tracing::warn!("sim-host uio node: the host did not open a new session: {e}");
+    }
+
+    /// Once the host offered subchannels this session: opens them on the bus and publishes
+    /// them, as `uio_hv_generic` does on the offers.
+    fn offer_subchannels(&mut self, counters: &Counters) {
+        if self.subchannels_opened {
+            return;
+        }
+        let offered = self
+            .memory
+            .atomic_u32(CTRL_SUBCHANNELS_OFFERED)
+            .map(|w| w.load(Ordering::Acquire))
+            .unwrap_or(0) as usize;
+        if offered == 0 {
+            return;
+        }
+        self.subchannels_opened = true;
+        let count = offered.min(self.subchannels.max()) as u16;
+        match self.device.open_subchannels(count, REOPEN_TIMEOUT) {
+            Ok(_) => match self.subchannels.publish(usize::from(count)) {
+                Ok(()) => {
+                    counters
+                        .subchannels
+                        .store(self.subchannels.count() as u64, Ordering::Relaxed);
+                }
+                Err(e) => tracing::warn!("sim-host: publishing {count} subchannels: {e}"),
+            },
+            Err(e) => tracing::warn!("sim-host: opening {count} subchannels: {e}"),
+        }
+    }
+
+    /// Accepts every waiting connection.
+    fn accept(&mut self, listener: &UnixListener, counters: &Counters) {
+        loop {
+            let stream = match listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::warn!("sim-host uio node: accept failed: {e}");
+                    return;
+                }
+            };
+            counters.opens.fetch_add(1, Ordering::Relaxed);
+            if self.clients.len() >= MAX_CLIENTS {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            *sessions += 1;
-            counters.sessions.store(*sessions, Ordering::Relaxed);
-        }
-        let Some(fd) = memory.fd() else {
-            counters.refused.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        let sent = stream
-            .set_nonblocking(true)
-            .and_then(|()| sys::send_with_fd(&stream, handshake, fd.as_fd()));
-        match sent {
-            Ok(()) => clients.push(Client {
-                stream,
-                irq_enabled: false,
-                partial: Vec::new(),
-            }),
-            Err(e) => {
-                tracing::warn!("sim-host uio node: handshake failed: {e}");
+            // The first open after every connection of the last session closed: a new
+            // session, as the kernel opens the channel again on a fresh open of the node (and
+            // the old session's subchannels are gone).
+            if self.clients.is_empty() {
+                if self.sessions > 0 {
+                    self.subchannels.withdraw();
+                    self.subchannels_opened = false;
+                    counters.subchannels.store(0, Ordering::Relaxed);
+                    if let Err(e) = self.device.reopen(REOPEN_TIMEOUT) {
+                        tracing::warn!(
+                            "sim-host uio node: the host did not open a new session: {e}"
+                        );
+                        counters.refused.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                }
+                self.sessions += 1;
+                counters.sessions.store(self.sessions, Ordering::Relaxed);
+            }
+            let Some(fd) = self.memory.fd() else {
                 counters.refused.fetch_add(1, Ordering::Relaxed);
+                continue;
+            };
+            let sent = stream
+                .set_nonblocking(true)
+                .and_then(|()| sys::send_with_fd(&stream, &self.handshake, fd.as_fd()));
+            match sent {
+                Ok(()) => self.clients.push(Client {
+                    stream,
+                    irq_enabled: false,
+                    partial: Vec::new(),
+                }),
+                Err(e) => {
+                    tracing::warn!("sim-host uio node: handshake failed: {e}");
+                    counters.refused.fetch_add(1, Ordering::Relaxed);
+                }
             }
         }
     }

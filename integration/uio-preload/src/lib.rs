@@ -12,6 +12,8 @@
 //!   wrongly fails the open with `EPROTO`;
 //! - `mmap`, `mmap64` on such a socket: map K (`offset / 4096`) of the host's memory; an
 //!   offset that is not a map, or a length past the map, is `EINVAL`;
+//! - `fstat`, `fstat64` on a node with one map (a subchannel's `ring`) report that map's
+//!   length as the size, as sysfs reports a binary attribute's;
 //! - `close` on such a socket forgets it (and closes its memory fd).
 //!
 //! Everything else — other files, and `read`, `write` and `poll` on the socket, which carry the
@@ -145,6 +147,16 @@ next!(
     ) -> *mut c_void
 );
 next!(real_close, c"close", fn(fd: c_int) -> c_int);
+next!(
+    real_fstat,
+    c"fstat",
+    fn(fd: c_int, st: *mut libc::stat) -> c_int
+);
+next!(
+    real_fstat64,
+    c"fstat64",
+    fn(fd: c_int, st: *mut libc::stat64) -> c_int
+);
 
 /// After a real open: the fd, or for a socket path that gave `ENXIO` the connected node.
 ///
@@ -534,4 +546,49 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
     }
     // SAFETY: the caller's contract, passed on.
     unsafe { real_close(fd) }
+}
+
+/// The size a node shows `fstat`: its one map's length (a `ring` file); `None` for anything
+/// else.
+fn node_size(fd: c_int) -> Option<u64> {
+    node(fd)
+        .filter(|n| n.maps.count == 1)
+        .and_then(|n| n.maps.get(0))
+        .map(|m| m.size)
+}
+
+/// The hooked `fstat`: libc's, with a ring node's size.
+///
+/// # Safety
+/// libc's `fstat` contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstat(fd: c_int, st: *mut libc::stat) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    let rc = unsafe { real_fstat(fd, st) };
+    if rc == 0
+        && !st.is_null()
+        && let Some(size) = node_size(fd)
+    {
+        // SAFETY: libc just filled `*st`, a valid, writable stat of the caller's.
+        unsafe { (*st).st_size = size as libc::off_t };
+    }
+    rc
+}
+
+/// The hooked `fstat64`: libc's, with a ring node's size.
+///
+/// # Safety
+/// libc's `fstat64` contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fstat64(fd: c_int, st: *mut libc::stat64) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    let rc = unsafe { real_fstat64(fd, st) };
+    if rc == 0
+        && !st.is_null()
+        && let Some(size) = node_size(fd)
+    {
+        // SAFETY: libc just filled `*st`, a valid, writable stat64 of the caller's.
+        unsafe { (*st).st_size = size as libc::off64_t };
+    }
+    rc
 }

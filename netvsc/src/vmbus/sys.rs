@@ -100,6 +100,22 @@ pub(crate) fn poll_readable(
     Ok(n as usize)
 }
 
+/// The size `fstat` gives the open file `fd` (a sysfs binary attribute's size, as for a
+/// subchannel's `ring`).
+pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    // SAFETY: an all-zero `stat` is a valid value for `fstat` to fill; the fd is borrowed for
+    // the call.
+    let (rc, st) = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        let rc = libc::fstat(fd.as_raw_fd(), &mut st);
+        (rc, st)
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_size.max(0) as u64)
+}
+
 /// The system page size (the stride of uio map offsets).
 pub(crate) fn page_size() -> usize {
     // SAFETY: `sysconf` only reads a configuration value.

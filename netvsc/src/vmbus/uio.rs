@@ -389,10 +389,11 @@ impl UioDevice {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(sysfs::io_error("open", &sub.ring, source)),
         };
-        // sysfs gives the binary attribute its size: both rings.
-        let size = std::fs::metadata(&sub.ring)
-            .map_err(|source| sysfs::io_error("stat", &sub.ring, source))?
-            .len() as usize;
+        // sysfs gives the binary attribute its size: both rings. Read from the open file (as
+        // DPDK does), so the size is the one of the file mapped.
+        let size = sys::file_size(fd.as_fd())
+            .map_err(|source| sysfs::io_error("fstat", &sub.ring, source))?
+            as usize;
         if size == 0 || !size.is_multiple_of(2 * PAGE_SIZE) || size / 2 < 2 * PAGE_SIZE {
             return Err(DeviceError::Sysfs {
                 path: sub.ring.clone(),
