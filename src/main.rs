@@ -84,7 +84,9 @@ enum Command {
     ///
     ///   LD_PRELOAD=target/debug/libhvnet_sim_uio.so hvnet probe --sysfs-root /tmp/sim --dev-root /tmp/sim/dev
     ///
-    /// Up to 8 queues: subchannels are published under channels/ as the host offers them.
+    /// Up to 8 queues: subchannels are published under channels/ as the host offers them. A
+    /// DPDK application (stock dpdk-testpmd, --no-huge --iova-mode=va) attaches too, in a mount
+    /// namespace with the tree over /sys/bus and HVNET_SIM_DEV=DIR/dev: docs/sim-host.md.
     SimHost(sim_host::SimHostArgs),
 }
 

@@ -22,6 +22,12 @@ pub struct SimHostArgs {
     #[arg(long, value_name = "GUID", default_value = DEFAULT_INSTANCE)]
     instance: String,
 
+    /// Where the client's transmitted frames go: `external` (the vSwitch's external port,
+    /// which nothing outside feeds yet) or `loopback` (back to the client on the queue they
+    /// came on, as OpenVMM's loopback endpoint: a forwarding client then keeps them moving).
+    #[arg(long, value_name = "MODE", default_value = "external", value_parser = ["external", "loopback"])]
+    port: String,
+
     /// Stop after this many seconds (default: run until SIGINT or SIGTERM).
     #[arg(
         long,
@@ -54,6 +60,14 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
         &root,
         SimHostConfig {
             instance: args.instance.clone(),
+            host: integration::host::HostConfig {
+                port: if args.port == "loopback" {
+                    integration::host::PortMode::Loopback
+                } else {
+                    integration::host::PortMode::External
+                },
+                ..integration::host::HostConfig::default()
+            },
             ..SimHostConfig::default()
         },
     )
@@ -102,13 +116,20 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
     let host = server.host().stats();
     drop(server);
     say!(
-        "stopped ({reason}): {} open(s) of the node in {} session(s); host: NVSP {}, {} frame(s) to the guest, {} from it, {} protocol error(s){}",
+        "stopped ({reason}): {} open(s) of the node in {} session(s); host: NVSP {}, {} frame(s) to the guest, {} from it, {} dropped, {} protocol error(s){}",
         node.opens,
         node.sessions,
         host.nvsp_version
             .map_or("not negotiated".into(), |v| format!("{v:#x}")),
         host.rx_delivered,
         host.tx_packets,
+        host.rx_dropped_ring_full
+            + host.rx_dropped_no_buffer
+            + host.rx_dropped_filtered
+            + host.rx_dropped_oversize
+            + host.rx_dropped_no_queue
+            + host.tx_dropped_port_full
+            + host.tx_failed,
         host.protocol_errors,
         host.last_error
             .map(|e| format!(" (last: {e})"))

@@ -15,8 +15,12 @@
 //! Subchannels are published as the host offers them (`channels`), up to the bus's channel
 //! count (8 by default).
 //!
-//! Not yet: clients whose memory is outside the host's region (DPDK's GPA-direct RNDIS
-//! messages), a control command.
+//! A DPDK client's heap is the host's memory too: the `memory` node (see `uio::HeapNode`)
+//! hands it to EAL through the preload library, mapped so that the client's IOVAs (its
+//! virtual addresses) are the host's GPAs, which [`GUEST_MEMORY`] covers.
+//!
+//! Not yet: the primary channel's `ring` file (DPDK looks for it before it asks for
+//! subchannels), a control command.
 
 mod channels;
 mod sys;
@@ -27,7 +31,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use netvsc::vmbus::VmbusDevice;
-use netvsc::vmbus::shm::ShmLayout;
+use netvsc::vmbus::shm::{ShmConfig, ShmLayout};
 use packet::PAGE_SIZE;
 
 use crate::host::{HostConfig, HostError, SimHost};
@@ -38,6 +42,9 @@ use uio::{UioMap, UioNode, UioNodeStats};
 pub const DEFAULT_INSTANCE: &str = "5c5a8d2e-7b1f-4c3d-9e6a-0123456789ab";
 /// The primary channel's relid (as a small guest's first NIC often has).
 pub const DEFAULT_RELID: u32 = 14;
+/// The guest memory the host serves (sparse): its GPAs cover a DPDK client's heap, which
+/// EAL places from 4 GiB up and whose IOVAs are its virtual addresses.
+pub const GUEST_MEMORY: usize = 16 << 30;
 
 /// How the served host is made.
 #[derive(Clone, Debug)]
@@ -110,6 +117,15 @@ impl SimHostServer {
         }
         let mut host_config = config.host;
         host_config.max_queues = host_config.max_queues.min(host_config.shm.max_channels);
+        // The DMA area runs to GUEST_MEMORY: clients' heaps (their IOVAs, see `uio`) lie in
+        // it. Sparse: only pages a client touches cost memory.
+        let without = ShmLayout::new(&ShmConfig {
+            dma_size: 0,
+            ..host_config.shm.clone()
+        })?;
+        host_config.shm.dma_size = GUEST_MEMORY
+            .saturating_sub(without.total_size)
+            .max(host_config.shm.dma_size);
         let layout = ShmLayout::new(&host_config.shm)?;
         let shm = host_config.shm.clone();
         let (host, mut device) = SimHost::start(host_config)?;
@@ -165,7 +181,19 @@ impl SimHostServer {
             .collect();
         let subchannels =
             channels::Subchannels::new(tree.device_dir.join("channels"), config.relid, rings);
-        let node = match UioNode::serve(&tree.node, device, memory, maps, subchannels) {
+        let heap_start = int_page.offset_in_mapping() + PAGE_SIZE;
+        let heap = match uio::HeapNode::bind(
+            &tree.root.join("dev/memory"),
+            layout.total_size as u64,
+            (heap_start, layout.total_size - heap_start),
+        ) {
+            Ok(heap) => heap,
+            Err(e) => {
+                tree.remove(&entry);
+                return Err(publish_error(&tree.root.join("dev/memory"), e));
+            }
+        };
+        let node = match UioNode::serve(&tree.node, device, memory, maps, subchannels, heap) {
             Ok(node) => node,
             Err(e) => {
                 tree.remove(&entry);

@@ -1,9 +1,9 @@
-//! The one system call of the simulated host's uio node that `std` has no safe form of:
-//! `sendmsg` with an `SCM_RIGHTS` control message, to hand a client the memory fd along with
-//! the handshake.
+//! The system calls of the simulated host's nodes that `std` has no safe form of: `sendmsg`
+//! with an `SCM_RIGHTS` control message, to hand a client the memory fd along with the
+//! handshake, and `fallocate` to zero a client's heap between clients.
 //!
-//! This module opts in to `unsafe` because `libc::sendmsg` is an `unsafe fn` over raw
-//! pointers; the call passes buffers this function owns, with their exact lengths.
+//! This module opts in to `unsafe` because the `libc` calls are `unsafe fn`s; each passes
+//! buffers it owns, with their exact lengths, and fds borrowed for the call.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -59,6 +59,27 @@ pub(crate) fn send_with_fd(
             io::ErrorKind::WriteZero,
             format!("short sendmsg: {n} of {} bytes", bytes.len()),
         ));
+    }
+    Ok(())
+}
+
+/// Gives the pages of `fd` in `offset .. offset + len` back (they read as zero again),
+/// keeping the file's size.
+pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: usize, len: usize) -> io::Result<()> {
+    if len == 0 {
+        return Ok(());
+    }
+    // SAFETY: fallocate takes plain integers; the fd is borrowed for the call.
+    let rc = unsafe {
+        libc::fallocate(
+            fd.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            offset as libc::off_t,
+            len as libc::off_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

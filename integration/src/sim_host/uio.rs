@@ -127,6 +127,7 @@ impl UioNode {
         memory: SharedMemory,
         maps: Vec<UioMap>,
         subchannels: Subchannels,
+        heap: HeapNode,
     ) -> io::Result<Self> {
         if memory.fd().is_none() {
             return Err(io::Error::other("the bus memory has no file to hand out"));
@@ -147,6 +148,7 @@ impl UioNode {
                         handshake: bytes,
                         subchannels,
                         subchannels_opened: false,
+                        heap,
                         clients: Vec::new(),
                         sessions: 0,
                     };
@@ -194,6 +196,7 @@ struct Served {
     subchannels: Subchannels,
     /// Whether this session's offered subchannels were opened on the bus.
     subchannels_opened: bool,
+    heap: HeapNode,
     clients: Vec<Client>,
     sessions: u64,
 }
@@ -210,6 +213,7 @@ impl Served {
                 .store(self.clients.len() as u64, Ordering::Relaxed);
             self.offer_subchannels(counters);
             self.subchannels.serve(&self.memory);
+            self.heap.serve(&self.memory, self.clients.is_empty());
             // Waiting for the host's interrupt paces the loop; without a channel to wait on
             // (a dead session), a short sleep does.
             match self.device.wait_for_interrupt(TICK) {
@@ -376,5 +380,77 @@ mod tests {
             0x1000
         );
         assert_eq!(bytes.len(), 48);
+    }
+}
+
+/// The `memory` node: hands a client the host's memory for its heap (DPDK's EAL without
+/// hugepages, through the preload library), so that its IOVAs are the host's GPAs.
+///
+/// The client keeps the connection while it lives. When a client comes and no other holds
+/// the memory and no client has the device open, the client-heap part of the memory is
+/// zeroed first (EAL assumes fresh memory is zero; a second client would otherwise find the
+/// first one's heap).
+#[derive(Debug)]
+pub(crate) struct HeapNode {
+    path: PathBuf,
+    listener: UnixListener,
+    handshake: Vec<u8>,
+    /// Where clients' heaps may lie: zeroed between clients.
+    heap: (usize, usize),
+    holders: Vec<UnixStream>,
+}
+
+impl HeapNode {
+    /// Serves at `path` the memory of `size` bytes, zeroing `heap` (offset, length) between
+    /// clients.
+    pub(crate) fn bind(path: &Path, size: u64, heap: (usize, usize)) -> io::Result<Self> {
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            listener,
+            handshake: handshake(&[UioMap {
+                name: "memory".into(),
+                offset: 0,
+                size,
+            }]),
+            heap,
+            holders: Vec::new(),
+        })
+    }
+
+    fn serve(&mut self, memory: &SharedMemory, device_idle: bool) {
+        self.holders.retain_mut(|h| {
+            let mut byte = [0u8; 1];
+            match h.read(&mut byte) {
+                Ok(0) => false,
+                Ok(_) => true,
+                Err(e) => e.kind() == io::ErrorKind::WouldBlock,
+            }
+        });
+        let Some(fd) = memory.fd() else {
+            return;
+        };
+        while let Ok((stream, _)) = self.listener.accept() {
+            if self.holders.is_empty() && device_idle {
+                let (offset, len) = self.heap;
+                if let Err(e) = sys::punch_hole(fd.as_fd(), offset, len) {
+                    tracing::warn!("sim-host: zeroing the client heap area: {e}");
+                }
+            }
+            match stream
+                .set_nonblocking(true)
+                .and_then(|()| sys::send_with_fd(&stream, &self.handshake, fd.as_fd()))
+            {
+                Ok(()) => self.holders.push(stream),
+                Err(e) => tracing::warn!("sim-host: answering the memory node: {e}"),
+            }
+        }
+    }
+}
+
+impl Drop for HeapNode {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }

@@ -14,7 +14,15 @@
 //!   offset that is not a map, or a length past the map, is `EINVAL`;
 //! - `fstat`, `fstat64` on a node with one map (a subchannel's `ring`) report that map's
 //!   length as the size, as sysfs reports a binary attribute's;
-//! - `close` on such a socket forgets it (and closes its memory fd).
+//! - `close` on such a socket forgets it (and closes its memory fd);
+//! - with `HVNET_SIM_DEV` set, `memfd_create("nohuge")` (DPDK's EAL without hugepages)
+//!   answers with the host's memory (the `memory` node in that directory), which `mmap` then
+//!   maps at file offset = virtual address, and `ftruncate` leaves as it is (up to its size):
+//!   with `--iova-mode=va` the client's IOVAs are its virtual addresses, so every buffer it
+//!   sends GPA-direct (DPDK's RNDIS messages, large frames) is the host's memory at that GPA.
+//!
+//! A client that opens `/dev/uioN` whatever it is told (DPDK) finds the sim host's node when
+//! `HVNET_SIM_DEV` names its directory: an open of a missing `/dev/uioN` is retried there.
 //!
 //! Everything else — other files, and `read`, `write` and `poll` on the socket, which carry the
 //! uio interrupt protocol unchanged — goes to libc untouched, with its `errno`.
@@ -34,6 +42,9 @@ use handshake::{HEADER, MAX_LEN, Maps, PAGE};
 
 /// How long an open waits for the node's handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The environment variable naming the directory of the sim host's nodes (`ROOT/dev`), for
+/// clients that open `/dev/uioN` whatever their configuration.
+pub const DEV_ENV: &str = "HVNET_SIM_DEV";
 /// Sockets of nodes open at once at most (DPDK keeps one, hvnet one per open device).
 const MAX_OPEN: usize = 64;
 
@@ -43,6 +54,13 @@ struct Node {
     socket: c_int,
     memory: c_int,
     maps: Maps,
+    /// The client's heap (a `memfd_create` answered with the host's memory): mapped at file
+    /// offset = virtual address, so that the client's IOVA (its virtual address) is the
+    /// host's GPA.
+    heap: bool,
+    /// The socket's (device, inode): an fd number the client reused without `close` (`dup2`
+    /// over it, `close_range`) is not this node any more.
+    identity: (u64, u64),
 }
 
 static NODES: Mutex<[Option<Node>; MAX_OPEN]> = Mutex::new([None; MAX_OPEN]);
@@ -52,8 +70,34 @@ fn nodes() -> std::sync::MutexGuard<'static, [Option<Node>; MAX_OPEN]> {
     NODES.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The (device, inode) of an open fd.
+fn identity(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: an all-zero stat is a valid value for fstat to fill; libc's own fstat (not the
+    // hook) is called.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        (real_fstat(fd, &mut st) == 0).then_some((st.st_dev, st.st_ino))
+    }
+}
+
+/// The node open on `fd`, if `fd` is still that node's socket (a stale entry is dropped).
 fn node(fd: c_int) -> Option<Node> {
-    nodes().iter().flatten().find(|n| n.socket == fd).copied()
+    let found = nodes().iter().flatten().find(|n| n.socket == fd).copied()?;
+    if identity(fd) == Some(found.identity) {
+        return Some(found);
+    }
+    let stale = {
+        let mut table = nodes();
+        table
+            .iter_mut()
+            .find(|n| n.is_some_and(|n| n.socket == fd && n.identity == found.identity))
+            .and_then(Option::take)
+    };
+    if let Some(stale) = stale {
+        // SAFETY: the stale node's memory fd is this library's, never handed to the client.
+        unsafe { real_close(stale.memory) };
+    }
+    None
 }
 
 fn errno() -> c_int {
@@ -148,6 +192,21 @@ next!(
 );
 next!(real_close, c"close", fn(fd: c_int) -> c_int);
 next!(
+    real_memfd_create,
+    c"memfd_create",
+    fn(name: *const c_char, flags: libc::c_uint) -> c_int
+);
+next!(
+    real_ftruncate,
+    c"ftruncate",
+    fn(fd: c_int, length: libc::off_t) -> c_int
+);
+next!(
+    real_ftruncate64,
+    c"ftruncate64",
+    fn(fd: c_int, length: libc::off64_t) -> c_int
+);
+next!(
     real_fstat,
     c"fstat",
     fn(fd: c_int, st: *mut libc::stat) -> c_int
@@ -167,11 +226,22 @@ unsafe fn after_open(fd: c_int, dirfd: c_int, path: *const c_char, flags: c_int)
         return fd;
     }
     let error = errno();
+    // SAFETY: non-null and NUL-terminated per the caller.
+    let path = unsafe { CStr::from_ptr(path) };
+    if error == libc::ENOENT
+        && let Some(node) = redirected(path)
+    {
+        return match attach(&node, flags) {
+            Ok(socket) => socket,
+            Err(e) => {
+                set_errno(e.unwrap_or(error));
+                -1
+            }
+        };
+    }
     if error != libc::ENXIO {
         return fd;
     }
-    // SAFETY: non-null and NUL-terminated per the caller.
-    let path = unsafe { CStr::from_ptr(path) };
     if dirfd != libc::AT_FDCWD && path.to_bytes().first() != Some(&b'/') {
         // Relative to another directory: not resolved here.
         return fd;
@@ -187,6 +257,20 @@ unsafe fn after_open(fd: c_int, dirfd: c_int, path: *const c_char, flags: c_int)
             -1
         }
     }
+}
+
+/// Where a missing `/dev/uioN` is looked for instead: `$HVNET_SIM_DEV/uioN`, for clients
+/// whose device directory is compiled in (DPDK opens `/dev/uioN`).
+fn redirected(path: &CStr) -> Option<std::ffi::CString> {
+    let name = path.to_bytes().strip_prefix(b"/dev/")?;
+    if !name.starts_with(b"uio") || name.contains(&b'/') {
+        return None;
+    }
+    let dir = std::env::var_os(DEV_ENV)?;
+    let mut full = std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()).to_vec();
+    full.push(b'/');
+    full.extend_from_slice(name);
+    std::ffi::CString::new(full).ok()
 }
 
 /// Connects to the node at `path` and reads its handshake. `Err(None)`: `path` is not a unix
@@ -245,6 +329,8 @@ fn attach(path: &CStr, flags: c_int) -> Result<c_int, Option<c_int>> {
                         socket,
                         memory,
                         maps,
+                        heap: false,
+                        identity: identity(socket).unwrap_or_default(),
                     });
                     Ok(socket)
                 }
@@ -394,6 +480,29 @@ unsafe fn map_node(
     flags: c_int,
     offset: i64,
 ) -> *mut c_void {
+    if node.heap {
+        // File offset = virtual address (+ the caller's offset): IOVA as VA is then GPA.
+        let place = (addr as u64)
+            .checked_add(u64::try_from(offset).unwrap_or(u64::MAX))
+            .filter(|start| !addr.is_null() && start.is_multiple_of(PAGE))
+            .filter(|start| {
+                start
+                    .checked_add(len as u64)
+                    .zip(node.maps.get(0))
+                    .is_some_and(|(end, m)| end <= m.size)
+            });
+        return match place {
+            // SAFETY: the caller's contract (a fixed address they chose), with the host's
+            // memory at an offset inside it.
+            Some(start) => unsafe {
+                real_mmap(addr, len, prot, flags, node.memory, start as libc::off_t)
+            },
+            None => {
+                set_errno(libc::EINVAL);
+                libc::MAP_FAILED
+            }
+        };
+    }
     let map = u64::try_from(offset)
         .ok()
         .filter(|o| o.is_multiple_of(PAGE))
@@ -591,4 +700,151 @@ pub unsafe extern "C" fn fstat64(fd: c_int, st: *mut libc::stat64) -> c_int {
         unsafe { (*st).st_size = size as libc::off64_t };
     }
     rc
+}
+
+/// The hooked `memfd_create`: DPDK's heap as the host's memory (see the crate docs).
+///
+/// # Safety
+/// libc's `memfd_create` contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn memfd_create(name: *const c_char, flags: libc::c_uint) -> c_int {
+    // SAFETY: `name` is NUL-terminated per the contract (null is passed on to libc).
+    let heap = !name.is_null() && unsafe { CStr::from_ptr(name) }.to_bytes() == b"nohuge";
+    if heap && let Some(dir) = std::env::var_os(DEV_ENV) {
+        let mut path = std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()).to_vec();
+        path.extend_from_slice(b"/memory");
+        let Ok(path) = std::ffi::CString::new(path) else {
+            set_errno(libc::EINVAL);
+            return -1;
+        };
+        let cloexec = if flags & libc::MFD_CLOEXEC != 0 {
+            libc::O_CLOEXEC
+        } else {
+            0
+        };
+        return match attach(&path, cloexec) {
+            Ok(socket) => {
+                let mut table = nodes();
+                if let Some(node) = table.iter_mut().flatten().find(|n| n.socket == socket) {
+                    node.heap = true;
+                }
+                socket
+            }
+            Err(e) => {
+                set_errno(e.unwrap_or(libc::ENOENT));
+                -1
+            }
+        };
+    }
+    // SAFETY: the caller's contract, passed on.
+    unsafe { real_memfd_create(name, flags) }
+}
+
+/// For the heap node: `ftruncate` within the host's memory succeeds and changes nothing
+/// (the host's memory must keep its size); `None` for any other fd.
+fn heap_truncate(fd: c_int, length: i64) -> Option<c_int> {
+    let node = node(fd).filter(|n| n.heap)?;
+    let size = node.maps.get(0).map_or(0, |m| m.size);
+    if u64::try_from(length).is_ok_and(|l| l <= size) {
+        Some(0)
+    } else {
+        set_errno(libc::EINVAL);
+        Some(-1)
+    }
+}
+
+/// The hooked `ftruncate`: on the heap node, a size within the host's memory succeeds and
+/// changes nothing (the host's memory keeps its size).
+///
+/// # Safety
+/// libc's `ftruncate` contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ftruncate(fd: c_int, length: libc::off_t) -> c_int {
+    match heap_truncate(fd, length) {
+        Some(rc) => rc,
+        // SAFETY: the caller's contract, passed on.
+        None => unsafe { real_ftruncate(fd, length) },
+    }
+}
+
+/// The hooked `ftruncate64` (see `ftruncate`).
+///
+/// # Safety
+/// libc's `ftruncate64` contract.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn ftruncate64(fd: c_int, length: libc::off64_t) -> c_int {
+    match heap_truncate(fd, length) {
+        Some(rc) => rc,
+        // SAFETY: the caller's contract, passed on.
+        None => unsafe { real_ftruncate64(fd, length) },
+    }
+}
+
+/// `RTE_ETH_QUEUE_STATE_STARTED`.
+const DPDK_QUEUE_STARTED: u8 = 1;
+/// Offset of `queue_state` in DPDK 22.11's `struct rte_eth_rxq_info` (ABI 23; 128 bytes).
+const DPDK_RXQ_INFO_STATE: usize = 89;
+/// Offset of `queue_state` in DPDK 22.11's `struct rte_eth_txq_info` (ABI 23; 64 bytes).
+const DPDK_TXQ_INFO_STATE: usize = 58;
+
+next!(
+    real_rx_queue_info_get,
+    c"rte_eth_rx_queue_info_get",
+    fn(port: u16, queue: u16, info: *mut u8) -> c_int
+);
+next!(
+    real_tx_queue_info_get,
+    c"rte_eth_tx_queue_info_get",
+    fn(port: u16, queue: u16, info: *mut u8) -> c_int
+);
+
+/// Marks a queue the real call reported as started, when running against the sim host.
+///
+/// DPDK 22.11's netvsc PMD never records its queues as started, so `rte_eth_*_queue_info_get`
+/// says STOPPED and testpmd disables every forwarding stream on them (a DPDK-side issue: the
+/// queues run). With `HVNET_SIM_DEV` set, a successful call reports STARTED instead. The
+/// offsets are DPDK 22.11's (librte_ethdev.so.23), read from its headers with `offsetof`.
+///
+/// # Safety
+/// `info` points at the caller's struct of at least `state_offset + 1` bytes.
+unsafe fn mark_started(rc: c_int, info: *mut u8, state_offset: usize) -> c_int {
+    if rc == 0 && !info.is_null() && std::env::var_os(DEV_ENV).is_some() {
+        // SAFETY: per the caller, the byte is inside the struct DPDK just filled.
+        unsafe { *info.add(state_offset) = DPDK_QUEUE_STARTED };
+    }
+    rc
+}
+
+/// The hooked `rte_eth_rx_queue_info_get` (DPDK): a queue of a port on the sim host reads
+/// back as started (DPDK 22.11's netvsc PMD never records its queues as started, and testpmd
+/// then disables every stream on them).
+///
+/// # Safety
+/// DPDK's contract: `info` points at a `struct rte_eth_rxq_info` (128 bytes in 22.11).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rte_eth_rx_queue_info_get(port: u16, queue: u16, info: *mut u8) -> c_int {
+    // SAFETY: the caller's contract, passed on; the struct holds the state byte.
+    unsafe {
+        mark_started(
+            real_rx_queue_info_get(port, queue, info),
+            info,
+            DPDK_RXQ_INFO_STATE,
+        )
+    }
+}
+
+/// The hooked `rte_eth_tx_queue_info_get` (DPDK): see `rte_eth_rx_queue_info_get`.
+///
+/// # Safety
+/// DPDK's contract: `info` points at a `struct rte_eth_txq_info` (64 bytes in 22.11).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rte_eth_tx_queue_info_get(port: u16, queue: u16, info: *mut u8) -> c_int {
+    // SAFETY: the caller's contract, passed on; the struct holds the state byte.
+    unsafe {
+        mark_started(
+            real_tx_queue_info_get(port, queue, info),
+            info,
+            DPDK_TXQ_INFO_STATE,
+        )
+    }
 }
