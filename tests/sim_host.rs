@@ -238,12 +238,12 @@ fn forward_totals(out: &str) -> Option<(u64, u64, u64, u64)> {
 
 /// Runs stock `dpdk-testpmd` against the served host for at most `seconds` (io forwarding,
 /// the first burst sent by testpmd itself, the host looping frames back): its output.
-fn testpmd(root: &Path, preload: &Path, seconds: u32) -> String {
+fn testpmd(root: &Path, preload: &Path, seconds: u32, queues: u16) -> String {
     let script = format!(
         "mount --bind \"$0/bus\" /sys/bus && exec timeout -s INT {seconds} dpdk-testpmd \
          --no-huge -m 512 --no-pci --iova-mode=va -l 0-1 --file-prefix hvnet-sim-test \
          -a {} -- --forward-mode=io --tx-first --stats-period=1 --nb-cores=1 \
-         --total-num-mbufs=16384",
+         --rxq={queues} --txq={queues} --total-num-mbufs=16384",
         integration::sim_host::DEFAULT_INSTANCE
     );
     let out = Command::new("unshare")
@@ -286,7 +286,7 @@ fn host_totals(line: &str) -> (u64, u64, u64, u64) {
 }
 
 #[test]
-fn stock_dpdk_testpmd_forwards_through_sim_host_and_a_second_client_follows() {
+fn stock_dpdk_testpmd_forwards_on_four_queues_through_sim_host_and_a_second_client_follows() {
     if let Some(why) = dpdk_missing() {
         assert!(
             std::env::var("CI").as_deref() != Ok("true"),
@@ -323,11 +323,19 @@ fn stock_dpdk_testpmd_forwards_through_sim_host_and_a_second_client_follows() {
         s.wait_for_line("ready");
         s
     };
-    // Two clients in a row on the same host: the second gets a new session and zeroed memory.
+    // Two clients in a row on the same host, four queues then one: the second gets a new
+    // session and zeroed memory. Each queue's first burst is 32 frames.
     let mut forwarded = Vec::new();
-    for run in 1..=2 {
-        let out = testpmd(&root, &preload, 20);
-        for want in ["Port 0: 00:15:5D:01:02:03", "io packet forwarding"] {
+    let mut bursts = 0;
+    for (run, queues) in [(1, 4u16), (2, 1)] {
+        let out = testpmd(&root, &preload, 20, queues);
+        bursts += 32 * u64::from(queues);
+        let queue_line = format!("RX queue number: {queues} Tx queue number: {queues}");
+        for want in [
+            "Port 0: 00:15:5D:01:02:03",
+            "io packet forwarding",
+            queue_line.as_str(),
+        ] {
             assert!(out.contains(want), "run {run}: no {want:?} in:\n{out}");
         }
         let (rx, rx_dropped, tx, tx_dropped) =
@@ -349,16 +357,16 @@ fn stock_dpdk_testpmd_forwards_through_sim_host_and_a_second_client_follows() {
     assert_eq!((dropped, errors), (0, 0), "{last}");
     // Loopback: every frame from the guest went back to it.
     assert_eq!(to_guest, from_guest, "{last}");
-    // The host saw each run's forwarded frames plus its first burst (32), and gave the guest
-    // each run's received frames plus the burst left in its ring when testpmd stopped (32 at
-    // most): every frame is accounted for.
+    // The host saw each run's forwarded frames plus its first bursts, and gave the guest each
+    // run's received frames plus the bursts left in its rings when testpmd stopped (at most
+    // the same): every frame is accounted for.
     let sent: u64 = forwarded.iter().sum();
     assert!(
-        from_guest >= sent && from_guest - sent <= 32 * 2,
+        from_guest >= sent && from_guest - sent <= bursts,
         "host got {from_guest} from the guest, testpmd forwarded {sent}: {last}"
     );
     assert!(
-        to_guest >= sent && to_guest - sent <= 32 * 2,
+        to_guest >= sent && to_guest - sent <= bursts,
         "host gave {to_guest} to the guest, testpmd received {sent}: {last}"
     );
     let _ = std::fs::remove_dir_all("/var/run/dpdk/hvnet-sim-test");

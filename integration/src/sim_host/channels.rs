@@ -1,4 +1,4 @@
-//! Subchannels as the kernel shows them to a `uio_hv_generic` user: after the host offers
+//! Channels as the kernel shows them to a `uio_hv_generic` user: after the host offers
 //! them, `channels/<relid>/{subchannel_id,monitor_id,ring}` per subchannel, the `ring` file
 //! (both rings, guest→host first) mapped whole at offset 0.
 //!
@@ -36,17 +36,34 @@ pub(crate) struct Subchannels {
     primary_relid: u32,
     /// Channel `i`'s rings (index `i`; index 0, the primary's, unused).
     rings: Vec<UioMap>,
+    /// The primary channel's `ring` (DPDK looks for it before it asks for subchannels).
+    primary: Published,
     published: Vec<Published>,
 }
 
 impl Subchannels {
-    pub(crate) fn new(channels_dir: PathBuf, primary_relid: u32, rings: Vec<UioMap>) -> Self {
-        Self {
+    /// Publishes the primary channel's `ring` (its directory exists already); subchannels
+    /// come with [`publish`](Self::publish).
+    pub(crate) fn new(
+        channels_dir: PathBuf,
+        primary_relid: u32,
+        rings: Vec<UioMap>,
+    ) -> io::Result<Self> {
+        let dir = channels_dir.join(primary_relid.to_string());
+        let ring = UnixListener::bind(dir.join("ring"))?;
+        ring.set_nonblocking(true)?;
+        let primary = Published {
+            dir,
+            ring,
+            handshake: handshake(&rings[..1]),
+        };
+        Ok(Self {
             channels_dir,
             primary_relid,
             rings,
+            primary,
             published: Vec::new(),
-        }
+        })
     }
 
     /// Subchannels published now.
@@ -84,7 +101,7 @@ impl Subchannels {
         let Some(fd) = memory.fd() else {
             return;
         };
-        for p in &self.published {
+        for p in std::iter::once(&self.primary).chain(&self.published) {
             while let Ok((stream, _)) = p.ring.accept() {
                 if let Err(e) = sys::send_with_fd(&stream, &p.handshake, fd.as_fd()) {
                     tracing::warn!("sim-host: answering {}/ring: {e}", p.dir.display());

@@ -19,8 +19,7 @@
 //! hands it to EAL through the preload library, mapped so that the client's IOVAs (its
 //! virtual addresses) are the host's GPAs, which [`GUEST_MEMORY`] covers.
 //!
-//! Not yet: the primary channel's `ring` file (DPDK looks for it before it asks for
-//! subchannels), a control command.
+//! Not yet: a control command.
 
 mod channels;
 mod sys;
@@ -180,7 +179,14 @@ impl SimHostServer {
             })
             .collect();
         let subchannels =
-            channels::Subchannels::new(tree.device_dir.join("channels"), config.relid, rings);
+            match channels::Subchannels::new(tree.device_dir.join("channels"), config.relid, rings)
+            {
+                Ok(subchannels) => subchannels,
+                Err(e) => {
+                    tree.remove(&entry);
+                    return Err(publish_error(&tree.device_dir.join("channels"), e));
+                }
+            };
         let heap_start = int_page.offset_in_mapping() + PAGE_SIZE;
         let heap = match uio::HeapNode::bind(
             &tree.root.join("dev/memory"),
