@@ -12,11 +12,15 @@ pub const PRELOAD: &str = "libhvnet_sim_uio.so";
 
 /// Options of `hvnet sim-host`.
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct SimHostArgs {
+    #[command(subcommand)]
+    action: Option<Action>,
+
     /// Directory to publish the guest's view under: bus/vmbus/devices/INSTANCE/…,
     /// class/uio/uio0 and the node dev/uio0. Created if missing; must not hold another host.
-    #[arg(long, value_name = "DIR")]
-    root: PathBuf,
+    #[arg(long, value_name = "DIR", required = true)]
+    root: Option<PathBuf>,
 
     /// Instance GUID of the simulated NetVSC.
     #[arg(long, value_name = "GUID", default_value = DEFAULT_INSTANCE)]
@@ -38,6 +42,25 @@ pub struct SimHostArgs {
     duration: Option<u32>,
 }
 
+/// What `hvnet sim-host` does besides serving.
+#[derive(Debug, clap::Subcommand)]
+enum Action {
+    /// Script a running sim-host: one command, answered with what the host did (JSON).
+    ///
+    /// Commands: `link up`, `link down` (indicated to the client at once and answered by the
+    /// link query from then on; the state it is in already is a toggle, as on Hyper-V),
+    /// `network-change`, `stats` (the host's and the device node's counters). Example:
+    /// hvnet sim-host ctl --root /tmp/sim link down
+    Ctl {
+        /// The root the host serves under.
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// The command and its arguments.
+        #[arg(required = true, num_args = 1.., value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+}
+
 /// Where the preload library is expected: beside this executable.
 fn preload_path() -> Option<PathBuf> {
     std::env::current_exe()
@@ -47,15 +70,24 @@ fn preload_path() -> Option<PathBuf> {
 
 /// Runs the served host until a signal or `--duration`.
 pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
+    if let Some(Action::Ctl { root, command }) = &args.action {
+        let answer = integration::sim_host::ctl::send(root, &command.join(" "))
+            .with_context(|| format!("asking the sim-host under {}", root.display()))?;
+        say!("{answer}");
+        let ok = serde_json_ok(&answer);
+        anyhow::ensure!(ok, "the sim-host refused the command");
+        return Ok(());
+    }
+    let Some(root) = &args.root else {
+        anyhow::bail!("--root DIR is required");
+    };
     // Before any thread starts: every thread inherits the blocked mask, so the signal waits
     // for the main thread.
     crate::signals::block_termination().context("blocking SIGINT and SIGTERM")?;
-    std::fs::create_dir_all(&args.root)
-        .with_context(|| format!("creating {}", args.root.display()))?;
-    let root = args
-        .root
+    std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
+    let root = root
         .canonicalize()
-        .with_context(|| format!("resolving {}", args.root.display()))?;
+        .with_context(|| format!("resolving {}", root.display()))?;
     let server = SimHostServer::start(
         &root,
         SimHostConfig {
@@ -136,4 +168,9 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     Ok(())
+}
+
+/// Whether a ctl answer says `"ok":true` (the answer is one JSON object the host wrote).
+fn serde_json_ok(answer: &str) -> bool {
+    answer.contains("\"ok\":true")
 }

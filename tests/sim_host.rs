@@ -372,3 +372,101 @@ fn stock_dpdk_testpmd_forwards_on_four_queues_through_sim_host_and_a_second_clie
     let _ = std::fs::remove_dir_all("/var/run/dpdk/hvnet-sim-test");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// `hvnet sim-host ctl --root ROOT COMMAND…`: its answer, which must say `"ok":true`.
+fn ctl(root: &Path, command: &[&str]) -> String {
+    let out = hvnet()
+        .args(["sim-host", "ctl", "--root"])
+        .arg(root)
+        .args(command)
+        .output()
+        .expect("running hvnet sim-host ctl");
+    let answer = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success() && answer.contains("\"ok\":true"),
+        "ctl {command:?} failed: {answer}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    answer
+}
+
+#[test]
+fn a_host_link_down_shows_in_testpmd_port_info_and_up_again() {
+    if let Some(why) = dpdk_missing() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the DPDK test cannot run in CI: {why}"
+        );
+        eprintln!("NOTICE: skipping the DPDK link test: {why}");
+        return;
+    }
+    let preload = preload();
+    let root = std::env::temp_dir().join(format!("hvnet-sim-link-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut served = Served::start(&root);
+    // Interactive testpmd, line-buffered (stdbuf) so that each answer arrives when printed;
+    // without LSC interrupts `show port info` asks the PMD, which queries the host.
+    let script = format!(
+        "mount --bind \"$0/bus\" /sys/bus && exec timeout -s INT {} stdbuf -oL dpdk-testpmd \
+         --no-huge -m 512 --no-pci --iova-mode=va -l 0-1 --file-prefix hvnet-sim-link-test \
+         -a {} -- -i --no-lsc-interrupt --total-num-mbufs=16384",
+        BOUND.as_secs(),
+        integration::sim_host::DEFAULT_INSTANCE
+    );
+    let mut testpmd = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .arg(&root)
+        .env("LD_PRELOAD", &preload)
+        .env("HVNET_SIM_DEV", root.join("dev"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting dpdk-testpmd");
+    let mut input = testpmd.stdin.take().unwrap();
+    let stdout = testpmd.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let mut wait_for = |prefix: &str| -> String {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) => {
+                    seen.push(line.clone());
+                    if let Some(at) = line.find(prefix) {
+                        return line[at..].to_string();
+                    }
+                }
+                Err(_) => panic!("testpmd never printed {prefix:?}:\n{}", seen.join("\n")),
+            }
+        }
+    };
+    let mut show_link = |input: &mut std::process::ChildStdin| -> String {
+        use std::io::Write as _;
+        writeln!(input, "show port info 0").expect("writing to testpmd");
+        wait_for("Link status:")
+    };
+    assert_eq!(show_link(&mut input), "Link status: up");
+    ctl(&root, &["link", "down"]);
+    assert_eq!(show_link(&mut input), "Link status: down");
+    ctl(&root, &["link", "up"]);
+    assert_eq!(show_link(&mut input), "Link status: up");
+    {
+        use std::io::Write as _;
+        writeln!(input, "quit").expect("writing to testpmd");
+    }
+    drop(input);
+    let status = testpmd.wait().expect("waiting for testpmd");
+    assert!(status.success(), "testpmd ended with {status}");
+    served.stop();
+    let _ = std::fs::remove_dir_all("/var/run/dpdk/hvnet-sim-link-test");
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -36,7 +36,7 @@ pub mod vswitch;
 mod tests;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -125,6 +125,9 @@ pub enum HostError {
 struct Shared {
     stop: AtomicBool,
     commands: Mutex<Vec<Command>>,
+    /// Commands issued, and applied by the host thread (see [`SimHost::settle`]).
+    commands_issued: AtomicU64,
+    commands_applied: AtomicU64,
     stats: Arc<StatsCell>,
 }
 
@@ -156,6 +159,8 @@ impl SimHost {
         let shared = Arc::new(Shared {
             stop: AtomicBool::new(false),
             commands: Mutex::new(Vec::new()),
+            commands_issued: AtomicU64::new(0),
+            commands_applied: AtomicU64::new(0),
             stats: stats.clone(),
         });
         let session_config = SessionConfig {
@@ -282,8 +287,26 @@ impl SimHost {
     }
 
     fn command(&self, command: Command) {
-        self.shared.commands.lock().push(command);
+        let mut commands = self.shared.commands.lock();
+        commands.push(command);
+        self.shared.commands_issued.fetch_add(1, Ordering::AcqRel);
+        drop(commands);
         let _ = self.kick.signal();
+    }
+
+    /// Waits at most `timeout` until the host thread has applied every command issued before
+    /// the call (link, VF, faults); whether it did. The link a query answers, for example, is
+    /// the new one once this returns `true`.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        let issued = self.shared.commands_issued.load(Ordering::Acquire);
+        let deadline = packet::deadline::after(Instant::now(), timeout);
+        while self.shared.commands_applied.load(Ordering::Acquire) < issued {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::yield_now();
+        }
+        true
     }
 }
 
@@ -327,9 +350,11 @@ fn host_thread(shared: Arc<Shared>, mut session: Session) {
             stats::bump(&shared.stats.reopens, 1);
         }
         let commands = std::mem::take(&mut *shared.commands.lock());
+        let applied = commands.len() as u64;
         for command in commands {
             session.command(command, now);
         }
+        shared.commands_applied.fetch_add(applied, Ordering::AcqRel);
         let _ = host_side.take_monitor_pending();
         let steered = session.switch.steer_vf_loopback();
         if session.poll(now) || steered {

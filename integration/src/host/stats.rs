@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize
 use parking_lot::Mutex;
 
 /// A snapshot of the simulated host's counters ([`SimHost::stats`](super::SimHost::stats)).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HostStats {
     /// The NVSP version negotiated in the current session (`None` before INIT succeeds).
     pub nvsp_version: Option<u32>,

@@ -19,9 +19,10 @@
 //! hands it to EAL through the preload library, mapped so that the client's IOVAs (its
 //! virtual addresses) are the host's GPAs, which [`GUEST_MEMORY`] covers.
 //!
-//! Not yet: a control command.
+//! [`ctl`]: scripting the host from outside (`hvnet sim-host ctl`).
 
 mod channels;
+pub mod ctl;
 mod sys;
 pub mod tree;
 pub mod uio;
@@ -92,8 +93,10 @@ pub enum SimHostError {
 /// A host served under a root; dropping it stops serving and removes what it published.
 #[derive(Debug)]
 pub struct SimHostServer {
-    /// `None` only while dropping: the node goes first (no client can come), then the tree.
-    node: Option<UioNode>,
+    /// `None` only while dropping: the control socket and the node go first (no client can
+    /// come), then the tree.
+    ctl: Option<ctl::CtlServer>,
+    node: Option<Arc<UioNode>>,
     host: Arc<SimHost>,
     tree: Tree,
     entry: DeviceEntry,
@@ -206,9 +209,25 @@ impl SimHostServer {
                 return Err(publish_error(&tree.node, e));
             }
         };
+        let node = Arc::new(node);
+        let host = Arc::new(host);
+        let ctl = {
+            let counted = node.clone();
+            match ctl::CtlServer::serve(&tree.root.join("ctl"), host.clone(), move || {
+                counted.stats()
+            }) {
+                Ok(ctl) => ctl,
+                Err(e) => {
+                    drop(node);
+                    tree.remove(&entry);
+                    return Err(publish_error(&tree.root.join("ctl"), e));
+                }
+            }
+        };
         Ok(Self {
+            ctl: Some(ctl),
             node: Some(node),
-            host: Arc::new(host),
+            host,
             tree,
             entry,
         })
@@ -231,12 +250,13 @@ impl SimHostServer {
 
     /// The node's counters (opens, sessions, interrupts).
     pub fn node_stats(&self) -> UioNodeStats {
-        self.node.as_ref().map(UioNode::stats).unwrap_or_default()
+        self.node.as_ref().map(|n| n.stats()).unwrap_or_default()
     }
 }
 
 impl Drop for SimHostServer {
     fn drop(&mut self) {
+        drop(self.ctl.take());
         drop(self.node.take());
         self.tree.remove(&self.entry);
     }

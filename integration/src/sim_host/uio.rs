@@ -76,7 +76,7 @@ pub fn handshake(maps: &[UioMap]) -> Vec<u8> {
 }
 
 /// Counters of the node.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UioNodeStats {
     /// Connections accepted (each `open` of the node).
     pub opens: u64,

@@ -1,0 +1,197 @@
+//! `hvnet sim-host ctl`: scripting a served host from outside, over a unix socket at
+//! `ROOT/ctl`.
+//!
+//! One connection, one command: a line of text in, a line of JSON out, saying what the host
+//! did (`{"ok":true,"did":"…"}`, or `{"ok":false,"error":"…"}`). Commands:
+//!
+//! - `link up`, `link down`: the endpoint's link. A change is indicated to the client at
+//!   once (RNDIS media connect or disconnect) and answered from then on by the link query; the
+//!   state it is in already is a toggle (the other state, then this one again after the link
+//!   delay), as a real host does;
+//! - `network-change`: an RNDIS network-change indication;
+//! - `stats`: the host's and the device node's counters.
+
+use std::io::{self, BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::host::SimHost;
+
+use super::uio::UioNodeStats;
+
+/// The longest command line.
+const MAX_LINE: u64 = 256;
+/// How long a connection may take to send its line or read the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a command may take the host thread to apply.
+const SETTLE: Duration = Duration::from_secs(5);
+/// How often the server looks at its socket and the stop flag.
+const TICK: Duration = Duration::from_millis(10);
+
+/// The served control socket; dropping it stops the server and removes the socket.
+#[derive(Debug)]
+pub struct CtlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CtlServer {
+    /// Serves `host` at `path`; `node` reads the device node's counters.
+    pub fn serve(
+        path: &Path,
+        host: Arc<SimHost>,
+        node: impl Fn() -> UioNodeStats + Send + 'static,
+    ) -> io::Result<Self> {
+        let listener = UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("sim-ctl".into())
+                .spawn(move || {
+                    let mut link_up = true;
+                    while !stop.load(Ordering::Acquire) {
+                        match listener.accept() {
+                            Ok((stream, _)) => {
+                                if let Err(e) = answer(stream, &host, &node, &mut link_up) {
+                                    tracing::warn!("sim-host ctl: {e}");
+                                }
+                            }
+                            // Nothing waiting: the socket has no event to wait on with the
+                            // stop flag, so the loop looks again a tick later.
+                            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                                std::thread::sleep(TICK)
+                            }
+                            Err(e) => {
+                                tracing::warn!("sim-host ctl: accept failed: {e}");
+                                std::thread::sleep(TICK);
+                            }
+                        }
+                    }
+                })?
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for CtlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Reads one command, runs it, writes the answer.
+fn answer(
+    stream: UnixStream,
+    host: &SimHost,
+    node: &impl Fn() -> UioNodeStats,
+    link_up: &mut bool,
+) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut line = String::new();
+    BufReader::new((&stream).take_limited(MAX_LINE)).read_line(&mut line)?;
+    let reply = run(line.trim(), host, node, link_up);
+    let mut out = serde_json::to_string(&reply).map_err(io::Error::other)?;
+    out.push('\n');
+    (&stream).write_all(out.as_bytes())
+}
+
+/// `Read::take` on a borrowed stream, named for what it is for.
+trait TakeLimited: io::Read + Sized {
+    fn take_limited(self, limit: u64) -> io::Take<Self> {
+        self.take(limit)
+    }
+}
+
+impl<R: io::Read> TakeLimited for R {}
+
+/// Runs one command: the JSON answer.
+pub fn run(
+    command: &str,
+    host: &SimHost,
+    node: &impl Fn() -> UioNodeStats,
+    link_up: &mut bool,
+) -> serde_json::Value {
+    let words: Vec<&str> = command.split_whitespace().collect();
+    // Answered once the host thread applied the command: what the answer says is then true.
+    let did = |what: String| {
+        if host.settle(SETTLE) {
+            serde_json::json!({ "ok": true, "did": what })
+        } else {
+            serde_json::json!({
+                "ok": false,
+                "error": format!("the host did not apply it within {SETTLE:?}: {what}"),
+            })
+        }
+    };
+    match words.as_slice() {
+        ["link", state @ ("up" | "down")] => {
+            let up = *state == "up";
+            host.set_link(up);
+            if up == *link_up {
+                did(format!(
+                    "link already {state}: toggled (the other state indicated now, {state} again \
+                     after the link delay)"
+                ))
+            } else {
+                *link_up = up;
+                did(format!(
+                    "link {state}: media {} indicated; the link query answers {state}",
+                    if up { "connect" } else { "disconnect" }
+                ))
+            }
+        }
+        ["network-change"] => {
+            host.network_change();
+            did("network change indicated".into())
+        }
+        ["stats"] => serde_json::json!({
+            "ok": true,
+            "host": host.stats(),
+            "node": node(),
+        }),
+        _ => serde_json::json!({
+            "ok": false,
+            "error": format!(
+                "unknown command {command:?}: link up|down, network-change, stats"
+            ),
+        }),
+    }
+}
+
+/// Sends `command` to the host served under `root`: its answer (one JSON line).
+pub fn send(root: &Path, command: &str) -> io::Result<String> {
+    let path = root.join("ctl");
+    let stream = UnixStream::connect(&path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "no sim-host serves {} ({}: {e})",
+                root.display(),
+                path.display()
+            ),
+        )
+    })?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    (&stream).write_all(format!("{command}\n").as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer)?;
+    Ok(answer.trim_end().to_string())
+}
