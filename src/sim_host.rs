@@ -49,8 +49,10 @@ enum Action {
     ///
     /// Commands: `link up`, `link down` (indicated to the client at once and answered by the
     /// link query from then on; the state it is in already is a toggle, as on Hyper-V),
-    /// `network-change`, `stats` (the host's and the device node's counters). Example:
-    /// hvnet sim-host ctl --root /tmp/sim link down
+    /// `network-change`, `offer-vf SERIAL`, `remove-vf`, `switch-synthetic`, `fault NAME
+    /// [VALUE]` (e.g. `fault rescind`, `fault drop-completions 3`), `stats` (the host's and
+    /// the device node's counters). The answer comes once the host applied the command.
+    /// Example: hvnet sim-host ctl --root /tmp/sim link down
     Ctl {
         /// The root the host serves under.
         #[arg(long, value_name = "DIR")]

@@ -187,6 +187,21 @@ fn hvnet_probe_attaches_to_sim_host_through_its_uio_backend_with_subchannels_twi
             );
         }
     }
+    // The control socket: counters, a refused command.
+    let stats = ctl(&root, &["stats"]);
+    assert!(stats.contains("\"sessions\":2"), "{stats}");
+    let refused = hvnet()
+        .args(["sim-host", "ctl", "--root"])
+        .arg(&root)
+        .args(["fault", "melt"])
+        .output()
+        .expect("running hvnet sim-host ctl");
+    assert!(!refused.status.success());
+    let answer = String::from_utf8_lossy(&refused.stdout);
+    assert!(
+        answer.contains("\"ok\":false") && answer.contains("no fault") && answer.contains("melt"),
+        "{answer}"
+    );
     served.stop();
     let last = served.seen.last().cloned().unwrap_or_default();
     assert!(last.contains("in 2 session(s)"), "{last}");

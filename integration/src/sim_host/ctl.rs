@@ -9,6 +9,9 @@
 //!   state it is in already is a toggle (the other state, then this one again after the link
 //!   delay), as a real host does;
 //! - `network-change`: an RNDIS network-change indication;
+//! - `offer-vf SERIAL`, `remove-vf` (OpenVMM's order), `switch-synthetic`: the host's VF
+//!   association and data-path messages (no VF device comes with them yet);
+//! - `fault NAME [VALUE]`: one of the host's faults ([`Fault`]), kebab-case;
 //! - `stats`: the host's and the device node's counters.
 
 use std::io::{self, BufRead, BufReader, Write};
@@ -19,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::host::SimHost;
+use crate::host::{Fault, SimHost};
 
 use super::uio::UioNodeStats;
 
@@ -161,17 +164,95 @@ pub fn run(
             host.network_change();
             did("network change indicated".into())
         }
+        ["offer-vf", serial] => match serial.parse::<u32>() {
+            Ok(serial) => {
+                host.offer_vf(serial);
+                did(format!(
+                    "VF {serial} associated (NVSP 128 {{1, {serial}}}) once the session allows it"
+                ))
+            }
+            Err(_) => refuse(format!("offer-vf: {serial:?} is not a VF serial (a u32)")),
+        },
+        ["remove-vf"] => {
+            host.remove_vf();
+            did(
+                "VF removed in OpenVMM's order: data path to synthetic if it was the VF, then \
+                 NVSP 128 {0}"
+                    .into(),
+            )
+        }
+        ["switch-synthetic"] => {
+            host.force_synthetic();
+            did("the host switched the data path to synthetic (NVSP 129)".into())
+        }
+        ["fault", name, rest @ ..] => match fault(name, rest) {
+            Ok(f) => {
+                host.inject_fault(f);
+                did(format!("fault {f:?} injected"))
+            }
+            Err(e) => refuse(e),
+        },
         ["stats"] => serde_json::json!({
             "ok": true,
             "host": host.stats(),
             "node": node(),
         }),
-        _ => serde_json::json!({
-            "ok": false,
-            "error": format!(
-                "unknown command {command:?}: link up|down, network-change, stats"
-            ),
-        }),
+        _ => refuse(format!("unknown command {command:?}: {COMMANDS}")),
+    }
+}
+
+/// The commands, for errors and help.
+pub const COMMANDS: &str = "link up|down, network-change, offer-vf SERIAL, remove-vf, \
+                            switch-synthetic, fault NAME [VALUE], stats";
+
+fn refuse(error: String) -> serde_json::Value {
+    serde_json::json!({ "ok": false, "error": error })
+}
+
+/// The fault `name` (kebab-case), with its value where it takes one.
+fn fault(name: &str, rest: &[&str]) -> Result<Fault, String> {
+    let number = || -> Result<u32, String> {
+        match rest {
+            [n] => n
+                .parse()
+                .map_err(|_| format!("fault {name}: {n:?} is not a whole number")),
+            _ => Err(format!("fault {name} takes one number")),
+        }
+    };
+    let flag = || -> Result<bool, String> {
+        match rest {
+            ["on"] => Ok(true),
+            ["off"] => Ok(false),
+            _ => Err(format!("fault {name} takes on or off")),
+        }
+    };
+    let none = |f: Fault| -> Result<Fault, String> {
+        if rest.is_empty() {
+            Ok(f)
+        } else {
+            Err(format!("fault {name} takes no value"))
+        }
+    };
+    match name {
+        "malformed-packet" => none(Fault::MalformedPacket),
+        "bad-transfer-range" => none(Fault::BadTransferRange),
+        "drop-completions" => Ok(Fault::DropCompletions(number()?)),
+        "duplicate-completion" => none(Fault::DuplicateCompletion),
+        "wrong-tid" => none(Fault::WrongTid),
+        "revoke-receive-buffer" => none(Fault::RevokeReceiveBuffer),
+        "stop-reading" => none(Fault::StopReading),
+        "resume-reading" => none(Fault::ResumeReading),
+        "dead-channel" => none(Fault::DeadChannel),
+        "rescind" => none(Fault::Rescind),
+        "refuse-versions-above" => Ok(Fault::RefuseVersionsAbove(number()?)),
+        "ring-corruption" => none(Fault::RingCorruption),
+        "refuse-vf-switch" => Ok(Fault::RefuseVfSwitch(flag()?)),
+        _ => Err(format!(
+            "no fault {name:?}: malformed-packet, bad-transfer-range, drop-completions N, \
+             duplicate-completion, wrong-tid, revoke-receive-buffer, stop-reading, \
+             resume-reading, dead-channel, rescind, refuse-versions-above VERSION, \
+             ring-corruption, refuse-vf-switch on|off"
+        )),
     }
 }
 
@@ -194,4 +275,34 @@ pub fn send(root: &Path, command: &str) -> io::Result<String> {
     let mut answer = String::new();
     BufReader::new(&stream).read_line(&mut answer)?;
     Ok(answer.trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_names_parse_and_bad_ones_say_why() {
+        assert_eq!(fault("rescind", &[]), Ok(Fault::Rescind));
+        assert_eq!(
+            fault("drop-completions", &["3"]),
+            Ok(Fault::DropCompletions(3))
+        );
+        assert_eq!(
+            fault("refuse-vf-switch", &["on"]),
+            Ok(Fault::RefuseVfSwitch(true))
+        );
+        assert!(fault("rescind", &["now"]).unwrap_err().contains("no value"));
+        assert!(
+            fault("drop-completions", &["x"])
+                .unwrap_err()
+                .contains("whole number")
+        );
+        assert!(
+            fault("refuse-vf-switch", &[])
+                .unwrap_err()
+                .contains("on or off")
+        );
+        assert!(fault("melt", &[]).unwrap_err().contains("ring-corruption"));
+    }
 }
