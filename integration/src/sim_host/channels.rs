@@ -81,10 +81,16 @@ impl Subchannels {
         for i in self.published.len() + 1..=count.min(self.max()) {
             let relid = self.primary_relid + i as u32;
             let dir = self.channels_dir.join(relid.to_string());
-            fs::create_dir_all(&dir)?;
-            fs::write(dir.join("subchannel_id"), format!("{i}\n"))?;
+            // A client lists the directory while it appears: it must appear with its
+            // attributes written (as sysfs makes it), so it is made under a name no client
+            // reads and renamed into place; the ring comes last.
+            let pending = self.channels_dir.join(format!(".pending-{relid}"));
+            let _ = fs::remove_dir_all(&pending);
+            fs::create_dir_all(&pending)?;
+            fs::write(pending.join("subchannel_id"), format!("{i}\n"))?;
             // The bus's monitor id of channel i is i.
-            fs::write(dir.join("monitor_id"), format!("{i}\n"))?;
+            fs::write(pending.join("monitor_id"), format!("{i}\n"))?;
+            fs::rename(&pending, &dir)?;
             let ring = UnixListener::bind(dir.join("ring"))?;
             ring.set_nonblocking(true)?;
             self.published.push(Published {
