@@ -47,9 +47,15 @@ struct Served {
 
 impl Served {
     fn start(root: &Path) -> Self {
+        Self::start_with(root, &[])
+    }
+
+    /// `hvnet sim-host --root ROOT` with `args`, once it said it is ready.
+    fn start_with(root: &Path, args: &[&str]) -> Self {
         let mut child = hvnet()
             .args(["sim-host", "--root"])
             .arg(root)
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -313,31 +319,7 @@ fn stock_dpdk_testpmd_forwards_on_four_queues_through_sim_host_and_a_second_clie
     let preload = preload();
     let root = std::env::temp_dir().join(format!("hvnet-sim-dpdk-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
-    let mut served = {
-        let mut child = hvnet()
-            .args(["sim-host", "--port", "loopback", "--root"])
-            .arg(&root)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting hvnet sim-host");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut s = Served {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
-        s.wait_for_line("ready");
-        s
-    };
+    let mut served = Served::start_with(&root, &["--port", "loopback"]);
     // Two clients in a row on the same host, four queues then one: the second gets a new
     // session and zeroed memory. Each queue's first burst is 32 frames.
     let mut forwarded = Vec::new();
