@@ -87,6 +87,7 @@ enum Command {
     /// Up to 8 queues: subchannels are published under channels/ as the host offers them. A
     /// DPDK application (stock dpdk-testpmd, --no-huge --iova-mode=va) attaches too, in a mount
     /// namespace with the tree over /sys/bus and HVNET_SIM_DEV=DIR/dev: docs/sim-host.md.
+    /// --tap NAME puts the kernel stack behind the host; `hvnet sim-host ctl` scripts it.
     SimHost(sim_host::SimHostArgs),
 }
 

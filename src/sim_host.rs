@@ -32,6 +32,13 @@ pub struct SimHostArgs {
     #[arg(long, value_name = "MODE", default_value = "external", value_parser = ["external", "loopback"])]
     port: String,
 
+    /// Make the vSwitch's external port the TAP device NAME (created here, removed at exit):
+    /// the kernel stack behind the host. Frames the client sends come out of it, frames the
+    /// kernel sends into it reach the client. Needs CAP_NET_ADMIN; bring it up and address it
+    /// with ip(8).
+    #[arg(long, value_name = "NAME", conflicts_with = "port")]
+    tap: Option<String>,
+
     /// Stop after this many seconds (default: run until SIGINT or SIGTERM).
     #[arg(
         long,
@@ -106,6 +113,13 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
         },
     )
     .with_context(|| format!("serving a simulated host under {}", root.display()))?;
+    let tap = match &args.tap {
+        Some(name) => Some(
+            integration::sim_host::tap::TapPort::open(name, server.host().clone())
+                .with_context(|| format!("creating the TAP device {name}"))?,
+        ),
+        None => None,
+    };
     let preload = match preload_path() {
         Some(p) if p.exists() => p.display().to_string(),
         _ => format!("<{PRELOAD}: cargo build -p hvnet-sim-uio>"),
@@ -125,6 +139,9 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
             .map(|d| d.display().to_string())
             .unwrap_or_default()
     );
+    if let Some(tap) = &tap {
+        say!("external port: TAP device {}", tap.name());
+    }
     say!("ready (SIGINT or SIGTERM stops the host and removes the tree)");
     let end = args
         .duration
@@ -148,6 +165,17 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
     };
     let node = server.node_stats();
     let host = server.host().stats();
+    if let Some(tap) = tap {
+        let t = tap.stats();
+        drop(tap);
+        say!(
+            "tap: {} frame(s) from the kernel to the guest ({} refused), {} from the guest to the kernel ({} dropped)",
+            t.to_guest,
+            t.to_guest_refused,
+            t.from_guest,
+            t.from_guest_dropped
+        );
+    }
     drop(server);
     say!(
         "stopped ({reason}): {} open(s) of the node in {} session(s); host: NVSP {}, {} frame(s) to the guest, {} from it, {} dropped, {} protocol error(s){}",

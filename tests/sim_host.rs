@@ -52,10 +52,14 @@ impl Served {
 
     /// `hvnet sim-host --root ROOT` with `args`, once it said it is ready.
     fn start_with(root: &Path, args: &[&str]) -> Self {
-        let mut child = hvnet()
-            .args(["sim-host", "--root"])
-            .arg(root)
-            .args(args)
+        let mut command = hvnet();
+        command.args(["sim-host", "--root"]).arg(root).args(args);
+        Self::spawn(command)
+    }
+
+    /// `command` (an `hvnet sim-host`, perhaps inside `ip netns exec`), once it is ready.
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -465,5 +469,157 @@ fn a_host_link_down_shows_in_testpmd_port_info_and_up_again() {
     assert!(status.success(), "testpmd ended with {status}");
     served.stop();
     let _ = std::fs::remove_dir_all("/var/run/dpdk/hvnet-sim-link-test");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A network namespace this test made; deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Self {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("running ip netns add");
+        assert!(ok.success(), "ip netns add {name} failed");
+        Self(name)
+    }
+
+    /// `ip netns exec NAME …`.
+    fn exec(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) {
+        let out = self.exec(args).output().expect("running ip netns exec");
+        assert!(
+            out.status.success(),
+            "{args:?} in {} failed: {}",
+            self.0,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn the_linux_stack_pings_dpdk_through_the_hosts_tap_port() {
+    let missing = dpdk_missing().or_else(|| {
+        ["ip", "ping"]
+            .into_iter()
+            .find(|tool| {
+                !std::env::var_os("PATH")
+                    .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            })
+            .map(|tool| format!("{tool} is not installed (apt-get install iproute2 iputils-ping)"))
+    });
+    if let Some(why) = missing {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the TAP test cannot run in CI: {why}"
+        );
+        eprintln!("NOTICE: skipping the TAP test: {why}");
+        return;
+    }
+    let preload = preload();
+    let pid = std::process::id();
+    let root = std::env::temp_dir().join(format!("hvnet-sim-tap-test-{pid}"));
+    let _ = std::fs::remove_dir_all(&root);
+    let netns = Netns::new(format!("hvnet-sim-tap-{pid}"));
+    let tap = "hvsim0";
+    // The host, and its TAP, inside a namespace of the test's; the kernel end gets
+    // 10.199.0.1 there, and testpmd's icmpecho answers for 10.199.0.2.
+    let mut command = netns.exec(&[env!("CARGO_BIN_EXE_hvnet"), "sim-host", "--tap", tap]);
+    command.arg("--root").arg(&root);
+    let mut served = Served::spawn(command);
+    netns.run(&["ip", "addr", "add", "10.199.0.1/24", "dev", tap]);
+    netns.run(&["ip", "link", "set", tap, "up"]);
+    let script = format!(
+        "mount --bind \"$0/bus\" /sys/bus && exec timeout -s INT {} stdbuf -oL dpdk-testpmd \
+         --no-huge -m 512 --no-pci --iova-mode=va -l 0-1 --file-prefix hvnet-sim-tap-test \
+         -a {} -- --forward-mode=icmpecho --nb-cores=1 --total-num-mbufs=16384",
+        BOUND.as_secs(),
+        integration::sim_host::DEFAULT_INSTANCE
+    );
+    let mut testpmd = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .arg(&root)
+        .env("LD_PRELOAD", &preload)
+        .env("HVNET_SIM_DEV", root.join("dev"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting dpdk-testpmd");
+    // Kept open: testpmd forwards until its "Press enter to exit" read ends.
+    let input = testpmd.stdin.take().unwrap();
+    let stdout = testpmd.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + BOUND;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.starts_with("icmpecho packet forwarding - ports=1") => break,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("testpmd never started forwarding:\n{}", seen.join("\n")),
+        }
+    }
+    let ping = netns
+        .exec(&["ping", "-c", "5", "-i", "0.2", "-w", "30", "10.199.0.2"])
+        .output()
+        .expect("running ping");
+    let ping_out = String::from_utf8_lossy(&ping.stdout).to_string();
+    // `-c 5 -w 30` ends after five replies; pings queued behind ARP may make it six sent.
+    let received: u64 = ping_out
+        .split(" received")
+        .next()
+        .and_then(|head| head.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        ping.status.success() && received >= 5 && ping_out.contains(" 0% packet loss"),
+        "ping through the TAP to testpmd:\n{ping_out}"
+    );
+    drop(input);
+    let status = testpmd.wait().expect("waiting for testpmd");
+    assert!(status.success(), "testpmd ended with {status}");
+    served.stop();
+    let tap_line = served
+        .seen
+        .iter()
+        .find(|l| l.starts_with("tap: "))
+        .cloned()
+        .unwrap_or_default();
+    // Five echo replies and an ARP reply at least came out of the TAP, and nothing dropped.
+    let from_guest: u64 = tap_line
+        .split(", ")
+        .nth(1)
+        .and_then(|part| part.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no tap counters in {tap_line:?}"));
+    assert!(from_guest >= 6, "{tap_line}");
+    assert!(tap_line.ends_with("(0 dropped)"), "{tap_line}");
+    let last = served.seen.last().cloned().unwrap_or_default();
+    assert!(last.contains("0 protocol error(s)"), "{last}");
+    let _ = std::fs::remove_dir_all("/var/run/dpdk/hvnet-sim-tap-test");
     std::fs::remove_dir_all(&root).unwrap();
 }

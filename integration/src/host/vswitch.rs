@@ -500,7 +500,7 @@ impl ExternalPort {
     /// The next frame the guest transmitted (FIFO over all queues, in order within a queue),
     /// waiting at most `timeout`.
     pub fn recv(&self, timeout: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
+        let deadline = packet::deadline::after(Instant::now(), timeout);
         let mut q = self.switch.from_guest.lock();
         loop {
             if let Some((_, frame)) = q.pop_front() {

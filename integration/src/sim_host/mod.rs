@@ -24,6 +24,7 @@
 mod channels;
 pub mod ctl;
 mod sys;
+pub mod tap;
 pub mod tree;
 pub mod uio;
 
