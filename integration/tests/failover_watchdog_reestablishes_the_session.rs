@@ -21,6 +21,12 @@ fn watchdog_recovers(with_vf: bool) {
     flowing(&traffic, PHASE_FRAMES);
 
     rig.host.inject_fault(Fault::DeadChannel);
+    // Applied before the keepalive is due: a host thread the scheduler set aside could
+    // otherwise still answer it, and nothing would ever make the port look again.
+    assert!(
+        rig.host.settle(DEADLINE),
+        "the host never applied the fault"
+    );
     // The next keepalive is due one watchdog interval later on the port's clock.
     rig.clock.advance(rig_config().failover.watchdog_interval);
     wait_port(&rig, "the session re-established", |s| {
@@ -75,6 +81,10 @@ fn a_session_reestablished_without_its_vf_never_switches_back_and_releases_it() 
     // session has no VF to advertise.
     rig.host.inject_fault(Fault::DeadChannel);
     rig.host.remove_vf();
+    assert!(
+        rig.host.settle(DEADLINE),
+        "the host never applied the fault"
+    );
     rig.clock.advance(config.watchdog_interval);
     wait_port(&rig, "the session re-established, the VF unused", |s| {
         s.watchdog_reestablished == 1 && s.state == PortState::VfAttaching
