@@ -39,6 +39,14 @@ pub struct SimHostArgs {
     #[arg(long, value_name = "NAME", conflicts_with = "port")]
     tap: Option<String>,
 
+    /// Give the host a VF whose port is the interface NAME: the host's end of a veth pair
+    /// whose other end carries the NIC's MAC (00:15:5d:…, printed at start) and is the
+    /// client's VF (DPDK: --vdev net_af_packet0,iface=OTHER-END). Its link is the device:
+    /// down until `ctl offer-vf`, down again on `remove-vf` or `surprise-remove`, restored at
+    /// exit. Needs CAP_NET_RAW and CAP_NET_ADMIN.
+    #[arg(long, value_name = "NAME")]
+    vf_iface: Option<String>,
+
     /// Stop after this many seconds (default: run until SIGINT or SIGTERM).
     #[arg(
         long,
@@ -56,16 +64,18 @@ enum Action {
     ///
     /// Commands: `link up`, `link down` (indicated to the client at once and answered by the
     /// link query from then on; the state it is in already is a toggle, as on Hyper-V),
-    /// `network-change`, `offer-vf SERIAL`, `remove-vf`, `switch-synthetic`, `fault NAME
-    /// [VALUE]` (e.g. `fault rescind`, `fault drop-completions 3`), `stats` (the host's and
-    /// the device node's counters). The answer comes once the host applied the command.
-    /// Example: hvnet sim-host ctl --root /tmp/sim link down
+    /// `network-change`, `offer-vf SERIAL`, `remove-vf [--order association-first|eject-first]`
+    /// (OpenVMM's order, the default, or Azure's: the device first), `surprise-remove` (the
+    /// VF device dies; the host notices at the next remove-vf), `switch-synthetic`, `fault
+    /// NAME [VALUE]` (e.g. `fault rescind`, `fault drop-completions 3`), `stats` (the host's,
+    /// the device node's and the VF port's counters). The answer comes once the host applied
+    /// the command. Example: hvnet sim-host ctl --root /tmp/sim remove-vf --order eject-first
     Ctl {
         /// The root the host serves under.
         #[arg(long, value_name = "DIR")]
         root: PathBuf,
         /// The command and its arguments.
-        #[arg(required = true, num_args = 1.., value_name = "COMMAND")]
+        #[arg(required = true, num_args = 1.., value_name = "COMMAND", allow_hyphen_values = true)]
         command: Vec<String>,
     },
 }
@@ -109,6 +119,7 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
                 },
                 ..integration::host::HostConfig::default()
             },
+            vf_iface: args.vf_iface.clone(),
             ..SimHostConfig::default()
         },
     )
@@ -142,6 +153,13 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
     if let Some(tap) = &tap {
         say!("external port: TAP device {}", tap.name());
     }
+    if let Some(vf) = server.vf_port() {
+        say!(
+            "VF port: {} (down until `ctl offer-vf`); the client's end needs the NIC's MAC {}",
+            vf.name(),
+            server.mac()
+        );
+    }
     say!("ready (SIGINT or SIGTERM stops the host and removes the tree)");
     let end = args
         .duration
@@ -165,6 +183,18 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
     };
     let node = server.node_stats();
     let host = server.host().stats();
+    if let Some(vf) = server.vf_port() {
+        let v = vf.stats();
+        say!(
+            "vf port: {} frame(s) to the VF ({} dropped), {} from it; plugged {}, unplugged {}, failed {}",
+            v.to_vf,
+            v.to_vf_dropped,
+            v.from_vf,
+            v.plugged,
+            v.unplugged,
+            v.failed
+        );
+    }
     if let Some(tap) = tap {
         let t = tap.stats();
         drop(tap);

@@ -623,3 +623,266 @@ fn the_linux_stack_pings_dpdk_through_the_hosts_tap_port() {
     let _ = std::fs::remove_dir_all("/var/run/dpdk/hvnet-sim-tap-test");
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// Interactive `dpdk-testpmd` against a served host, inside `netns` (line-buffered, so each
+/// answer arrives when printed).
+struct Testpmd {
+    child: Child,
+    input: Option<std::process::ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Testpmd {
+    fn start(netns: &Netns, root: &Path, preload: &Path, prefix: &str, args: &str) -> Self {
+        let script = format!(
+            "mount --bind \"$0/bus\" /sys/bus && exec timeout -s INT {} stdbuf -oL dpdk-testpmd \
+             --no-huge -m 512 --no-pci --iova-mode=va -l 0-1 --file-prefix {prefix} -a {} -- \
+             {args}",
+            BOUND.as_secs(),
+            integration::sim_host::DEFAULT_INSTANCE
+        );
+        let mut child = netns
+            .exec(&["unshare", "-m", "sh", "-c", &script])
+            .arg(root)
+            .env("LD_PRELOAD", preload)
+            .env("HVNET_SIM_DEV", root.join("dev"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting dpdk-testpmd");
+        let input = child.stdin.take();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            input,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, command: &str) {
+        use std::io::Write as _;
+        let input = self.input.as_mut().expect("testpmd's input is open");
+        writeln!(input, "{command}").expect("writing to testpmd");
+    }
+
+    /// Waits (bounded) for a line containing `text`; the output from here on.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Some(at) = line.find(text) {
+                        return line[at..].to_string();
+                    }
+                }
+                Err(_) => panic!("testpmd never printed {text:?}:\n{}", self.seen.join("\n")),
+            }
+        }
+    }
+
+    /// `quit`, then waits for a normal exit; everything it printed.
+    fn quit(mut self) -> String {
+        self.send("quit");
+        drop(self.input.take());
+        self.wait_for("Bye...");
+        let status = self.child.wait().expect("waiting for testpmd");
+        assert!(status.success(), "testpmd ended with {status}");
+        self.seen.join("\n")
+    }
+}
+
+impl Drop for Testpmd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The host's counters (ctl `stats`) that a VF test follows.
+#[derive(Clone, Copy, Debug, Default)]
+struct VfCounts {
+    data_path_vf: bool,
+    /// Frames to the guest on the synthetic path.
+    synthetic_to_guest: u64,
+    /// Frames from the guest on the synthetic path.
+    synthetic_from_guest: u64,
+    /// Frames the host wrote into the VF's interface.
+    to_vf: u64,
+    /// Frames the guest sent on the VF that reached the host.
+    from_vf: u64,
+}
+
+fn vf_counts(root: &Path) -> VfCounts {
+    let answer = ctl(root, &["stats"]);
+    let v: serde_json::Value = serde_json::from_str(&answer).expect("stats are JSON");
+    let n = |path: &[&str]| -> u64 {
+        path.iter()
+            .fold(&v, |v, k| &v[*k])
+            .as_u64()
+            .unwrap_or_else(|| panic!("no {path:?} in {answer}"))
+    };
+    VfCounts {
+        data_path_vf: v["host"]["data_path_vf"].as_bool().expect("data_path_vf"),
+        synthetic_to_guest: n(&["host", "rx_delivered"]),
+        synthetic_from_guest: n(&["host", "tx_packets"]),
+        to_vf: n(&["vf_port", "to_vf"]),
+        from_vf: n(&["vf_port", "from_vf"]),
+    }
+}
+
+/// Asks for the host's counters until `done` holds (bounded: each ask is a round trip to
+/// the host, nothing is slept).
+fn wait_counts(root: &Path, what: &str, done: impl Fn(&VfCounts) -> bool) -> VfCounts {
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let c = vf_counts(root);
+        if done(&c) {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "never got to {what}: {c:?}");
+    }
+}
+
+/// A counter of interface `name` in `netns` (`/sys/class/net/NAME/statistics/COUNTER`).
+fn iface_counter(netns: &Netns, name: &str, counter: &str) -> u64 {
+    let out = netns
+        .exec(&[
+            "cat",
+            &format!("/sys/class/net/{name}/statistics/{counter}"),
+        ])
+        .output()
+        .expect("reading an interface counter");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("no counter {counter} for {name}"))
+}
+
+#[test]
+fn dpdk_adopts_a_veth_vf_and_leaves_it_in_both_removal_orders() {
+    let missing = dpdk_missing().or_else(|| {
+        (!std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ip").exists())))
+        .then(|| "ip is not installed (apt-get install iproute2)".to_string())
+    });
+    if let Some(why) = missing {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the VF test cannot run in CI: {why}"
+        );
+        eprintln!("NOTICE: skipping the VF test: {why}");
+        return;
+    }
+    let preload = preload();
+    let pid = std::process::id();
+    let root = std::env::temp_dir().join(format!("hvnet-sim-vf-test-{pid}"));
+    let _ = std::fs::remove_dir_all(&root);
+    let netns = Netns::new(format!("hvnet-sim-vf-{pid}"));
+    // No IPv6 chatter of the kernel's own on the veth: every frame on it is testpmd's.
+    netns.run(&[
+        "sysctl",
+        "-qw",
+        "net.ipv6.conf.all.disable_ipv6=1",
+        "net.ipv6.conf.default.disable_ipv6=1",
+    ]);
+    netns.run(&[
+        "ip", "link", "add", "vfc", "type", "veth", "peer", "name", "vfh",
+    ]);
+    let mac = integration::host::HostConfig::default().mac.to_string();
+    netns.run(&["ip", "link", "set", "vfc", "address", &mac, "up"]);
+    let mut command = netns.exec(&[
+        env!("CARGO_BIN_EXE_hvnet"),
+        "sim-host",
+        "--port",
+        "loopback",
+        "--vf-iface",
+        "vfh",
+    ]);
+    command.arg("--root").arg(&root);
+    let mut served = Served::spawn(command);
+
+    // One client per order: DPDK 22.11 keeps a VF it adopted started after the association
+    // goes, and does not adopt it again.
+    for (i, order) in ["association-first", "eject-first"].into_iter().enumerate() {
+        let mut tp = Testpmd::start(
+            &netns,
+            &root,
+            &preload,
+            &format!("hvnet-sim-vf-test-{i}"),
+            "-i --no-lsc-interrupt --total-num-mbufs=16384",
+        );
+        tp.wait_for("Port 0 Link up");
+        let start = vf_counts(&root);
+        let dropped_start = iface_counter(&netns, "vfc", "tx_dropped");
+        tp.send("start tx_first");
+        tp.wait_for("io packet forwarding - ports=1");
+        tp.send("port attach net_af_packet0,iface=vfc");
+        tp.wait_for("Port 1 is attached");
+
+        ctl(&root, &["offer-vf", "7"]);
+        let on_vf = wait_counts(&root, "the data path on the VF, frames both ways", |c| {
+            c.data_path_vf && c.to_vf >= start.to_vf + 1000 && c.from_vf >= start.from_vf + 1000
+        });
+        ctl(&root, &["remove-vf", "--order", order]);
+        let removed = vf_counts(&root);
+        assert!(
+            !removed.data_path_vf,
+            "{order}: the host is still on the VF"
+        );
+        let back = wait_counts(&root, "frames on the synthetic path again", |c| {
+            c.synthetic_to_guest >= removed.synthetic_to_guest + 1000
+                && c.synthetic_from_guest >= removed.synthetic_from_guest + 1000
+        });
+        tp.send("stop");
+        tp.wait_for("Accumulated forward statistics");
+        let end = vf_counts(&root);
+        let out = tp.quit();
+        let (rx, rx_dropped, tx, tx_dropped) =
+            forward_totals(&out).unwrap_or_else(|| panic!("no totals from testpmd:\n{out}"));
+        let kernel_dropped = iface_counter(&netns, "vfc", "tx_dropped") - dropped_start;
+        eprintln!(
+            "{order}: testpmd rx {rx} (dropped {rx_dropped}) tx {tx} (dropped {tx_dropped}); \
+             host start {start:?} on_vf {on_vf:?} removed {removed:?} back {back:?} end {end:?}; \
+             vfc tx_dropped {kernel_dropped}"
+        );
+        assert_eq!(
+            end.to_vf, removed.to_vf,
+            "{order}: the host steered frames to the VF after removing it"
+        );
+        // Every frame each way is in one counter: what testpmd sent reached the host on one
+        // of the paths or was dropped by the kernel on the dead VF; what testpmd received
+        // the host sent on one of the paths. The frames still in the rings when testpmd
+        // stopped (the first burst at most) are the only difference.
+        let to_guest =
+            (end.synthetic_to_guest - start.synthetic_to_guest) + (end.to_vf - start.to_vf);
+        let from_guest = (end.synthetic_from_guest - start.synthetic_from_guest)
+            + (end.from_vf - start.from_vf)
+            + kernel_dropped;
+        assert!(
+            to_guest >= rx && to_guest - rx <= 64,
+            "{order}: the host sent {to_guest} frames to the guest, testpmd received {rx}"
+        );
+        assert!(
+            tx >= from_guest && tx - from_guest <= 64 || from_guest >= tx && from_guest - tx <= 64,
+            "{order}: testpmd sent {tx}, the host and the kernel account for {from_guest}"
+        );
+    }
+    served.stop();
+    for i in 0..2 {
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/hvnet-sim-vf-test-{i}"));
+    }
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -9,8 +9,13 @@
 //!   state it is in already is a toggle (the other state, then this one again after the link
 //!   delay), as a real host does;
 //! - `network-change`: an RNDIS network-change indication;
-//! - `offer-vf SERIAL`, `remove-vf` (OpenVMM's order), `switch-synthetic`: the host's VF
-//!   association and data-path messages (no VF device comes with them yet);
+//! - `offer-vf SERIAL`, `remove-vf [--order association-first|eject-first]`,
+//!   `surprise-remove`, `switch-synthetic`: the host's VF association and data-path messages,
+//!   and with a VF port ([`vf_iface`](super::vf_iface)) the device itself: offered, it comes
+//!   up; removed association-first (OpenVMM's order), the data path and the association go
+//!   before the device; eject-first (Azure's), the device goes first (the host steers to
+//!   synthetic at once) and the association after; a surprise removal kills the device and
+//!   leaves the rest to a later `remove-vf`, as a host that has not noticed yet;
 //! - `fault NAME [VALUE]`: one of the host's faults ([`Fault`]), kebab-case;
 //! - `stats`: the host's and the device node's counters.
 
@@ -25,6 +30,7 @@ use std::time::Duration;
 use crate::host::{Fault, SimHost};
 
 use super::uio::UioNodeStats;
+use super::vf_iface::VfIfacePort;
 
 /// The longest command line.
 const MAX_LINE: u64 = 256;
@@ -48,6 +54,7 @@ impl CtlServer {
     pub fn serve(
         path: &Path,
         host: Arc<SimHost>,
+        vf: Option<Arc<VfIfacePort>>,
         node: impl Fn() -> UioNodeStats + Send + 'static,
     ) -> io::Result<Self> {
         let listener = UnixListener::bind(path)?;
@@ -62,7 +69,12 @@ impl CtlServer {
                     while !stop.load(Ordering::Acquire) {
                         match listener.accept() {
                             Ok((stream, _)) => {
-                                if let Err(e) = answer(stream, &host, &node, &mut link_up) {
+                                let ctx = Ctx {
+                                    host: &host,
+                                    vf: vf.as_deref(),
+                                    node: &node,
+                                };
+                                if let Err(e) = answer(stream, &ctx, &mut link_up) {
                                     tracing::warn!("sim-host ctl: {e}");
                                 }
                             }
@@ -97,11 +109,20 @@ impl Drop for CtlServer {
     }
 }
 
+/// What a command acts on.
+struct Ctx<'a, N: Fn() -> UioNodeStats> {
+    /// The host.
+    host: &'a SimHost,
+    /// The VF's port, if the host has one.
+    vf: Option<&'a VfIfacePort>,
+    /// Reads the device node's counters.
+    node: &'a N,
+}
+
 /// Reads one command, runs it, writes the answer.
-fn answer(
+fn answer<N: Fn() -> UioNodeStats>(
     stream: UnixStream,
-    host: &SimHost,
-    node: &impl Fn() -> UioNodeStats,
+    ctx: &Ctx<'_, N>,
     link_up: &mut bool,
 ) -> io::Result<()> {
     stream.set_nonblocking(false)?;
@@ -109,7 +130,7 @@ fn answer(
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new((&stream).take_limited(MAX_LINE)).read_line(&mut line)?;
-    let reply = run(line.trim(), host, node, link_up);
+    let reply = run(line.trim(), ctx, link_up);
     let mut out = serde_json::to_string(&reply).map_err(io::Error::other)?;
     out.push('\n');
     (&stream).write_all(out.as_bytes())
@@ -125,12 +146,12 @@ trait TakeLimited: io::Read + Sized {
 impl<R: io::Read> TakeLimited for R {}
 
 /// Runs one command: the JSON answer.
-pub fn run(
+fn run<N: Fn() -> UioNodeStats>(
     command: &str,
-    host: &SimHost,
-    node: &impl Fn() -> UioNodeStats,
+    ctx: &Ctx<'_, N>,
     link_up: &mut bool,
 ) -> serde_json::Value {
+    let host = ctx.host;
     let words: Vec<&str> = command.split_whitespace().collect();
     // Answered once the host thread applied the command: what the answer says is then true.
     let did = |what: String| {
@@ -166,21 +187,59 @@ pub fn run(
         }
         ["offer-vf", serial] => match serial.parse::<u32>() {
             Ok(serial) => {
+                let device = match ctx.vf.map(|vf| vf.plug().map(|()| vf.name())) {
+                    None => "no VF device (the host has no VF port)".to_string(),
+                    Some(Ok(name)) => format!("the VF device is up on {name}"),
+                    Some(Err(e)) => return refuse(format!("offer-vf: plugging the VF in: {e}")),
+                };
                 host.offer_vf(serial);
                 did(format!(
-                    "VF {serial} associated (NVSP 128 {{1, {serial}}}) once the session allows it"
+                    "VF {serial} associated (NVSP 128 {{1, {serial}}}) once the session allows \
+                     it; {device}"
                 ))
             }
             Err(_) => refuse(format!("offer-vf: {serial:?} is not a VF serial (a u32)")),
         },
-        ["remove-vf"] => {
+        ["remove-vf"] | ["remove-vf", "--order", "association-first"] => {
+            host.remove_vf();
+            if !host.settle(SETTLE) {
+                return refuse(format!(
+                    "the host did not apply remove-vf within {SETTLE:?}"
+                ));
+            }
+            if let Some(Err(e)) = ctx.vf.map(VfIfacePort::unplug) {
+                return refuse(format!("remove-vf: unplugging the VF: {e}"));
+            }
+            did(
+                "VF removed association-first (OpenVMM's order): data path to synthetic if it \
+                 was the VF, NVSP 128 {0}, then the device"
+                    .into(),
+            )
+        }
+        ["remove-vf", "--order", "eject-first"] => {
+            if let Some(Err(e)) = ctx.vf.map(VfIfacePort::unplug) {
+                return refuse(format!("remove-vf: unplugging the VF: {e}"));
+            }
             host.remove_vf();
             did(
-                "VF removed in OpenVMM's order: data path to synthetic if it was the VF, then \
+                "VF removed eject-first (Azure's order): the device (the host steers to \
+                 synthetic from then on), then data path to synthetic if it was the VF and \
                  NVSP 128 {0}"
                     .into(),
             )
         }
+        ["remove-vf", ..] => refuse(format!(
+            "remove-vf: {command:?}: the order is --order association-first or --order eject-first"
+        )),
+        ["surprise-remove"] => match ctx.vf.map(VfIfacePort::fail) {
+            None => refuse("surprise-remove: the host has no VF port (--vf-iface)".into()),
+            Some(Err(e)) => refuse(format!("surprise-remove: {e}")),
+            Some(Ok(())) => did(
+                "the VF device died: its link is down and the host still steers to it (each \
+                 frame counted as dropped) until remove-vf"
+                    .into(),
+            ),
+        },
         ["switch-synthetic"] => {
             host.force_synthetic();
             did("the host switched the data path to synthetic (NVSP 129)".into())
@@ -195,15 +254,17 @@ pub fn run(
         ["stats"] => serde_json::json!({
             "ok": true,
             "host": host.stats(),
-            "node": node(),
+            "node": (ctx.node)(),
+            "vf_port": ctx.vf.map(VfIfacePort::stats),
         }),
         _ => refuse(format!("unknown command {command:?}: {COMMANDS}")),
     }
 }
 
 /// The commands, for errors and help.
-pub const COMMANDS: &str = "link up|down, network-change, offer-vf SERIAL, remove-vf, \
-                            switch-synthetic, fault NAME [VALUE], stats";
+pub const COMMANDS: &str = "link up|down, network-change, offer-vf SERIAL, remove-vf [--order \
+                            association-first|eject-first], surprise-remove, switch-synthetic, \
+                            fault NAME [VALUE], stats";
 
 fn refuse(error: String) -> serde_json::Value {
     serde_json::json!({ "ok": false, "error": error })
@@ -304,5 +365,44 @@ mod tests {
                 .contains("on or off")
         );
         assert!(fault("melt", &[]).unwrap_err().contains("ring-corruption"));
+    }
+
+    #[test]
+    fn vf_commands_without_a_vf_port_say_what_they_did_or_why_not() {
+        let (host, _device) = SimHost::start(crate::host::HostConfig::default()).unwrap();
+        let node = UioNodeStats::default;
+        let ctx = Ctx {
+            host: &host,
+            vf: None,
+            node: &node,
+        };
+        let mut link_up = true;
+        let mut ask = |command: &str| run(command, &ctx, &mut link_up);
+        let offered = ask("offer-vf 7");
+        assert_eq!(offered["ok"], true, "{offered}");
+        assert!(offered["did"].as_str().unwrap().contains("no VF device"));
+        for order in ["remove-vf", "remove-vf --order association-first"] {
+            let answer = ask(order);
+            assert!(
+                answer["did"]
+                    .as_str()
+                    .unwrap()
+                    .contains("association-first")
+            );
+        }
+        let eject = ask("remove-vf --order eject-first");
+        assert!(eject["did"].as_str().unwrap().contains("eject-first"));
+        let bad = ask("remove-vf --order sideways");
+        assert_eq!(bad["ok"], false);
+        assert!(
+            bad["error"]
+                .as_str()
+                .unwrap()
+                .contains("--order eject-first")
+        );
+        let surprise = ask("surprise-remove");
+        assert_eq!(surprise["ok"], false);
+        assert!(surprise["error"].as_str().unwrap().contains("--vf-iface"));
+        assert_eq!(ask("stats")["vf_port"], serde_json::Value::Null);
     }
 }

@@ -27,6 +27,7 @@ mod sys;
 pub mod tap;
 pub mod tree;
 pub mod uio;
+pub mod vf_iface;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,6 +57,8 @@ pub struct SimHostConfig {
     pub instance: String,
     /// The primary channel's relid.
     pub relid: u32,
+    /// The interface that is the VF's port ([`vf_iface`]): the host's end of a veth pair.
+    pub vf_iface: Option<String>,
 }
 
 impl Default for SimHostConfig {
@@ -64,6 +67,7 @@ impl Default for SimHostConfig {
             host: HostConfig::default(),
             instance: DEFAULT_INSTANCE.into(),
             relid: DEFAULT_RELID,
+            vf_iface: None,
         }
     }
 }
@@ -86,6 +90,15 @@ pub enum SimHostError {
         #[source]
         source: std::io::Error,
     },
+    /// The VF's interface.
+    #[error("the VF port on interface {name:?}")]
+    VfIface {
+        /// The interface.
+        name: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A bad instance GUID.
     #[error("instance {0:?} is not a GUID (8-4-4-4-12 hex digits)")]
     Instance(String),
@@ -98,6 +111,8 @@ pub struct SimHostServer {
     /// come), then the tree.
     ctl: Option<ctl::CtlServer>,
     node: Option<Arc<UioNode>>,
+    vf: Option<Arc<vf_iface::VfIfacePort>>,
+    mac: packet::MacAddr,
     host: Arc<SimHost>,
     tree: Tree,
     entry: DeviceEntry,
@@ -131,6 +146,7 @@ impl SimHostServer {
             .max(host_config.shm.dma_size);
         let layout = ShmLayout::new(&host_config.shm)?;
         let shm = host_config.shm.clone();
+        let mac = host_config.mac;
         let (host, mut device) = SimHost::start(host_config)?;
         // The interrupt page: a page of the bus memory nothing else uses.
         let int_page = device.dma_memory(PAGE_SIZE)?;
@@ -212,11 +228,28 @@ impl SimHostServer {
         };
         let node = Arc::new(node);
         let host = Arc::new(host);
+        let vf = match &config.vf_iface {
+            None => None,
+            Some(name) => match vf_iface::VfIfacePort::open(name, host.clone()) {
+                Ok(port) => Some(Arc::new(port)),
+                Err(source) => {
+                    drop(node);
+                    tree.remove(&entry);
+                    return Err(SimHostError::VfIface {
+                        name: name.clone(),
+                        source,
+                    });
+                }
+            },
+        };
         let ctl = {
             let counted = node.clone();
-            match ctl::CtlServer::serve(&tree.root.join("ctl"), host.clone(), move || {
-                counted.stats()
-            }) {
+            match ctl::CtlServer::serve(
+                &tree.root.join("ctl"),
+                host.clone(),
+                vf.clone(),
+                move || counted.stats(),
+            ) {
                 Ok(ctl) => ctl,
                 Err(e) => {
                     drop(node);
@@ -228,6 +261,8 @@ impl SimHostServer {
         Ok(Self {
             ctl: Some(ctl),
             node: Some(node),
+            vf,
+            mac,
             host,
             tree,
             entry,
@@ -249,6 +284,16 @@ impl SimHostServer {
         &self.entry.instance
     }
 
+    /// The synthetic NIC's MAC (a VF's port must carry it to be adopted as the VF).
+    pub fn mac(&self) -> packet::MacAddr {
+        self.mac
+    }
+
+    /// The VF's port, if the host has one.
+    pub fn vf_port(&self) -> Option<&vf_iface::VfIfacePort> {
+        self.vf.as_deref()
+    }
+
     /// The node's counters (opens, sessions, interrupts).
     pub fn node_stats(&self) -> UioNodeStats {
         self.node.as_ref().map(|n| n.stats()).unwrap_or_default()
@@ -259,6 +304,7 @@ impl Drop for SimHostServer {
     fn drop(&mut self) {
         drop(self.ctl.take());
         drop(self.node.take());
+        drop(self.vf.take());
         self.tree.remove(&self.entry);
     }
 }

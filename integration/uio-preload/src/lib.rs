@@ -848,3 +848,54 @@ pub unsafe extern "C" fn rte_eth_tx_queue_info_get(port: u16, queue: u16, info: 
         )
     }
 }
+
+/// Size of DPDK 22.11's `struct rte_eth_conf` (ABI 23), read from its headers with `sizeof`.
+const DPDK_ETH_CONF_SIZE: usize = 2272;
+/// Offset of `intr_conf` in it (`offsetof`); `rmv` is bit 2 of that 32-bit word.
+const DPDK_ETH_CONF_INTR: usize = 2264;
+const DPDK_INTR_RMV: u32 = 1 << 2;
+
+next!(
+    real_dev_configure,
+    c"rte_eth_dev_configure",
+    fn(port: u16, rx_queues: u16, tx_queues: u16, conf: *const u8) -> c_int
+);
+
+/// The hooked `rte_eth_dev_configure` (DPDK): with `HVNET_SIM_DEV` set, a port that refuses
+/// the removal interrupt (`-EINVAL` with `intr_conf.rmv` set) is configured again without
+/// it.
+///
+/// DPDK 22.11's netvsc PMD asks its VF for removal interrupts when it adopts one, and only
+/// PCI devices (mlx5 among them) have them; the sim host's VF is a kernel interface a vdev
+/// such as `net_af_packet` drives, which has none, so the PMD would never take it. The host
+/// tells the client's VF is gone by the association message instead (`remove-vf`). The
+/// caller's struct is not written: the retry passes a copy.
+///
+/// # Safety
+/// DPDK's contract: `conf` points at a `struct rte_eth_conf` (2272 bytes in 22.11).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rte_eth_dev_configure(
+    port: u16,
+    rx_queues: u16,
+    tx_queues: u16,
+    conf: *const u8,
+) -> c_int {
+    // SAFETY: the caller's contract, passed on.
+    let rc = unsafe { real_dev_configure(port, rx_queues, tx_queues, conf) };
+    if rc != -libc::EINVAL || conf.is_null() || std::env::var_os(DEV_ENV).is_none() {
+        return rc;
+    }
+    let mut copy = [0u8; DPDK_ETH_CONF_SIZE];
+    // SAFETY: per the caller, `conf` points at DPDK_ETH_CONF_SIZE readable bytes; `copy` is
+    // a distinct local array of that size.
+    unsafe { std::ptr::copy_nonoverlapping(conf, copy.as_mut_ptr(), DPDK_ETH_CONF_SIZE) };
+    let word = &mut copy[DPDK_ETH_CONF_INTR..DPDK_ETH_CONF_INTR + 4];
+    let intr = u32::from_ne_bytes([word[0], word[1], word[2], word[3]]);
+    if intr & DPDK_INTR_RMV == 0 {
+        return rc;
+    }
+    word.copy_from_slice(&(intr & !DPDK_INTR_RMV).to_ne_bytes());
+    // SAFETY: `copy` is a whole `struct rte_eth_conf` (the caller's, one bit cleared), alive
+    // for the call; DPDK copies it into the port's data.
+    unsafe { real_dev_configure(port, rx_queues, tx_queues, copy.as_ptr()) }
+}

@@ -1,0 +1,223 @@
+//! The VF's port on a kernel interface: a client's VF path that is a real netdev.
+//!
+//! The host takes one end of a veth pair (`--vf-iface NAME`); the client uses the other end,
+//! which carries the synthetic NIC's MAC, as its VF (DPDK's netvsc PMD adopts any port with
+//! that MAC, e.g. `net_af_packet` on it). A packet socket on the host's end is the VF's wire in
+//! the vSwitch: frames steered to the VF are written into it (and arrive on the client's end),
+//! and what the client sends on its end is read from it and leaves through the VF uplink, as
+//! a VF's transmissions do.
+//!
+//! The interface stands for the device, so the host drives its link: down until a VF is
+//! offered, up while one is, down again when it is removed or fails; the flags it found are
+//! restored when the port is dropped. Two ways the device goes:
+//! - [`unplug`](VfIfacePort::unplug): the wire leaves the switch (steering falls back to the
+//!   synthetic path at once) and the link goes down;
+//! - [`fail`](VfIfacePort::fail): the link goes down but the switch still steers to it,
+//!   as a host that has not noticed yet does: each such frame is refused and counted
+//!   (`rx_dropped_vf`, and `to_vf_dropped` here).
+//!
+//! A frame the interface does not take at once is dropped and counted, never waited for.
+
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::host::{SimHost, VfWire};
+
+use super::sys;
+
+/// How long the reader waits for a frame before it looks at the stop flag again.
+const TICK: Duration = Duration::from_millis(10);
+/// Largest frame read (jumbo).
+const MAX_FRAME: usize = 9018;
+/// The credit a paced sender gets: the kernel gives no count of the client's free slots, and
+/// a frame the interface cannot take is counted, not lost silently.
+const ROOM: usize = 256;
+
+/// Counters of the VF port.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VfIfaceStats {
+    /// Frames steered to the VF and written into the interface.
+    pub to_vf: u64,
+    /// Frames steered to the VF the interface refused (down, or its queue full).
+    pub to_vf_dropped: u64,
+    /// Frames the client sent on the VF, handed to the VF uplink.
+    pub from_vf: u64,
+    /// Times the VF was plugged in (offered).
+    pub plugged: u64,
+    /// Times it was unplugged (removed).
+    pub unplugged: u64,
+    /// Times it failed (surprise removal).
+    pub failed: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    to_vf: AtomicU64,
+    to_vf_dropped: AtomicU64,
+    from_vf: AtomicU64,
+    plugged: AtomicU64,
+    unplugged: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// The vSwitch's side of the port.
+#[derive(Debug)]
+struct Wire {
+    socket: Arc<File>,
+    counters: Arc<Counters>,
+}
+
+impl VfWire for Wire {
+    fn deliver(&self, _queue: u16, frame: &[u8]) -> bool {
+        let ok = matches!((&*self.socket).write(frame), Ok(n) if n == frame.len());
+        let counter = if ok {
+            &self.counters.to_vf
+        } else {
+            &self.counters.to_vf_dropped
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        ok
+    }
+
+    fn flush(&self, _timeout: Duration) -> bool {
+        // A write hands the frame to the client's end before it returns.
+        true
+    }
+
+    fn queues(&self) -> u16 {
+        1
+    }
+
+    fn room(&self, _queue: u16) -> usize {
+        ROOM
+    }
+}
+
+/// The VF port on interface `name`; dropping it detaches the wire, stops the reader and
+/// restores the interface's link.
+#[derive(Debug)]
+pub struct VfIfacePort {
+    name: String,
+    host: Arc<SimHost>,
+    wire: Arc<Wire>,
+    was_up: bool,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl VfIfacePort {
+    /// Opens the port on interface `name` (which must exist) for `host`; the link goes down
+    /// until a VF is plugged in.
+    pub fn open(name: &str, host: Arc<SimHost>) -> io::Result<Self> {
+        let socket = Arc::new(File::from(sys::open_packet_socket(name)?));
+        let was_up = sys::set_interface_up(socket.as_fd(), name, false)?;
+        let counters = Arc::new(Counters::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (socket, counters, stop, host) =
+                (socket.clone(), counters.clone(), stop.clone(), host.clone());
+            std::thread::Builder::new()
+                .name("sim-vf-iface".into())
+                .spawn(move || read_uplink(&socket, &host, &counters, &stop))
+        };
+        let thread = match thread {
+            Ok(thread) => thread,
+            Err(e) => {
+                let _ = sys::set_interface_up(socket.as_fd(), name, was_up);
+                return Err(e);
+            }
+        };
+        Ok(Self {
+            name: name.to_string(),
+            host,
+            wire: Arc::new(Wire { socket, counters }),
+            was_up,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The interface's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The device arrives: the link comes up and the wire joins the switch.
+    pub fn plug(&self) -> io::Result<()> {
+        sys::set_interface_up(self.wire.socket.as_fd(), &self.name, true)?;
+        self.host.attach_vf_wire(self.wire.clone());
+        self.wire.counters.plugged.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The device goes: the wire leaves the switch, then the link goes down.
+    pub fn unplug(&self) -> io::Result<()> {
+        self.host.detach_vf_wire();
+        sys::set_interface_up(self.wire.socket.as_fd(), &self.name, false)?;
+        self.wire.counters.unplugged.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The device dies under the host: the link goes down, the switch keeps steering to it.
+    pub fn fail(&self) -> io::Result<()> {
+        sys::set_interface_up(self.wire.socket.as_fd(), &self.name, false)?;
+        self.wire.counters.failed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The port's counters.
+    pub fn stats(&self) -> VfIfaceStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let c = &self.wire.counters;
+        VfIfaceStats {
+            to_vf: get(&c.to_vf),
+            to_vf_dropped: get(&c.to_vf_dropped),
+            from_vf: get(&c.from_vf),
+            plugged: get(&c.plugged),
+            unplugged: get(&c.unplugged),
+            failed: get(&c.failed),
+        }
+    }
+}
+
+impl Drop for VfIfacePort {
+    fn drop(&mut self) {
+        self.host.detach_vf_wire();
+        self.stop.store(true, Ordering::Release);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        if let Err(e) = sys::set_interface_up(self.wire.socket.as_fd(), &self.name, self.was_up) {
+            tracing::warn!("sim-host: restoring the link of {}: {e}", self.name);
+        }
+    }
+}
+
+/// Moves what the client sends on its end to the VF uplink until `stop`.
+fn read_uplink(socket: &File, host: &SimHost, counters: &Counters, stop: &AtomicBool) {
+    let uplink = host.vf_uplink();
+    let mut frame = vec![0u8; MAX_FRAME];
+    while !stop.load(Ordering::Acquire) {
+        loop {
+            match (&*socket).read(&mut frame) {
+                Ok(0) => break,
+                Ok(n) => {
+                    counters.from_vf.fetch_add(1, Ordering::Relaxed);
+                    uplink.transmit(0, &frame[..n]);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Would block, or the interface is down: nothing to read now.
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = sys::wait_readable(socket.as_fd(), TICK) {
+            tracing::warn!("sim-host vf port: {e}");
+            std::thread::sleep(TICK);
+        }
+    }
+}
