@@ -74,8 +74,19 @@ enum Action {
         /// The root the host serves under.
         #[arg(long, value_name = "DIR")]
         root: PathBuf,
+        /// Run a timed sequence instead of one command: each line `SECONDS COMMAND`, the time
+        /// counted from the start of the script (non-decreasing; `#` starts a comment), e.g.
+        /// `0 offer-vf 7`, `5 remove-vf --order eject-first`, `35 offer-vf 7`. Every line is
+        /// checked before the first runs; the script stops at the first refusal.
+        #[arg(long, value_name = "FILE", conflicts_with = "command")]
+        script: Option<PathBuf>,
         /// The command and its arguments.
-        #[arg(required = true, num_args = 1.., value_name = "COMMAND", allow_hyphen_values = true)]
+        #[arg(
+            required_unless_present = "script",
+            num_args = 1..,
+            value_name = "COMMAND",
+            allow_hyphen_values = true
+        )]
         command: Vec<String>,
     },
 }
@@ -89,12 +100,39 @@ fn preload_path() -> Option<PathBuf> {
 
 /// Runs the served host until a signal or `--duration`.
 pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
-    if let Some(Action::Ctl { root, command }) = &args.action {
-        let answer = integration::sim_host::ctl::send(root, &command.join(" "))
-            .with_context(|| format!("asking the sim-host under {}", root.display()))?;
-        say!("{answer}");
-        let ok = serde_json_ok(&answer);
-        anyhow::ensure!(ok, "the sim-host refused the command");
+    if let Some(Action::Ctl {
+        root,
+        script,
+        command,
+    }) = &args.action
+    {
+        let steps = match script {
+            Some(file) => {
+                let text = std::fs::read_to_string(file)
+                    .with_context(|| format!("reading the script {}", file.display()))?;
+                parse_script(&text).with_context(|| format!("in {}", file.display()))?
+            }
+            None => vec![(Duration::ZERO, command.join(" "))],
+        };
+        let start = Instant::now();
+        for (at, command) in &steps {
+            // A schedule, not a synchronisation: each command is due at its time.
+            std::thread::sleep(at.saturating_sub(start.elapsed()));
+            let answer = integration::sim_host::ctl::send(root, command)
+                .with_context(|| format!("asking the sim-host under {}", root.display()))?;
+            if script.is_some() {
+                say!(
+                    "[{:>8.3}s] {command}: {answer}",
+                    start.elapsed().as_secs_f64()
+                );
+            } else {
+                say!("{answer}");
+            }
+            anyhow::ensure!(
+                serde_json_ok(&answer),
+                "the sim-host refused the command {command:?}"
+            );
+        }
         return Ok(());
     }
     let Some(root) = &args.root else {
@@ -230,7 +268,78 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The longest wait a script may hold (a day).
+const SCRIPT_MAX: Duration = Duration::from_secs(86_400);
+
+/// A ctl script's steps: `SECONDS COMMAND` lines (blank lines and `#` comments skipped),
+/// times non-decreasing and at most a day.
+fn parse_script(text: &str) -> anyhow::Result<Vec<(Duration, String)>> {
+    let mut steps: Vec<(Duration, String)> = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        let line_no = n + 1;
+        let (at, command) = line
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| anyhow::anyhow!("line {line_no}: {line:?} is not `SECONDS COMMAND`"))?;
+        let at = at
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .filter(|d| *d <= SCRIPT_MAX)
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "line {line_no}: {at:?} is not a time in seconds (0 to 86400, e.g. 2.5)"
+                )
+            })?;
+        if let Some((last, _)) = steps.last() {
+            anyhow::ensure!(
+                at >= *last,
+                "line {line_no}: {at:?} comes before the line above it ({last:?})"
+            );
+        }
+        steps.push((at, command.trim().to_string()));
+    }
+    anyhow::ensure!(!steps.is_empty(), "the script has no commands");
+    Ok(steps)
+}
+
 /// Whether a ctl answer says `"ok":true` (the answer is one JSON object the host wrote).
 fn serde_json_ok(answer: &str) -> bool {
     answer.contains("\"ok\":true")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scripts_parse_and_bad_lines_say_where() {
+        let steps = parse_script(
+            "# servicing\n0 offer-vf 7\n\n2.5 remove-vf --order eject-first  # the host\n30 offer-vf 7\n",
+        )
+        .unwrap();
+        assert_eq!(
+            steps,
+            [
+                (Duration::ZERO, "offer-vf 7".to_string()),
+                (
+                    Duration::from_millis(2500),
+                    "remove-vf --order eject-first".to_string()
+                ),
+                (Duration::from_secs(30), "offer-vf 7".to_string()),
+            ]
+        );
+        let err = |text: &str| format!("{:#}", parse_script(text).unwrap_err());
+        assert!(err("1 link down\nsoon link up").contains("line 2"));
+        assert!(err("-1 link down").contains("not a time"));
+        assert!(err("1e9 link down").contains("not a time"));
+        assert!(err("NaN link down").contains("not a time"));
+        assert!(err("5 link down\n1 link up").contains("comes before"));
+        assert!(err("7").contains("SECONDS COMMAND"));
+        assert!(err("# nothing").contains("no commands"));
+    }
 }

@@ -886,3 +886,42 @@ fn dpdk_adopts_a_veth_vf_and_leaves_it_in_both_removal_orders() {
     }
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn a_ctl_script_runs_its_commands_at_their_times_and_stops_at_a_refusal() {
+    let root = std::env::temp_dir().join(format!("hvnet-sim-script-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let mut served = Served::start(&root);
+    let script = root.join("servicing.txt");
+    std::fs::write(
+        &script,
+        "# a link flap, then a command the host refuses\n0 link down\n0.2 link up\n0.2 fault melt\n0.3 link down\n",
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = hvnet()
+        .args(["sim-host", "ctl", "--root"])
+        .arg(&root)
+        .arg("--script")
+        .arg(&script)
+        .output()
+        .expect("running hvnet sim-host ctl --script");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a refused step fails the script");
+    assert!(stderr.contains("fault melt"), "{stderr}");
+    let answers: Vec<&str> = stdout.lines().collect();
+    assert_eq!(answers.len(), 3, "the step after the refusal ran: {stdout}");
+    assert!(
+        answers[0].contains("link down: media disconnect"),
+        "{stdout}"
+    );
+    assert!(answers[1].contains("link up: media connect"), "{stdout}");
+    assert!(answers[2].contains("\"ok\":false"), "{stdout}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "the second step ran before its time"
+    );
+    served.stop();
+    std::fs::remove_dir_all(&root).unwrap();
+}
