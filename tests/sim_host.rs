@@ -243,6 +243,29 @@ fn dpdk_missing() -> Option<String> {
     None
 }
 
+/// Whether a DPDK test can run here, with `tools` besides (each with the package that has
+/// it). Off CI a missing piece skips the test with a notice; in CI it fails the test.
+fn dpdk_runnable(test: &str, tools: &[(&str, &str)]) -> bool {
+    let missing = dpdk_missing().or_else(|| {
+        tools
+            .iter()
+            .find(|(tool, _)| {
+                !std::env::var_os("PATH")
+                    .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
+            })
+            .map(|(tool, package)| format!("{tool} is not installed (apt-get install {package})"))
+    });
+    let Some(why) = missing else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the {test} cannot run in CI: {why}"
+    );
+    eprintln!("NOTICE: skipping the {test}: {why}");
+    false
+}
+
 /// Testpmd's accumulated forward counts: (RX-packets, RX-dropped, TX-packets, TX-dropped).
 fn forward_totals(out: &str) -> Option<(u64, u64, u64, u64)> {
     let block = out.split("Accumulated forward statistics").nth(1)?;
@@ -312,12 +335,7 @@ fn host_totals(line: &str) -> (u64, u64, u64, u64) {
 
 #[test]
 fn stock_dpdk_testpmd_forwards_on_four_queues_through_sim_host_and_a_second_client_follows() {
-    if let Some(why) = dpdk_missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the DPDK test cannot run in CI: {why}"
-        );
-        eprintln!("NOTICE: skipping the DPDK test: {why}");
+    if !dpdk_runnable("DPDK test", &[]) {
         return;
     }
     let preload = preload();
@@ -393,80 +411,31 @@ fn ctl(root: &Path, command: &[&str]) -> String {
 
 #[test]
 fn a_host_link_down_shows_in_testpmd_port_info_and_up_again() {
-    if let Some(why) = dpdk_missing() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the DPDK test cannot run in CI: {why}"
-        );
-        eprintln!("NOTICE: skipping the DPDK link test: {why}");
+    if !dpdk_runnable("DPDK test", &[]) {
         return;
     }
     let preload = preload();
     let root = std::env::temp_dir().join(format!("hvnet-sim-link-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let mut served = Served::start(&root);
-    // Interactive testpmd, line-buffered (stdbuf) so that each answer arrives when printed;
-    // without LSC interrupts `show port info` asks the PMD, which queries the host.
-    let script = format!(
-        "mount --bind \"$0/bus\" /sys/bus && exec timeout -s INT {} stdbuf -oL dpdk-testpmd \
-         --no-huge -m 512 --no-pci --iova-mode=va -l 0-1 --file-prefix hvnet-sim-link-test \
-         -a {} -- -i --no-lsc-interrupt --total-num-mbufs=16384",
-        BOUND.as_secs(),
-        integration::sim_host::DEFAULT_INSTANCE
+    // Without LSC interrupts `show port info` asks the PMD, which queries the host.
+    let mut tp = Testpmd::start(
+        None,
+        &root,
+        &preload,
+        "hvnet-sim-link-test",
+        "-i --no-lsc-interrupt --total-num-mbufs=16384",
     );
-    let mut testpmd = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .arg(&root)
-        .env("LD_PRELOAD", &preload)
-        .env("HVNET_SIM_DEV", root.join("dev"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting dpdk-testpmd");
-    let mut input = testpmd.stdin.take().unwrap();
-    let stdout = testpmd.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    let mut wait_for = |prefix: &str| -> String {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match lines.recv_timeout(left) {
-                Ok(line) => {
-                    seen.push(line.clone());
-                    if let Some(at) = line.find(prefix) {
-                        return line[at..].to_string();
-                    }
-                }
-                Err(_) => panic!("testpmd never printed {prefix:?}:\n{}", seen.join("\n")),
-            }
-        }
+    let show_link = |tp: &mut Testpmd| -> String {
+        tp.send("show port info 0");
+        tp.wait_for("Link status:")
     };
-    let mut show_link = |input: &mut std::process::ChildStdin| -> String {
-        use std::io::Write as _;
-        writeln!(input, "show port info 0").expect("writing to testpmd");
-        wait_for("Link status:")
-    };
-    assert_eq!(show_link(&mut input), "Link status: up");
+    assert_eq!(show_link(&mut tp), "Link status: up");
     ctl(&root, &["link", "down"]);
-    assert_eq!(show_link(&mut input), "Link status: down");
+    assert_eq!(show_link(&mut tp), "Link status: down");
     ctl(&root, &["link", "up"]);
-    assert_eq!(show_link(&mut input), "Link status: up");
-    {
-        use std::io::Write as _;
-        writeln!(input, "quit").expect("writing to testpmd");
-    }
-    drop(input);
-    let status = testpmd.wait().expect("waiting for testpmd");
-    assert!(status.success(), "testpmd ended with {status}");
+    assert_eq!(show_link(&mut tp), "Link status: up");
+    tp.quit();
     served.stop();
     let _ = std::fs::remove_dir_all("/var/run/dpdk/hvnet-sim-link-test");
     std::fs::remove_dir_all(&root).unwrap();
@@ -515,21 +484,7 @@ impl Drop for Netns {
 
 #[test]
 fn the_linux_stack_pings_dpdk_through_the_hosts_tap_port() {
-    let missing = dpdk_missing().or_else(|| {
-        ["ip", "ping"]
-            .into_iter()
-            .find(|tool| {
-                !std::env::var_os("PATH")
-                    .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-            })
-            .map(|tool| format!("{tool} is not installed (apt-get install iproute2 iputils-ping)"))
-    });
-    if let Some(why) = missing {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the TAP test cannot run in CI: {why}"
-        );
-        eprintln!("NOTICE: skipping the TAP test: {why}");
+    if !dpdk_runnable("TAP test", &[("ip", "iproute2"), ("ping", "iputils-ping")]) {
         return;
     }
     let preload = preload();
@@ -545,44 +500,15 @@ fn the_linux_stack_pings_dpdk_through_the_hosts_tap_port() {
     let mut served = Served::spawn(command);
     netns.run(&["ip", "addr", "add", "10.199.0.1/24", "dev", tap]);
     netns.run(&["ip", "link", "set", tap, "up"]);
-    let script = format!(
-        "mount --bind \"$0/bus\" /sys/bus && exec timeout -s INT {} stdbuf -oL dpdk-testpmd \
-         --no-huge -m 512 --no-pci --iova-mode=va -l 0-1 --file-prefix hvnet-sim-tap-test \
-         -a {} -- --forward-mode=icmpecho --nb-cores=1 --total-num-mbufs=16384",
-        BOUND.as_secs(),
-        integration::sim_host::DEFAULT_INSTANCE
+    // Its input kept open: testpmd forwards until its "Press enter to exit" read ends.
+    let mut tp = Testpmd::start(
+        None,
+        &root,
+        &preload,
+        "hvnet-sim-tap-test",
+        "--forward-mode=icmpecho --nb-cores=1 --total-num-mbufs=16384",
     );
-    let mut testpmd = Command::new("unshare")
-        .args(["-m", "sh", "-c", &script])
-        .arg(&root)
-        .env("LD_PRELOAD", &preload)
-        .env("HVNET_SIM_DEV", root.join("dev"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting dpdk-testpmd");
-    // Kept open: testpmd forwards until its "Press enter to exit" read ends.
-    let input = testpmd.stdin.take().unwrap();
-    let stdout = testpmd.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + BOUND;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if line.starts_with("icmpecho packet forwarding - ports=1") => break,
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("testpmd never started forwarding:\n{}", seen.join("\n")),
-        }
-    }
+    tp.wait_for("icmpecho packet forwarding - ports=1");
     let ping = netns
         .exec(&["ping", "-c", "5", "-i", "0.2", "-w", "30", "10.199.0.2"])
         .output()
@@ -599,9 +525,8 @@ fn the_linux_stack_pings_dpdk_through_the_hosts_tap_port() {
         ping.status.success() && received >= 5 && ping_out.contains(" 0% packet loss"),
         "ping through the TAP to testpmd:\n{ping_out}"
     );
-    drop(input);
-    let status = testpmd.wait().expect("waiting for testpmd");
-    assert!(status.success(), "testpmd ended with {status}");
+    // A line ends its "Press enter to exit" read.
+    tp.quit();
     served.stop();
     let tap_line = served
         .seen
@@ -634,7 +559,7 @@ struct Testpmd {
 }
 
 impl Testpmd {
-    fn start(netns: &Netns, root: &Path, preload: &Path, prefix: &str, args: &str) -> Self {
+    fn start(netns: Option<&Netns>, root: &Path, preload: &Path, prefix: &str, args: &str) -> Self {
         let script = format!(
             "mount --bind \"$0/bus\" /sys/bus && exec timeout -s INT {} stdbuf -oL dpdk-testpmd \
              --no-huge -m 512 --no-pci --iova-mode=va -l 0-1 --file-prefix {prefix} -a {} -- \
@@ -642,8 +567,16 @@ impl Testpmd {
             BOUND.as_secs(),
             integration::sim_host::DEFAULT_INSTANCE
         );
-        let mut child = netns
-            .exec(&["unshare", "-m", "sh", "-c", &script])
+        let unshare = ["unshare", "-m", "sh", "-c", &script];
+        let mut command = match netns {
+            Some(netns) => netns.exec(&unshare),
+            None => {
+                let mut c = Command::new(unshare[0]);
+                c.args(&unshare[1..]);
+                c
+            }
+        };
+        let mut child = command
             .arg(root)
             .env("LD_PRELOAD", preload)
             .env("HVNET_SIM_DEV", root.join("dev"))
@@ -691,6 +624,17 @@ impl Testpmd {
                 Err(_) => panic!("testpmd never printed {text:?}:\n{}", self.seen.join("\n")),
             }
         }
+    }
+
+    /// `stop`: the forward totals of the run it ends (RX-packets, RX-dropped, TX-packets,
+    /// TX-dropped).
+    fn stop(&mut self) -> (u64, u64, u64, u64) {
+        let from = self.seen.len();
+        self.send("stop");
+        self.wait_for("Accumulated forward statistics");
+        self.wait_for("Done.");
+        let out = self.seen[from..].join("\n");
+        forward_totals(&out).unwrap_or_else(|| panic!("no totals from testpmd:\n{out}"))
     }
 
     /// `quit`, then waits for a normal exit; everything it printed.
@@ -773,17 +717,7 @@ fn iface_counter(netns: &Netns, name: &str, counter: &str) -> u64 {
 
 #[test]
 fn dpdk_adopts_a_veth_vf_and_leaves_it_in_both_removal_orders() {
-    let missing = dpdk_missing().or_else(|| {
-        (!std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("ip").exists())))
-        .then(|| "ip is not installed (apt-get install iproute2)".to_string())
-    });
-    if let Some(why) = missing {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the VF test cannot run in CI: {why}"
-        );
-        eprintln!("NOTICE: skipping the VF test: {why}");
+    if !dpdk_runnable("VF test", &[("ip", "iproute2")]) {
         return;
     }
     let preload = preload();
@@ -818,7 +752,7 @@ fn dpdk_adopts_a_veth_vf_and_leaves_it_in_both_removal_orders() {
     // goes, and does not adopt it again.
     for (i, order) in ["association-first", "eject-first"].into_iter().enumerate() {
         let mut tp = Testpmd::start(
-            &netns,
+            Some(&netns),
             &root,
             &preload,
             &format!("hvnet-sim-vf-test-{i}"),
@@ -842,16 +776,28 @@ fn dpdk_adopts_a_veth_vf_and_leaves_it_in_both_removal_orders() {
             !removed.data_path_vf,
             "{order}: the host is still on the VF"
         );
+        // The first burst is all that circulates, and in Azure's order what the client
+        // still sends on the dead VF is lost (counted by the kernel): a new burst shows the
+        // synthetic path carrying traffic again.
+        let (rx1, rx_dropped1, tx1, tx_dropped1) = tp.stop();
+        // `port attach` made the VF a forwarding port of testpmd's too: the netvsc port
+        // alone forwards, its VF is the PMD's.
+        tp.send("set portlist 0");
+        tp.send("start tx_first");
+        tp.wait_for("io packet forwarding - ports=1");
         let back = wait_counts(&root, "frames on the synthetic path again", |c| {
             c.synthetic_to_guest >= removed.synthetic_to_guest + 1000
                 && c.synthetic_from_guest >= removed.synthetic_from_guest + 1000
         });
-        tp.send("stop");
-        tp.wait_for("Accumulated forward statistics");
+        let (rx2, rx_dropped2, tx2, tx_dropped2) = tp.stop();
         let end = vf_counts(&root);
-        let out = tp.quit();
-        let (rx, rx_dropped, tx, tx_dropped) =
-            forward_totals(&out).unwrap_or_else(|| panic!("no totals from testpmd:\n{out}"));
+        tp.quit();
+        let (rx, rx_dropped, tx, tx_dropped) = (
+            rx1 + rx2,
+            rx_dropped1 + rx_dropped2,
+            tx1 + tx2,
+            tx_dropped1 + tx_dropped2,
+        );
         let kernel_dropped = iface_counter(&netns, "vfc", "tx_dropped") - dropped_start;
         eprintln!(
             "{order}: testpmd rx {rx} (dropped {rx_dropped}) tx {tx} (dropped {tx_dropped}); \
@@ -864,19 +810,20 @@ fn dpdk_adopts_a_veth_vf_and_leaves_it_in_both_removal_orders() {
         );
         // Every frame each way is in one counter: what testpmd sent reached the host on one
         // of the paths or was dropped by the kernel on the dead VF; what testpmd received
-        // the host sent on one of the paths. The frames still in the rings when testpmd
-        // stopped (the first burst at most) are the only difference.
+        // the host sent on one of the paths. The frames in flight when testpmd stopped (a
+        // burst at most each time; it discards what waits when it starts again) are the only
+        // difference.
         let to_guest =
             (end.synthetic_to_guest - start.synthetic_to_guest) + (end.to_vf - start.to_vf);
         let from_guest = (end.synthetic_from_guest - start.synthetic_from_guest)
             + (end.from_vf - start.from_vf)
             + kernel_dropped;
         assert!(
-            to_guest >= rx && to_guest - rx <= 64,
+            to_guest >= rx && to_guest - rx <= 128,
             "{order}: the host sent {to_guest} frames to the guest, testpmd received {rx}"
         );
         assert!(
-            tx >= from_guest && tx - from_guest <= 64 || from_guest >= tx && from_guest - tx <= 64,
+            tx.abs_diff(from_guest) <= 128,
             "{order}: testpmd sent {tx}, the host and the kernel account for {from_guest}"
         );
     }
