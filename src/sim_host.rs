@@ -65,7 +65,8 @@ enum Action {
     /// Commands: `link up`, `link down` (indicated to the client at once and answered by the
     /// link query from then on; the state it is in already is a toggle, as on Hyper-V),
     /// `network-change`, `offer-vf SERIAL`, `remove-vf [--order association-first|eject-first]`
-    /// (OpenVMM's order, the default, or Azure's: the device first), `surprise-remove` (the
+    /// (OpenVMM's order, the default, or Azure's: the device first), `absent SECONDS [--order
+    /// …]` (the offered VF removed, then offered again SECONDS later), `surprise-remove` (the
     /// VF device dies; the host notices at the next remove-vf), `switch-synthetic`, `fault
     /// NAME [VALUE]` (e.g. `fault rescind`, `fault drop-completions 3`), `stats` (the host's,
     /// the device node's and the VF port's counters). The answer comes once the host applied

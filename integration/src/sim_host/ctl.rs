@@ -16,6 +16,8 @@
 //!   before the device; eject-first (Azure's), the device goes first (the host steers to
 //!   synthetic at once) and the association after; a surprise removal kills the device and
 //!   leaves the rest to a later `remove-vf`, as a host that has not noticed yet;
+//! - `absent SECONDS [--order …]`: a servicing window, the offered VF removed as `remove-vf`
+//!   does and offered again (device and association) SECONDS later;
 //! - `fault NAME [VALUE]`: one of the host's faults ([`Fault`]), kebab-case;
 //! - `stats`: the host's and the device node's counters.
 
@@ -25,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::host::{Fault, SimHost};
 
@@ -65,16 +67,17 @@ impl CtlServer {
             std::thread::Builder::new()
                 .name("sim-ctl".into())
                 .spawn(move || {
-                    let mut link_up = true;
+                    let mut state = State::default();
+                    let ctx = Ctx {
+                        host: &host,
+                        vf: vf.as_deref(),
+                        node: &node,
+                    };
                     while !stop.load(Ordering::Acquire) {
+                        reoffer_due(&ctx, &mut state);
                         match listener.accept() {
                             Ok((stream, _)) => {
-                                let ctx = Ctx {
-                                    host: &host,
-                                    vf: vf.as_deref(),
-                                    node: &node,
-                                };
-                                if let Err(e) = answer(stream, &ctx, &mut link_up) {
+                                if let Err(e) = answer(stream, &ctx, &mut state) {
                                     tracing::warn!("sim-host ctl: {e}");
                                 }
                             }
@@ -109,6 +112,30 @@ impl Drop for CtlServer {
     }
 }
 
+/// What the server remembers between commands.
+#[derive(Debug)]
+struct State {
+    /// The link the client was last told.
+    link_up: bool,
+    /// The serial of the VF last offered and not removed since.
+    offered: Option<u32>,
+    /// A VF to offer again at a time (`absent`).
+    reoffer: Option<(Instant, u32)>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            link_up: true,
+            offered: None,
+            reoffer: None,
+        }
+    }
+}
+
+/// The longest absence `absent` takes (a day).
+const ABSENT_MAX: u32 = 86_400;
+
 /// What a command acts on.
 struct Ctx<'a, N: Fn() -> UioNodeStats> {
     /// The host.
@@ -123,14 +150,14 @@ struct Ctx<'a, N: Fn() -> UioNodeStats> {
 fn answer<N: Fn() -> UioNodeStats>(
     stream: UnixStream,
     ctx: &Ctx<'_, N>,
-    link_up: &mut bool,
+    state: &mut State,
 ) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new((&stream).take_limited(MAX_LINE)).read_line(&mut line)?;
-    let reply = run(line.trim(), ctx, link_up);
+    let reply = run(line.trim(), ctx, state);
     let mut out = serde_json::to_string(&reply).map_err(io::Error::other)?;
     out.push('\n');
     (&stream).write_all(out.as_bytes())
@@ -149,8 +176,9 @@ impl<R: io::Read> TakeLimited for R {}
 fn run<N: Fn() -> UioNodeStats>(
     command: &str,
     ctx: &Ctx<'_, N>,
-    link_up: &mut bool,
+    state: &mut State,
 ) -> serde_json::Value {
+    let link_up = &mut state.link_up;
     let host = ctx.host;
     let words: Vec<&str> = command.split_whitespace().collect();
     // Answered once the host thread applied the command: what the answer says is then true.
@@ -193,6 +221,8 @@ fn run<N: Fn() -> UioNodeStats>(
                     Some(Err(e)) => return refuse(format!("offer-vf: plugging the VF in: {e}")),
                 };
                 host.offer_vf(serial);
+                state.offered = Some(serial);
+                state.reoffer = None;
                 did(format!(
                     "VF {serial} associated (NVSP 128 {{1, {serial}}}) once the session allows \
                      it; {device}"
@@ -201,32 +231,46 @@ fn run<N: Fn() -> UioNodeStats>(
             Err(_) => refuse(format!("offer-vf: {serial:?} is not a VF serial (a u32)")),
         },
         ["remove-vf"] | ["remove-vf", "--order", "association-first"] => {
-            host.remove_vf();
-            if !host.settle(SETTLE) {
-                return refuse(format!(
-                    "the host did not apply remove-vf within {SETTLE:?}"
-                ));
+            match remove(ctx, state, false) {
+                Ok(what) => did(what.into()),
+                Err(e) => refuse(e),
             }
-            if let Some(Err(e)) = ctx.vf.map(VfIfacePort::unplug) {
-                return refuse(format!("remove-vf: unplugging the VF: {e}"));
-            }
-            did(
-                "VF removed association-first (OpenVMM's order): data path to synthetic if it \
-                 was the VF, NVSP 128 {0}, then the device"
-                    .into(),
-            )
         }
-        ["remove-vf", "--order", "eject-first"] => {
-            if let Some(Err(e)) = ctx.vf.map(VfIfacePort::unplug) {
-                return refuse(format!("remove-vf: unplugging the VF: {e}"));
+        ["remove-vf", "--order", "eject-first"] => match remove(ctx, state, true) {
+            Ok(what) => did(what.into()),
+            Err(e) => refuse(e),
+        },
+        ["absent", seconds, order @ ..] => {
+            let eject_first = match order {
+                [] | ["--order", "association-first"] => false,
+                ["--order", "eject-first"] => true,
+                _ => {
+                    return refuse(format!(
+                        "absent: {command:?}: the order is --order association-first or --order \
+                         eject-first"
+                    ));
+                }
+            };
+            let Some(seconds) = seconds
+                .parse::<u32>()
+                .ok()
+                .filter(|s| (1..=ABSENT_MAX).contains(s))
+            else {
+                return refuse(format!(
+                    "absent: {seconds:?} is not a number of seconds (1 to {ABSENT_MAX})"
+                ));
+            };
+            let Some(serial) = state.offered else {
+                return refuse("absent: no VF is offered (offer-vf SERIAL first)".into());
+            };
+            match remove(ctx, state, eject_first) {
+                Ok(what) => {
+                    state.reoffer =
+                        Some((Instant::now() + Duration::from_secs(seconds.into()), serial));
+                    did(format!("{what}; VF {serial} offered again in {seconds} s"))
+                }
+                Err(e) => refuse(e),
             }
-            host.remove_vf();
-            did(
-                "VF removed eject-first (Azure's order): the device (the host steers to \
-                 synthetic from then on), then data path to synthetic if it was the VF and \
-                 NVSP 128 {0}"
-                    .into(),
-            )
         }
         ["remove-vf", ..] => refuse(format!(
             "remove-vf: {command:?}: the order is --order association-first or --order eject-first"
@@ -263,8 +307,59 @@ fn run<N: Fn() -> UioNodeStats>(
 
 /// The commands, for errors and help.
 pub const COMMANDS: &str = "link up|down, network-change, offer-vf SERIAL, remove-vf [--order \
-                            association-first|eject-first], surprise-remove, switch-synthetic, \
-                            fault NAME [VALUE], stats";
+                            association-first|eject-first], absent SECONDS [--order …], \
+                            surprise-remove, switch-synthetic, fault NAME [VALUE], stats";
+
+/// Removes the VF in the order asked for: what the host did, or why it could not.
+fn remove<N: Fn() -> UioNodeStats>(
+    ctx: &Ctx<'_, N>,
+    state: &mut State,
+    eject_first: bool,
+) -> Result<&'static str, String> {
+    state.offered = None;
+    state.reoffer = None;
+    let unplug = || match ctx.vf.map(VfIfacePort::unplug) {
+        Some(Err(e)) => Err(format!("remove-vf: unplugging the VF: {e}")),
+        _ => Ok(()),
+    };
+    if eject_first {
+        unplug()?;
+        ctx.host.remove_vf();
+        return Ok(
+            "VF removed eject-first (Azure's order): the device (the host steers to synthetic \
+             from then on), then data path to synthetic if it was the VF and NVSP 128 {0}",
+        );
+    }
+    ctx.host.remove_vf();
+    if !ctx.host.settle(SETTLE) {
+        return Err(format!(
+            "the host did not apply remove-vf within {SETTLE:?}"
+        ));
+    }
+    unplug()?;
+    Ok(
+        "VF removed association-first (OpenVMM's order): data path to synthetic if it was the \
+        VF, NVSP 128 {0}, then the device",
+    )
+}
+
+/// Offers the VF an `absent` took away once its time has come.
+fn reoffer_due<N: Fn() -> UioNodeStats>(ctx: &Ctx<'_, N>, state: &mut State) {
+    let Some((at, serial)) = state.reoffer else {
+        return;
+    };
+    if Instant::now() < at {
+        return;
+    }
+    state.reoffer = None;
+    if let Some(Err(e)) = ctx.vf.map(VfIfacePort::plug) {
+        tracing::warn!("sim-host ctl: plugging the VF back in: {e}");
+        return;
+    }
+    ctx.host.offer_vf(serial);
+    state.offered = Some(serial);
+    tracing::info!("sim-host ctl: VF {serial} offered again after its absence");
+}
 
 fn refuse(error: String) -> serde_json::Value {
     serde_json::json!({ "ok": false, "error": error })
@@ -376,8 +471,8 @@ mod tests {
             vf: None,
             node: &node,
         };
-        let mut link_up = true;
-        let mut ask = |command: &str| run(command, &ctx, &mut link_up);
+        let mut state = State::default();
+        let mut ask = |command: &str| run(command, &ctx, &mut state);
         let offered = ask("offer-vf 7");
         assert_eq!(offered["ok"], true, "{offered}");
         assert!(offered["did"].as_str().unwrap().contains("no VF device"));
@@ -404,5 +499,54 @@ mod tests {
         assert_eq!(surprise["ok"], false);
         assert!(surprise["error"].as_str().unwrap().contains("--vf-iface"));
         assert_eq!(ask("stats")["vf_port"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn absent_removes_the_offered_vf_and_offers_it_again_when_due() {
+        let (host, _device) = SimHost::start(crate::host::HostConfig::default()).unwrap();
+        let node = UioNodeStats::default;
+        let ctx = Ctx {
+            host: &host,
+            vf: None,
+            node: &node,
+        };
+        let mut state = State::default();
+        let refused = run("absent 5", &ctx, &mut state);
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap()
+                .contains("no VF is offered")
+        );
+        assert_eq!(run("offer-vf 7", &ctx, &mut state)["ok"], true);
+        for bad in [
+            "absent 0",
+            "absent 86401",
+            "absent soon",
+            "absent 5 --order sideways",
+        ] {
+            assert_eq!(run(bad, &ctx, &mut state)["ok"], false, "{bad}");
+        }
+        assert_eq!(state.offered, Some(7), "a refused absence removes nothing");
+        let answer = run("absent 30 --order eject-first", &ctx, &mut state);
+        let did = answer["did"].as_str().unwrap();
+        assert!(
+            did.contains("eject-first") && did.contains("again in 30 s"),
+            "{did}"
+        );
+        assert_eq!(state.offered, None);
+        let (at, serial) = state.reoffer.unwrap();
+        assert_eq!(serial, 7);
+        reoffer_due(&ctx, &mut state);
+        assert!(state.reoffer.is_some(), "not before its time");
+        state.reoffer = Some((at - Duration::from_secs(31), serial));
+        reoffer_due(&ctx, &mut state);
+        assert_eq!((state.offered, state.reoffer), (Some(7), None));
+        assert!(host.settle(SETTLE));
+        assert_eq!(
+            host.stats().vf_associations,
+            0,
+            "no session: nothing to associate"
+        );
     }
 }
