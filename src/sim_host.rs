@@ -34,8 +34,8 @@ pub struct SimHostArgs {
 
     /// Make the vSwitch's external port the TAP device NAME (created here, removed at exit):
     /// the kernel stack behind the host. Frames the client sends come out of it, frames the
-    /// kernel sends into it reach the client. Needs CAP_NET_ADMIN; bring it up and address it
-    /// with ip(8).
+    /// kernel sends into it reach the client; its carrier follows the link (`ctl link down`).
+    /// Needs CAP_NET_ADMIN; bring it up and address it with ip(8).
     #[arg(long, value_name = "NAME", conflicts_with = "port")]
     tap: Option<String>,
 
@@ -159,17 +159,11 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
                 ..integration::host::HostConfig::default()
             },
             vf_iface: args.vf_iface.clone(),
+            tap: args.tap.clone(),
             ..SimHostConfig::default()
         },
     )
     .with_context(|| format!("serving a simulated host under {}", root.display()))?;
-    let tap = match &args.tap {
-        Some(name) => Some(
-            integration::sim_host::tap::TapPort::open(name, server.host().clone())
-                .with_context(|| format!("creating the TAP device {name}"))?,
-        ),
-        None => None,
-    };
     let preload = match preload_path() {
         Some(p) if p.exists() => p.display().to_string(),
         _ => format!("<{PRELOAD}: cargo build -p hvnet-sim-uio>"),
@@ -189,8 +183,11 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
             .map(|d| d.display().to_string())
             .unwrap_or_default()
     );
-    if let Some(tap) = &tap {
-        say!("external port: TAP device {}", tap.name());
+    if let Some(tap) = server.tap_port() {
+        say!(
+            "external port: TAP device {} (its carrier follows the link)",
+            tap.name()
+        );
     }
     if let Some(vf) = server.vf_port() {
         say!(
@@ -234,9 +231,8 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
             v.failed
         );
     }
-    if let Some(tap) = tap {
+    if let Some(tap) = server.tap_port() {
         let t = tap.stats();
-        drop(tap);
         say!(
             "tap: {} frame(s) from the kernel to the guest ({} refused), {} from the guest to the kernel ({} dropped)",
             t.to_guest,

@@ -525,6 +525,19 @@ fn the_linux_stack_pings_dpdk_through_the_hosts_tap_port() {
         ping.status.success() && received >= 5 && ping_out.contains(" 0% packet loss"),
         "ping through the TAP to testpmd:\n{ping_out}"
     );
+    // The TAP's carrier follows the host's link.
+    let carrier = || {
+        let out = netns
+            .exec(&["cat", &format!("/sys/class/net/{tap}/carrier")])
+            .output()
+            .expect("reading the TAP's carrier");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(carrier(), "1");
+    ctl(&root, &["link", "down"]);
+    assert_eq!(carrier(), "0", "the carrier stayed up with the link down");
+    ctl(&root, &["link", "up"]);
+    assert_eq!(carrier(), "1");
     // A line ends its "Press enter to exit" read.
     tp.quit();
     served.stop();

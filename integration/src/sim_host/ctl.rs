@@ -5,7 +5,8 @@
 //! did (`{"ok":true,"did":"…"}`, or `{"ok":false,"error":"…"}`). Commands:
 //!
 //! - `link up`, `link down`: the endpoint's link. A change is indicated to the client at
-//!   once (RNDIS media connect or disconnect) and answered from then on by the link query; the
+//!   once (RNDIS media connect or disconnect), the TAP port's carrier follows it, and the link
+//!   query answers it from then on; the
 //!   state it is in already is a toggle (the other state, then this one again after the link
 //!   delay), as a real host does;
 //! - `network-change`: an RNDIS network-change indication;
@@ -31,8 +32,18 @@ use std::time::{Duration, Instant};
 
 use crate::host::{Fault, SimHost};
 
+use super::tap::TapPort;
 use super::uio::UioNodeStats;
 use super::vf_iface::VfIfacePort;
+
+/// The host's ports a command may act on besides the host itself.
+#[derive(Debug, Default)]
+pub struct Ports {
+    /// The VF's port (`--vf-iface`).
+    pub vf: Option<Arc<VfIfacePort>>,
+    /// The TAP port (`--tap`): its carrier follows the link.
+    pub tap: Option<Arc<TapPort>>,
+}
 
 /// The longest command line.
 const MAX_LINE: u64 = 256;
@@ -56,7 +67,7 @@ impl CtlServer {
     pub fn serve(
         path: &Path,
         host: Arc<SimHost>,
-        vf: Option<Arc<VfIfacePort>>,
+        ports: Ports,
         node: impl Fn() -> UioNodeStats + Send + 'static,
     ) -> io::Result<Self> {
         let listener = UnixListener::bind(path)?;
@@ -70,7 +81,8 @@ impl CtlServer {
                     let mut state = State::default();
                     let ctx = Ctx {
                         host: &host,
-                        vf: vf.as_deref(),
+                        vf: ports.vf.as_deref(),
+                        tap: ports.tap.as_deref(),
                         node: &node,
                     };
                     while !stop.load(Ordering::Acquire) {
@@ -142,6 +154,8 @@ struct Ctx<'a, N: Fn() -> UioNodeStats> {
     host: &'a SimHost,
     /// The VF's port, if the host has one.
     vf: Option<&'a VfIfacePort>,
+    /// The TAP port, if the host has one.
+    tap: Option<&'a TapPort>,
     /// Reads the device node's counters.
     node: &'a N,
 }
@@ -203,8 +217,13 @@ fn run<N: Fn() -> UioNodeStats>(
                 ))
             } else {
                 *link_up = up;
+                let carrier = match ctx.tap.map(|t| t.set_carrier(up).map(|()| t.name())) {
+                    None => String::new(),
+                    Some(Ok(name)) => format!("; {name}'s carrier {state}"),
+                    Some(Err(e)) => format!("; the TAP's carrier unchanged ({e})"),
+                };
                 did(format!(
-                    "link {state}: media {} indicated; the link query answers {state}",
+                    "link {state}: media {} indicated; the link query answers {state}{carrier}",
                     if up { "connect" } else { "disconnect" }
                 ))
             }
@@ -469,6 +488,7 @@ mod tests {
         let ctx = Ctx {
             host: &host,
             vf: None,
+            tap: None,
             node: &node,
         };
         let mut state = State::default();
@@ -508,6 +528,7 @@ mod tests {
         let ctx = Ctx {
             host: &host,
             vf: None,
+            tap: None,
             node: &node,
         };
         let mut state = State::default();

@@ -59,6 +59,8 @@ pub struct SimHostConfig {
     pub relid: u32,
     /// The interface that is the VF's port ([`vf_iface`]): the host's end of a veth pair.
     pub vf_iface: Option<String>,
+    /// A TAP device to create as the vSwitch's external port ([`tap`]).
+    pub tap: Option<String>,
 }
 
 impl Default for SimHostConfig {
@@ -68,6 +70,7 @@ impl Default for SimHostConfig {
             instance: DEFAULT_INSTANCE.into(),
             relid: DEFAULT_RELID,
             vf_iface: None,
+            tap: None,
         }
     }
 }
@@ -99,6 +102,15 @@ pub enum SimHostError {
         #[source]
         source: std::io::Error,
     },
+    /// The TAP device.
+    #[error("creating the TAP device {name:?}")]
+    Tap {
+        /// The device.
+        name: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
     /// A bad instance GUID.
     #[error("instance {0:?} is not a GUID (8-4-4-4-12 hex digits)")]
     Instance(String),
@@ -112,6 +124,7 @@ pub struct SimHostServer {
     ctl: Option<ctl::CtlServer>,
     node: Option<Arc<UioNode>>,
     vf: Option<Arc<vf_iface::VfIfacePort>>,
+    tap: Option<Arc<tap::TapPort>>,
     mac: packet::MacAddr,
     host: Arc<SimHost>,
     tree: Tree,
@@ -242,12 +255,29 @@ impl SimHostServer {
                 }
             },
         };
+        let tap = match &config.tap {
+            None => None,
+            Some(name) => match tap::TapPort::open(name, host.clone()) {
+                Ok(port) => Some(Arc::new(port)),
+                Err(source) => {
+                    drop((vf, node));
+                    tree.remove(&entry);
+                    return Err(SimHostError::Tap {
+                        name: name.clone(),
+                        source,
+                    });
+                }
+            },
+        };
         let ctl = {
             let counted = node.clone();
             match ctl::CtlServer::serve(
                 &tree.root.join("ctl"),
                 host.clone(),
-                vf.clone(),
+                ctl::Ports {
+                    vf: vf.clone(),
+                    tap: tap.clone(),
+                },
                 move || counted.stats(),
             ) {
                 Ok(ctl) => ctl,
@@ -262,6 +292,7 @@ impl SimHostServer {
             ctl: Some(ctl),
             node: Some(node),
             vf,
+            tap,
             mac,
             host,
             tree,
@@ -289,6 +320,11 @@ impl SimHostServer {
         self.mac
     }
 
+    /// The TAP port, if the host has one.
+    pub fn tap_port(&self) -> Option<&tap::TapPort> {
+        self.tap.as_deref()
+    }
+
     /// The VF's port, if the host has one.
     pub fn vf_port(&self) -> Option<&vf_iface::VfIfacePort> {
         self.vf.as_deref()
@@ -305,6 +341,7 @@ impl Drop for SimHostServer {
         drop(self.ctl.take());
         drop(self.node.take());
         drop(self.vf.take());
+        drop(self.tap.take());
         self.tree.remove(&self.entry);
     }
 }

@@ -232,3 +232,18 @@ pub(crate) fn set_interface_up(socket: BorrowedFd<'_>, name: &str, up: bool) -> 
     }
     Ok(was_up)
 }
+
+/// `TUNSETCARRIER`: `_IOW('T', 226, int)` (Linux 4.20 on); the libc crate has no name for it.
+const TUNSETCARRIER: libc::c_ulong = 0x4004_54e2;
+
+/// Sets the carrier of the TAP device open on `tap`.
+pub(crate) fn set_tap_carrier(tap: BorrowedFd<'_>, up: bool) -> io::Result<()> {
+    let value: libc::c_int = up.into();
+    // SAFETY: TUNSETCARRIER reads one int through the pointer passed, which points at a local
+    // that lives for the call; the fd is the open TAP device.
+    let rc = unsafe { libc::ioctl(tap.as_raw_fd(), TUNSETCARRIER, &value) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

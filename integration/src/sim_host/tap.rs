@@ -3,7 +3,8 @@
 //! Frames the kernel sends into the TAP reach the client as if from the external network
 //! (on the queue a vSwitch picks); frames the client transmits come out of the TAP. A thread
 //! moves them both ways; a frame the TAP cannot take now (its queue is full) is dropped and
-//! counted, never waited for, so the host is never held up by the kernel.
+//! counted, never waited for, so the host is never held up by the kernel. The device's
+//! carrier follows the host's link (`ctl link up|down`).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -47,6 +48,7 @@ struct Counters {
 #[derive(Debug)]
 pub struct TapPort {
     name: String,
+    tap: Arc<File>,
     stop: Arc<AtomicBool>,
     counters: Arc<Counters>,
     thread: Option<JoinHandle<()>>,
@@ -55,17 +57,18 @@ pub struct TapPort {
 impl TapPort {
     /// Creates the TAP device `name` and bridges it to `host`'s external port.
     pub fn open(name: &str, host: Arc<SimHost>) -> io::Result<Self> {
-        let tap = File::from(sys::open_tap(name)?);
+        let tap = Arc::new(File::from(sys::open_tap(name)?));
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let thread = {
-            let (stop, counters) = (stop.clone(), counters.clone());
+            let (tap, stop, counters) = (tap.clone(), stop.clone(), counters.clone());
             std::thread::Builder::new()
                 .name("sim-tap".into())
-                .spawn(move || bridge(tap, &host, &stop, &counters))?
+                .spawn(move || bridge(&tap, &host, &stop, &counters))?
         };
         Ok(Self {
             name: name.to_string(),
+            tap,
             stop,
             counters,
             thread: Some(thread),
@@ -75,6 +78,11 @@ impl TapPort {
     /// The device's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Sets the device's carrier: the host's link, as the kernel sees it.
+    pub fn set_carrier(&self, up: bool) -> io::Result<()> {
+        sys::set_tap_carrier(self.tap.as_fd(), up)
     }
 
     /// The port's counters.
@@ -99,7 +107,8 @@ impl Drop for TapPort {
     }
 }
 
-fn bridge(mut tap: File, host: &SimHost, stop: &AtomicBool, counters: &Counters) {
+fn bridge(tap: &File, host: &SimHost, stop: &AtomicBool, counters: &Counters) {
+    let mut tap = tap;
     let external = host.external();
     let mut frame = vec![0u8; MAX_FRAME];
     while !stop.load(Ordering::Acquire) {
