@@ -37,12 +37,55 @@ fn preload() -> PathBuf {
     path
 }
 
+/// A child's stdout, line by line as it arrives, and every line read so far.
+struct Output {
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Output {
+    fn read(stdout: impl std::io::Read + Send + 'static) -> Self {
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (bounded) for a line where `find` finds something; the line from there on.
+    /// `who` and `what` name them in the failure.
+    fn wait(&mut self, who: &str, what: &str, find: impl Fn(&str) -> Option<usize>) -> String {
+        let deadline = Instant::now() + BOUND;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if let Some(at) = find(&line) {
+                        return line[at..].to_string();
+                    }
+                }
+                Err(_) => panic!(
+                    "{who} never printed {what:?}; it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
 /// A running `hvnet sim-host`, its stdout lines arriving on a channel; killed if the test
 /// fails before it stops it.
 struct Served {
     child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    out: Output,
 }
 
 impl Served {
@@ -64,42 +107,16 @@ impl Served {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("starting hvnet sim-host");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut served = Self {
-            child,
-            lines,
-            seen: Vec::new(),
-        };
+        let out = Output::read(child.stdout.take().unwrap());
+        let mut served = Self { child, out };
         served.wait_for_line("ready");
         served
     }
 
     /// Waits (bounded) for a line starting with `prefix`; returns it.
     fn wait_for_line(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.starts_with(prefix) {
-                        return line;
-                    }
-                }
-                Err(_) => panic!(
-                    "sim-host never printed {prefix:?}; it printed:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
+        self.out
+            .wait("sim-host", prefix, |l| l.starts_with(prefix).then_some(0))
     }
 
     /// SIGTERM, then waits (bounded) for a clean exit.
@@ -213,7 +230,7 @@ fn hvnet_probe_attaches_to_sim_host_through_its_uio_backend_with_subchannels_twi
         "{answer}"
     );
     served.stop();
-    let last = served.seen.last().cloned().unwrap_or_default();
+    let last = served.out.seen.last().cloned().unwrap_or_default();
     assert!(last.contains("in 2 session(s)"), "{last}");
     assert!(last.contains("0 protocol error(s)"), "{last}");
     assert!(
@@ -370,7 +387,7 @@ fn stock_dpdk_testpmd_forwards_on_four_queues_through_sim_host_and_a_second_clie
         forwarded.push(rx);
     }
     served.stop();
-    let last = served.seen.last().cloned().unwrap_or_default();
+    let last = served.out.seen.last().cloned().unwrap_or_default();
     assert!(last.contains("in 2 session(s)"), "{last}");
     let (to_guest, from_guest, dropped, errors) = host_totals(&last);
     assert_eq!((dropped, errors), (0, 0), "{last}");
@@ -542,6 +559,7 @@ fn the_linux_stack_pings_dpdk_through_the_hosts_tap_port() {
     tp.quit();
     served.stop();
     let tap_line = served
+        .out
         .seen
         .iter()
         .find(|l| l.starts_with("tap: "))
@@ -556,7 +574,7 @@ fn the_linux_stack_pings_dpdk_through_the_hosts_tap_port() {
         .unwrap_or_else(|| panic!("no tap counters in {tap_line:?}"));
     assert!(from_guest >= 6, "{tap_line}");
     assert!(tap_line.ends_with("(0 dropped)"), "{tap_line}");
-    let last = served.seen.last().cloned().unwrap_or_default();
+    let last = served.out.seen.last().cloned().unwrap_or_default();
     assert!(last.contains("0 protocol error(s)"), "{last}");
     let _ = std::fs::remove_dir_all("/var/run/dpdk/hvnet-sim-tap-test");
     std::fs::remove_dir_all(&root).unwrap();
@@ -567,8 +585,7 @@ fn the_linux_stack_pings_dpdk_through_the_hosts_tap_port() {
 struct Testpmd {
     child: Child,
     input: Option<std::process::ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+    out: Output,
 }
 
 impl Testpmd {
@@ -599,21 +616,8 @@ impl Testpmd {
             .spawn()
             .expect("starting dpdk-testpmd");
         let input = child.stdin.take();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            child,
-            input,
-            lines,
-            seen: Vec::new(),
-        }
+        let out = Output::read(child.stdout.take().unwrap());
+        Self { child, input, out }
     }
 
     fn send(&mut self, command: &str) {
@@ -622,31 +626,19 @@ impl Testpmd {
         writeln!(input, "{command}").expect("writing to testpmd");
     }
 
-    /// Waits (bounded) for a line containing `text`; the output from here on.
+    /// Waits (bounded) for a line containing `text`; the line from there on.
     fn wait_for(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if let Some(at) = line.find(text) {
-                        return line[at..].to_string();
-                    }
-                }
-                Err(_) => panic!("testpmd never printed {text:?}:\n{}", self.seen.join("\n")),
-            }
-        }
+        self.out.wait("testpmd", text, |l| l.find(text))
     }
 
     /// `stop`: the forward totals of the run it ends (RX-packets, RX-dropped, TX-packets,
     /// TX-dropped).
     fn stop(&mut self) -> (u64, u64, u64, u64) {
-        let from = self.seen.len();
+        let from = self.out.seen.len();
         self.send("stop");
         self.wait_for("Accumulated forward statistics");
         self.wait_for("Done.");
-        let out = self.seen[from..].join("\n");
+        let out = self.out.seen[from..].join("\n");
         forward_totals(&out).unwrap_or_else(|| panic!("no totals from testpmd:\n{out}"))
     }
 
@@ -657,7 +649,7 @@ impl Testpmd {
         self.wait_for("Bye...");
         let status = self.child.wait().expect("waiting for testpmd");
         assert!(status.success(), "testpmd ended with {status}");
-        self.seen.join("\n")
+        self.out.seen.join("\n")
     }
 }
 

@@ -481,93 +481,86 @@ mod tests {
         assert!(fault("melt", &[]).unwrap_err().contains("ring-corruption"));
     }
 
-    #[test]
-    fn vf_commands_without_a_vf_port_say_what_they_did_or_why_not() {
+    /// Runs `f` on a host without a session or ports, as the server would.
+    fn on_bare_host(f: impl FnOnce(&Ctx<'_, fn() -> UioNodeStats>, &mut State)) {
         let (host, _device) = SimHost::start(crate::host::HostConfig::default()).unwrap();
-        let node = UioNodeStats::default;
+        let node: fn() -> UioNodeStats = UioNodeStats::default;
         let ctx = Ctx {
             host: &host,
             vf: None,
             tap: None,
             node: &node,
         };
-        let mut state = State::default();
-        let mut ask = |command: &str| run(command, &ctx, &mut state);
-        let offered = ask("offer-vf 7");
-        assert_eq!(offered["ok"], true, "{offered}");
-        assert!(offered["did"].as_str().unwrap().contains("no VF device"));
-        for order in ["remove-vf", "remove-vf --order association-first"] {
-            let answer = ask(order);
+        f(&ctx, &mut State::default());
+    }
+
+    #[test]
+    fn vf_commands_without_a_vf_port_say_what_they_did_or_why_not() {
+        on_bare_host(|ctx, state| {
+            let mut ask = |command: &str| run(command, ctx, state);
+            let offered = ask("offer-vf 7");
+            assert_eq!(offered["ok"], true, "{offered}");
+            assert!(offered["did"].as_str().unwrap().contains("no VF device"));
+            for order in ["remove-vf", "remove-vf --order association-first"] {
+                let answer = ask(order);
+                assert!(
+                    answer["did"]
+                        .as_str()
+                        .unwrap()
+                        .contains("association-first")
+                );
+            }
+            let eject = ask("remove-vf --order eject-first");
+            assert!(eject["did"].as_str().unwrap().contains("eject-first"));
+            let bad = ask("remove-vf --order sideways");
+            assert_eq!(bad["ok"], false);
             assert!(
-                answer["did"]
+                bad["error"]
                     .as_str()
                     .unwrap()
-                    .contains("association-first")
+                    .contains("--order eject-first")
             );
-        }
-        let eject = ask("remove-vf --order eject-first");
-        assert!(eject["did"].as_str().unwrap().contains("eject-first"));
-        let bad = ask("remove-vf --order sideways");
-        assert_eq!(bad["ok"], false);
-        assert!(
-            bad["error"]
-                .as_str()
-                .unwrap()
-                .contains("--order eject-first")
-        );
-        let surprise = ask("surprise-remove");
-        assert_eq!(surprise["ok"], false);
-        assert!(surprise["error"].as_str().unwrap().contains("--vf-iface"));
-        assert_eq!(ask("stats")["vf_port"], serde_json::Value::Null);
+            let surprise = ask("surprise-remove");
+            assert_eq!(surprise["ok"], false);
+            assert!(surprise["error"].as_str().unwrap().contains("--vf-iface"));
+            assert_eq!(ask("stats")["vf_port"], serde_json::Value::Null);
+        });
     }
 
     #[test]
     fn absent_removes_the_offered_vf_and_offers_it_again_when_due() {
-        let (host, _device) = SimHost::start(crate::host::HostConfig::default()).unwrap();
-        let node = UioNodeStats::default;
-        let ctx = Ctx {
-            host: &host,
-            vf: None,
-            tap: None,
-            node: &node,
-        };
-        let mut state = State::default();
-        let refused = run("absent 5", &ctx, &mut state);
-        assert!(
-            refused["error"]
-                .as_str()
-                .unwrap()
-                .contains("no VF is offered")
-        );
-        assert_eq!(run("offer-vf 7", &ctx, &mut state)["ok"], true);
-        for bad in [
-            "absent 0",
-            "absent 86401",
-            "absent soon",
-            "absent 5 --order sideways",
-        ] {
-            assert_eq!(run(bad, &ctx, &mut state)["ok"], false, "{bad}");
-        }
-        assert_eq!(state.offered, Some(7), "a refused absence removes nothing");
-        let answer = run("absent 30 --order eject-first", &ctx, &mut state);
-        let did = answer["did"].as_str().unwrap();
-        assert!(
-            did.contains("eject-first") && did.contains("again in 30 s"),
-            "{did}"
-        );
-        assert_eq!(state.offered, None);
-        let (at, serial) = state.reoffer.unwrap();
-        assert_eq!(serial, 7);
-        reoffer_due(&ctx, &mut state);
-        assert!(state.reoffer.is_some(), "not before its time");
-        state.reoffer = Some((at - Duration::from_secs(31), serial));
-        reoffer_due(&ctx, &mut state);
-        assert_eq!((state.offered, state.reoffer), (Some(7), None));
-        assert!(host.settle(SETTLE));
-        assert_eq!(
-            host.stats().vf_associations,
-            0,
-            "no session: nothing to associate"
-        );
+        on_bare_host(|ctx, state| {
+            let refused = run("absent 5", ctx, state);
+            assert!(
+                refused["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("no VF is offered")
+            );
+            assert_eq!(run("offer-vf 7", ctx, state)["ok"], true);
+            for bad in [
+                "absent 0",
+                "absent 86401",
+                "absent soon",
+                "absent 5 --order sideways",
+            ] {
+                assert_eq!(run(bad, ctx, state)["ok"], false, "{bad}");
+            }
+            assert_eq!(state.offered, Some(7), "a refused absence removes nothing");
+            let answer = run("absent 30 --order eject-first", ctx, state);
+            let did = answer["did"].as_str().unwrap();
+            assert!(
+                did.contains("eject-first") && did.contains("again in 30 s"),
+                "{did}"
+            );
+            assert_eq!(state.offered, None);
+            let (at, serial) = state.reoffer.unwrap();
+            assert_eq!(serial, 7);
+            reoffer_due(ctx, state);
+            assert!(state.reoffer.is_some(), "not before its time");
+            state.reoffer = Some((at - Duration::from_secs(31), serial));
+            reoffer_due(ctx, state);
+            assert_eq!((state.offered, state.reoffer), (Some(7), None));
+        });
     }
 }
