@@ -69,7 +69,7 @@ enum Action {
     /// …]` (the offered VF removed, then offered again SECONDS later), `surprise-remove` (the
     /// VF device dies; the host notices at the next remove-vf), `switch-synthetic`, `fault
     /// NAME [VALUE]` (e.g. `fault rescind`, `fault drop-completions 3`), `stats` (the host's,
-    /// the device node's and the VF port's counters). The answer comes once the host applied
+    /// the device node's, the VF port's and the TAP port's counters). The answer comes once the host applied
     /// the command. Example: hvnet sim-host ctl --root /tmp/sim remove-vf --order eject-first
     Ctl {
         /// The root the host serves under.

@@ -17,10 +17,14 @@
 //! - [`deadline`]: `now + timeout` that never panics, for every crate's waits.
 //! - [`ethernet`]: [`MacAddr`] and a checked [`EthernetFrame`] view.
 //! - [`port`]: the one face every port has ([`PortQueue`]): `rx_burst` / `tx_burst`.
+//! - [`netdev`]: the kernel's network devices as frame endpoints (TAP queues, packet sockets)
+//!   and the interface settings a port gives them; with [`mem`], the only other module here
+//!   that makes system calls.
 
 pub mod deadline;
 pub mod ethernet;
 pub mod mem;
+pub mod netdev;
 pub mod pool;
 pub mod port;
 

@@ -319,6 +319,7 @@ fn run<N: Fn() -> UioNodeStats>(
             "host": host.stats(),
             "node": (ctx.node)(),
             "vf_port": ctx.vf.map(VfIfacePort::stats),
+            "tap": ctx.tap.map(TapPort::stats),
         }),
         _ => refuse(format!("unknown command {command:?}: {COMMANDS}")),
     }

@@ -1,15 +1,14 @@
 //! The system calls of the simulated host's nodes that `std` has no safe form of: `sendmsg`
 //! with an `SCM_RIGHTS` control message, to hand a client the memory fd along with the
-//! handshake, `fallocate` to zero a client's heap between clients, the TAP device, and the
-//! packet socket and interface flags of a VF port on a kernel interface.
+//! handshake, and `fallocate` to zero a client's heap between clients. The TAP device and the
+//! VF port's packet socket and interface flags are `packet::netdev`'s.
 //!
 //! This module opts in to `unsafe` because the `libc` calls are `unsafe fn`s; each passes
 //! buffers it owns, with their exact lengths, and fds borrowed for the call.
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 
 /// Sends all of `bytes` on `stream` in one `sendmsg`, with `fd` attached (`SCM_RIGHTS`). A
@@ -80,168 +79,6 @@ pub(crate) fn punch_hole(fd: BorrowedFd<'_>, offset: usize, len: usize) -> io::R
             len as libc::off_t,
         )
     };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-/// Opens (creating) the TAP device `name` without packet information, non-blocking.
-pub(crate) fn open_tap(name: &str) -> io::Result<OwnedFd> {
-    check_ifname(name)?;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open("/dev/net/tun")?;
-    let mut req = ifreq(name);
-    req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
-    // SAFETY: TUNSETIFF reads and writes the ifreq passed, which lives for the call; the fd
-    // is the open tun device.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF, &mut req) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(file.into())
-}
-
-/// Waits at most `timeout` for `fd` to be readable; whether it is.
-pub(crate) fn wait_readable(fd: BorrowedFd<'_>, timeout: std::time::Duration) -> io::Result<bool> {
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
-    // SAFETY: one pollfd, owned here, for the call.
-    let rc = unsafe { libc::poll(&mut pfd, 1, ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        return if e.kind() == io::ErrorKind::Interrupted {
-            Ok(false)
-        } else {
-            Err(e)
-        };
-    }
-    Ok(rc > 0 && pfd.revents & libc::POLLIN != 0)
-}
-
-/// Checks that `name` can be an interface name.
-fn check_ifname(name: &str) -> io::Result<()> {
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.contains(['/', ' ', '\0']) {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("{name:?} is not an interface name (1 to 15 characters, no '/' or space)"),
-        ));
-    }
-    Ok(())
-}
-
-/// An `ifreq` naming `name` (checked by [`check_ifname`]).
-fn ifreq(name: &str) -> libc::ifreq {
-    // SAFETY: an all-zero ifreq is a valid value (empty name, zero union).
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (slot, b) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *slot = b as libc::c_char;
-    }
-    req
-}
-
-/// Opens a non-blocking packet socket bound to interface `name` that sees every frame the
-/// interface receives and none it sends.
-pub(crate) fn open_packet_socket(name: &str) -> io::Result<OwnedFd> {
-    check_ifname(name)?;
-    let cname = std::ffi::CString::new(name).map_err(io::Error::other)?;
-    // SAFETY: a NUL-terminated string that lives for the call.
-    let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-    if index == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no interface {name:?} (create it first, e.g. one end of a veth pair)"),
-        ));
-    }
-    let protocol = (libc::ETH_P_ALL as u16).to_be();
-    // SAFETY: plain integer arguments.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            i32::from(protocol),
-        )
-    };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a socket this call just opened and nothing else owns.
-    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) };
-    let one: libc::c_int = 1;
-    // SAFETY: the option value is a c_int owned here, with its exact size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_PACKET,
-            libc::PACKET_IGNORE_OUTGOING,
-            (&one as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: an all-zero sockaddr_ll is a valid value.
-    let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as u16;
-    addr.sll_protocol = protocol;
-    addr.sll_ifindex = index as libc::c_int;
-    // SAFETY: `addr` is a sockaddr_ll owned here, passed with its exact size.
-    let rc = unsafe {
-        libc::bind(
-            fd.as_raw_fd(),
-            (&addr as *const libc::sockaddr_ll).cast(),
-            size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(fd)
-}
-
-/// Sets or clears `IFF_UP` on interface `name` through `socket` (any socket); whether it
-/// was up before.
-pub(crate) fn set_interface_up(socket: BorrowedFd<'_>, name: &str, up: bool) -> io::Result<bool> {
-    check_ifname(name)?;
-    let mut req = ifreq(name);
-    // SAFETY: SIOCGIFFLAGS writes the flags into the ifreq passed, which lives for the call.
-    if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
-    let flags = unsafe { req.ifr_ifru.ifru_flags };
-    let was_up = flags & libc::IFF_UP as libc::c_short != 0;
-    if was_up != up {
-        req.ifr_ifru.ifru_flags = if up {
-            flags | libc::IFF_UP as libc::c_short
-        } else {
-            flags & !(libc::IFF_UP as libc::c_short)
-        };
-        // SAFETY: SIOCSIFFLAGS reads the ifreq passed, which lives for the call.
-        if unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    Ok(was_up)
-}
-
-/// `TUNSETCARRIER`: `_IOW('T', 226, int)` (Linux 4.20 on); the libc crate has no name for it.
-const TUNSETCARRIER: libc::c_ulong = 0x4004_54e2;
-
-/// Sets the carrier of the TAP device open on `tap`.
-pub(crate) fn set_tap_carrier(tap: BorrowedFd<'_>, up: bool) -> io::Result<()> {
-    let value: libc::c_int = up.into();
-    // SAFETY: TUNSETCARRIER reads one int through the pointer passed, which points at a local
-    // that lives for the call; the fd is the open TAP device.
-    let rc = unsafe { libc::ioctl(tap.as_raw_fd(), TUNSETCARRIER, &value) };
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use crate::host::SimHost;
 
-use super::sys;
+use packet::netdev;
 
 /// How long the bridge waits for the kernel before it looks at the guest's frames again.
 const TICK: Duration = Duration::from_millis(1);
@@ -57,7 +57,10 @@ pub struct TapPort {
 impl TapPort {
     /// Creates the TAP device `name` and bridges it to `host`'s external port.
     pub fn open(name: &str, host: Arc<SimHost>) -> io::Result<Self> {
-        let tap = Arc::new(File::from(sys::open_tap(name)?));
+        let fd = netdev::open_tap(name, 1)?
+            .pop()
+            .ok_or_else(|| io::Error::other("no TAP queue"))?;
+        let tap = Arc::new(File::from(fd));
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let thread = {
@@ -82,7 +85,7 @@ impl TapPort {
 
     /// Sets the device's carrier: the host's link, as the kernel sees it.
     pub fn set_carrier(&self, up: bool) -> io::Result<()> {
-        sys::set_tap_carrier(self.tap.as_fd(), up)
+        netdev::set_tap_carrier(self.tap.as_fd(), up)
     }
 
     /// The port's counters.
@@ -136,7 +139,7 @@ fn bridge(tap: &File, host: &SimHost, stop: &AtomicBool, counters: &Counters) {
                 }
             }
         }
-        if let Err(e) = sys::wait_readable(tap.as_fd(), TICK) {
+        if let Err(e) = netdev::wait_readable(tap.as_fd(), TICK) {
             tracing::warn!("sim-host tap: {e}");
             std::thread::sleep(TICK);
         }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use crate::host::{SimHost, VfWire};
 
-use super::sys;
+use packet::netdev;
 
 /// How long the reader waits for a frame before it looks at the stop flag again.
 const TICK: Duration = Duration::from_millis(10);
@@ -114,8 +114,8 @@ impl VfIfacePort {
     /// Opens the port on interface `name` (which must exist) for `host`; the link goes down
     /// until a VF is plugged in.
     pub fn open(name: &str, host: Arc<SimHost>) -> io::Result<Self> {
-        let socket = Arc::new(File::from(sys::open_packet_socket(name)?));
-        let was_up = sys::set_interface_up(socket.as_fd(), name, false)?;
+        let socket = Arc::new(File::from(netdev::open_packet_socket(name)?));
+        let was_up = netdev::set_interface_up(name, false)?;
         let counters = Arc::new(Counters::default());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -128,7 +128,7 @@ impl VfIfacePort {
         let thread = match thread {
             Ok(thread) => thread,
             Err(e) => {
-                let _ = sys::set_interface_up(socket.as_fd(), name, was_up);
+                let _ = netdev::set_interface_up(name, was_up);
                 return Err(e);
             }
         };
@@ -149,7 +149,7 @@ impl VfIfacePort {
 
     /// The device arrives: the link comes up and the wire joins the switch.
     pub fn plug(&self) -> io::Result<()> {
-        sys::set_interface_up(self.wire.socket.as_fd(), &self.name, true)?;
+        netdev::set_interface_up(&self.name, true)?;
         self.host.attach_vf_wire(self.wire.clone());
         self.wire.counters.plugged.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -158,14 +158,14 @@ impl VfIfacePort {
     /// The device goes: the wire leaves the switch, then the link goes down.
     pub fn unplug(&self) -> io::Result<()> {
         self.host.detach_vf_wire();
-        sys::set_interface_up(self.wire.socket.as_fd(), &self.name, false)?;
+        netdev::set_interface_up(&self.name, false)?;
         self.wire.counters.unplugged.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// The device dies under the host: the link goes down, the switch keeps steering to it.
     pub fn fail(&self) -> io::Result<()> {
-        sys::set_interface_up(self.wire.socket.as_fd(), &self.name, false)?;
+        netdev::set_interface_up(&self.name, false)?;
         self.wire.counters.failed.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -192,7 +192,7 @@ impl Drop for VfIfacePort {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        if let Err(e) = sys::set_interface_up(self.wire.socket.as_fd(), &self.name, self.was_up) {
+        if let Err(e) = netdev::set_interface_up(&self.name, self.was_up) {
             tracing::warn!("sim-host: restoring the link of {}: {e}", self.name);
         }
     }
@@ -215,7 +215,7 @@ fn read_uplink(socket: &File, host: &SimHost, counters: &Counters, stop: &Atomic
                 Err(_) => break,
             }
         }
-        if let Err(e) = sys::wait_readable(socket.as_fd(), TICK) {
+        if let Err(e) = netdev::wait_readable(socket.as_fd(), TICK) {
             tracing::warn!("sim-host vf port: {e}");
             std::thread::sleep(TICK);
         }
