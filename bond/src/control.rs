@@ -35,7 +35,7 @@ use crate::clock::Clock;
 use crate::config::FailoverConfig;
 use crate::events::{FailoverEvent, FailoverStats, PortState, SwitchReason};
 use crate::link::{Handshake, Route, RxMode, SharedVfQueue, TxPath};
-use crate::provider::{AttachedVf, VfProvider, VfRequest};
+use crate::provider::{AttachedVf, ProbeError, VfProvider, VfRequest};
 use crate::queue::QueueShared;
 
 /// Events kept for [`FailoverPort::next_event`](crate::FailoverPort::next_event); older ones
@@ -332,7 +332,7 @@ impl Control {
             let serial = probe.serial;
             let expired = now >= probe.deadline;
             self.try_attach(serial);
-            if self.vf.is_none() && expired {
+            if self.vf.is_none() && self.probe.is_some() && expired {
                 self.probe = None;
                 self.inner.update(|s| s.vf_appear_timeouts += 1);
                 tracing::warn!(target: "hvnet::bond", serial, "the VF did not appear in time");
@@ -352,6 +352,17 @@ impl Control {
         let attached = match self.inner.provider.probe(serial, &self.request()) {
             Ok(Some(attached)) => attached,
             Ok(None) => return,
+            Err(error @ ProbeError::Unsupported { .. }) => {
+                // Its IDs will not change: stop looking until the host associates a VF again.
+                // The provider wrote nothing; the VF stays on its kernel driver.
+                self.probe = None;
+                self.inner.emit(FailoverEvent::VfAttachFailed {
+                    serial,
+                    error: error.to_string(),
+                });
+                self.inner.update(|s| s.vf_unsupported += 1);
+                return;
+            }
             Err(error) => {
                 self.inner.emit(FailoverEvent::VfAttachFailed {
                     serial,

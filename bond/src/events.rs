@@ -112,7 +112,9 @@ pub enum FailoverEvent {
         /// The device's name (its PCI address).
         device: String,
     },
-    /// Looking for or opening the VF failed (it is retried until `vf_appear_timeout`).
+    /// Looking for or opening the VF failed: it is retried until `vf_appear_timeout`, except a
+    /// VF hvnet has no driver for (`ProbeError::Unsupported`), which is reported once and left
+    /// to its kernel driver.
     VfAttachFailed {
         /// The association serial.
         serial: u32,
@@ -180,6 +182,10 @@ pub struct FailoverStats {
     pub vf_released: u64,
     /// Failed looks for or opens of a VF.
     pub vf_attach_errors: u64,
+    /// Associated VFs hvnet has no driver for (their vendor:device is not supported): left on
+    /// their kernel driver, untouched, while the port stays synthetic. Counted once per
+    /// association.
+    pub vf_unsupported: u64,
     /// VFs found whose MAC is not the port's (released, not used).
     pub vf_mac_mismatches: u64,
     /// Associations whose VF did not appear within `vf_appear_timeout`.

@@ -64,9 +64,12 @@ wait_until 15 carrier || { result pf 0 "$PFIF: no carrier"; finish 1; }
 say "PF $PF ($PFIF) up"
 
 if [ "$MODE" = noiommu ]; then
-    # the vf crate's no-IOMMU DMA memory: pinned 2 MiB huge pages with physical addresses
+    # the vf crate's no-IOMMU DMA memory: pinned 2 MiB huge pages with physical addresses, and
+    # nothing else (no small-page fallback): without them every DMA allocation fails
     echo 16 > /proc/sys/vm/nr_hugepages
-    say "huge pages: $(cat /proc/sys/vm/nr_hugepages)"
+    HUGE=$(cat /proc/sys/vm/nr_hugepages)
+    say "huge pages: $HUGE"
+    [ "$HUGE" -ge 16 ] || { result hugepages 0 "only $HUGE of 16 huge pages reserved"; finish 1; }
 fi
 
 echo 0 > "$PFD/sriov_drivers_autoprobe"

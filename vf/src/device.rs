@@ -132,6 +132,22 @@ pub enum DeviceError {
         /// Largest allocation possible.
         limit: usize,
     },
+    /// No-IOMMU DMA memory must be pinned 2 MiB hugepages (small pages may be moved while the
+    /// device holds their address), and none could be had.
+    #[error(
+        "{device}: no-IOMMU DMA needs pinned 2 MiB hugepages and {size:#x} bytes of them could \
+         not be allocated: reserve hugepages with `hvnet bind --hugepages 64` or \
+         `sysctl -w vm.nr_hugepages=64` (/proc/sys/vm/nr_hugepages)"
+    )]
+    NoHugePages {
+        /// The device.
+        device: String,
+        /// Requested size.
+        size: usize,
+        /// Why the allocation failed (`ENOMEM`: too few free hugepages).
+        #[source]
+        source: io::Error,
+    },
     /// The IOVA space is exhausted.
     #[error("{device}: no iova space left for {size:#x} bytes")]
     IovaExhausted {

@@ -105,8 +105,6 @@ pub enum Call {
     AllocPinned {
         /// Size.
         size: usize,
-        /// Hugetlb requested.
-        huge: bool,
     },
     /// [`VfioSys::close`].
     Close(FdKind),
@@ -130,8 +128,10 @@ pub struct FakeScript {
     pub irqs: HashMap<u32, IrqInfo>,
     /// Contents of config space (the config region), read and written by `pread`/`pwrite`.
     pub config: Vec<u8>,
-    /// Whether hugetlb allocations succeed.
-    pub huge_pages: bool,
+    /// Free 2 MiB huge pages: pinned allocations take whole pages from them and fail with
+    /// `ENOMEM` (as the kernel's `mmap` of hugetlb memory does) once they run out (pages are
+    /// not given back when the memory is dropped).
+    pub huge_pages: usize,
     /// A pagemap file the fake fills in for pinned memory (PFNs from `next_pfn` upwards).
     pub pagemap: Option<PathBuf>,
     /// Next page frame number handed out for pinned memory.
@@ -208,7 +208,7 @@ impl Default for FakeScript {
             regions,
             irqs,
             config,
-            huge_pages: true,
+            huge_pages: 64,
             pagemap: None,
             next_pfn: 0x10_0000,
             failures: HashMap::new(),
@@ -455,17 +455,15 @@ impl VfioSys for FakeVfio {
         Ok(())
     }
 
-    fn alloc_pinned(&self, size: usize, huge: bool) -> io::Result<SharedMemory> {
-        self.record(Call::AllocPinned { size, huge }, "AllocPinned")?;
+    fn alloc_pinned(&self, size: usize) -> io::Result<SharedMemory> {
+        self.record(Call::AllocPinned { size }, "AllocPinned")?;
         let mut script = self.script.lock();
-        if huge && !script.huge_pages {
+        let pages = size.div_ceil(sys::HUGE_PAGE_SIZE).max(1);
+        if pages > script.huge_pages {
             return Err(errno(libc::ENOMEM));
         }
-        let len = if huge {
-            size.div_ceil(sys::HUGE_PAGE_SIZE) * sys::HUGE_PAGE_SIZE
-        } else {
-            size
-        };
+        script.huge_pages -= pages;
+        let len = pages * sys::HUGE_PAGE_SIZE;
         let mem = SharedMemory::anonymous(len).map_err(io::Error::other)?;
         if let Some(path) = script.pagemap.clone() {
             let file = OpenOptions::new().write(true).open(path)?;

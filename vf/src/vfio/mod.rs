@@ -33,12 +33,18 @@
 //!   bump allocator ([`dma::IovaAllocator`]); the region's bus address is the IOVA. Mappings
 //!   live until the device is closed.
 //! - No-IOMMU: `VFIO_IOMMU_MAP_DMA` does not exist; the device DMAs to physical addresses, so a
-//!   buffer must be pinned and physically contiguous. Memory is one `mlock`ed hugetlb page
-//!   (2 MiB) when hugepages are available, otherwise one `mlock`ed 4 KiB page: **an allocation
-//!   is limited to 2 MiB with hugepages and to 4 KiB without** ([`DeviceError::DmaTooLarge`]).
-//!   Each allocation takes a whole huge page, so callers allocate pools, not single buffers.
-//!   The physical address comes from `/proc/self/pagemap`, which needs `CAP_SYS_ADMIN` (a zero
-//!   PFN is [`DeviceError::PfnHidden`]); contiguity is verified page by page.
+//!   buffer must stay at one physical address for as long as the device may use it, and be
+//!   physically contiguous. Memory is **only ever one `mlock`ed hugetlb page (2 MiB)**: hugetlb
+//!   pages are never migrated by compaction or NUMA balancing, whereas `mlock` alone does not
+//!   stop the kernel from moving a small page (it keeps it resident, not in place), which would
+//!   leave the device writing to memory the kernel has given to someone else. There is no
+//!   fallback: without free hugepages an allocation fails with [`DeviceError::NoHugePages`],
+//!   whose message names `vm.nr_hugepages` and `hvnet bind --hugepages`. An allocation is
+//!   limited to 2 MiB ([`DeviceError::DmaTooLarge`]) and takes a whole huge page, so callers
+//!   allocate pools, not single buffers (the igbvf driver takes three per queue: two rings and
+//!   a buffer pool). The physical address comes from `/proc/self/pagemap`, which needs
+//!   `CAP_SYS_ADMIN` (a zero PFN is [`DeviceError::PfnHidden`]); contiguity is verified page by
+//!   page.
 //!
 //! # Invariants
 //!
@@ -511,14 +517,14 @@ impl VfioDevice {
         if size > sys::HUGE_PAGE_SIZE {
             return Err(too_large(sys::HUGE_PAGE_SIZE));
         }
-        let mem = match self.sys.alloc_pinned(size, true) {
-            Ok(mem) => mem,
-            Err(_) if size <= PAGE_SIZE as usize => self
-                .sys
-                .alloc_pinned(PAGE_SIZE as usize, false)
-                .map_err(self.io_err("allocating pinned memory"))?,
-            Err(_) => return Err(too_large(PAGE_SIZE as usize)),
-        };
+        let mem = self
+            .sys
+            .alloc_pinned(size)
+            .map_err(|source| DeviceError::NoHugePages {
+                device: self.name.clone(),
+                size,
+                source,
+            })?;
         let phys =
             dma::physical_address(&self.name, &self.pagemap, sys::vaddr_of(&mem), mem.len())?;
         let mem = mem.with_bus_base(phys);

@@ -140,10 +140,13 @@ pub trait VfioSys: Send + Sync + fmt::Debug {
     fn region_read(&self, device: BorrowedFd<'_>, offset: u64, buf: &mut [u8]) -> io::Result<()>;
     /// `pwrite` of `buf` at device-fd offset `offset`.
     fn region_write(&self, device: BorrowedFd<'_>, offset: u64, buf: &[u8]) -> io::Result<()>;
-    /// Allocates `size` bytes of memory locked in RAM (`mlock`ed, faulted in): one hugetlb
-    /// page-backed mapping when `huge`, otherwise plain anonymous pages. The returned region's
-    /// bus base is 0; the caller sets it.
-    fn alloc_pinned(&self, size: usize, huge: bool) -> io::Result<SharedMemory>;
+    /// Allocates `size` bytes (rounded up to whole [`HUGE_PAGE_SIZE`] pages) of hugetlb memory
+    /// locked in RAM (`mlock`ed, faulted in). Hugetlb pages are never migrated or compacted, so
+    /// their physical addresses stay what `/proc/self/pagemap` said. Fails with `ENOMEM` when
+    /// too few huge pages are free (the kernel reserves them when the memory is mapped). There
+    /// is no fallback to small pages: those may be moved while a device holds their address.
+    /// The returned region's bus base is 0; the caller sets it.
+    fn alloc_pinned(&self, size: usize) -> io::Result<SharedMemory>;
     /// Closes a descriptor this trait handed out. The logic calls it in release order.
     fn close(&self, fd: OwnedFd) {
         drop(fd);
@@ -390,22 +393,18 @@ impl VfioSys for KernelVfio {
         short_io(n, buf.len())
     }
 
-    fn alloc_pinned(&self, size: usize, huge: bool) -> io::Result<SharedMemory> {
-        let mem = if huge {
-            let name = c"hvnet-dma";
-            // SAFETY: `name` is a valid NUL-terminated string; the flags are valid.
-            let raw = cvt(unsafe {
-                libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_HUGETLB)
-            })?;
-            // SAFETY: `raw` is a fresh descriptor nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            let len = size.div_ceil(HUGE_PAGE_SIZE) * HUGE_PAGE_SIZE;
-            // SAFETY: `fd` is a valid memfd; ftruncate takes no pointers.
-            cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) })?;
-            SharedMemory::map_fd(fd.as_fd(), 0, len, 0).map_err(mem_to_io)?
-        } else {
-            SharedMemory::anonymous(size).map_err(mem_to_io)?
-        };
+    fn alloc_pinned(&self, size: usize) -> io::Result<SharedMemory> {
+        let name = c"hvnet-dma";
+        // SAFETY: `name` is a valid NUL-terminated string; the flags are valid.
+        let raw = cvt(unsafe {
+            libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_HUGETLB)
+        })?;
+        // SAFETY: `raw` is a fresh descriptor nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let len = size.div_ceil(HUGE_PAGE_SIZE).max(1) * HUGE_PAGE_SIZE;
+        // SAFETY: `fd` is a valid memfd; ftruncate takes no pointers.
+        cvt(unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) })?;
+        let mem = SharedMemory::map_fd(fd.as_fd(), 0, len, 0).map_err(mem_to_io)?;
         // SAFETY: the range is exactly the mapping just created and still owned by `mem`;
         // mlock only changes its paging state (and faults it in).
         cvt(unsafe { libc::mlock(vaddr_of(&mem) as *const libc::c_void, mem.len()) })?;
@@ -685,26 +684,27 @@ mod tests {
     }
 
     #[test]
-    fn kernel_pinned_page_has_a_page_aligned_address() {
-        let mem = KernelVfio.alloc_pinned(4096, false).unwrap();
-        let vaddr = vaddr_of(&mem);
-        assert_ne!(vaddr, 0);
-        assert_eq!(vaddr % 4096, 0);
-        // Physical addresses need CAP_SYS_ADMIN: either a real address or the typed error.
-        match dma::physical_address("t", Path::new("/proc/self/pagemap"), vaddr, 4096) {
-            Ok(pa) => assert_eq!(pa % 4096, 0),
-            Err(crate::device::DeviceError::PfnHidden { .. }) => {}
-            Err(other) => panic!("unexpected pagemap error: {other}"),
-        }
-    }
-
-    #[test]
-    fn kernel_hugepage_is_one_locked_huge_page_when_available() {
-        // Machines without reserved hugepages fail with ENOMEM; the logic then falls back.
-        if let Ok(mem) = KernelVfio.alloc_pinned(100, true) {
-            assert_eq!(mem.len(), HUGE_PAGE_SIZE);
-            assert_eq!(vaddr_of(&mem) % HUGE_PAGE_SIZE as u64, 0);
-            mem.write(HUGE_PAGE_SIZE - 4, &[7; 4]).unwrap();
+    fn kernel_pinned_memory_is_whole_locked_huge_pages_or_an_error() {
+        // Machines without reserved hugepages fail with ENOMEM: there is no 4 KiB fallback.
+        match KernelVfio.alloc_pinned(100) {
+            Ok(mem) => {
+                assert_eq!(mem.len(), HUGE_PAGE_SIZE);
+                let vaddr = vaddr_of(&mem);
+                assert_eq!(vaddr % HUGE_PAGE_SIZE as u64, 0);
+                mem.write(HUGE_PAGE_SIZE - 4, &[7; 4]).unwrap();
+                // Physical addresses need CAP_SYS_ADMIN: either a real address or the typed
+                // error.
+                let pagemap = Path::new("/proc/self/pagemap");
+                match dma::physical_address("t", pagemap, vaddr, HUGE_PAGE_SIZE) {
+                    Ok(pa) => assert_eq!(pa % HUGE_PAGE_SIZE as u64, 0),
+                    Err(crate::device::DeviceError::PfnHidden { .. }) => {}
+                    Err(other) => panic!("unexpected pagemap error: {other}"),
+                }
+            }
+            Err(e) => assert!(
+                matches!(e.raw_os_error(), Some(libc::ENOMEM) | Some(libc::EINVAL)),
+                "{e}"
+            ),
         }
     }
 }

@@ -482,9 +482,10 @@ fn release_is_idempotent_and_later_calls_fail_closed() {
     );
 }
 
-/// A pagemap the fake fills in as the kernel would (sparse: entries sit at vaddr / 4096 * 8).
+/// A pagemap the fake fills in as the kernel would (sparse: entries sit at vaddr / 4096 * 8),
+/// with `huge_pages` free 2 MiB pages.
 fn noiommu_with_pagemap(
-    huge_pages: bool,
+    huge_pages: usize,
 ) -> (
     tempfile::TempDir,
     tempfile::NamedTempFile,
@@ -508,7 +509,7 @@ fn noiommu_with_pagemap(
 
 #[test]
 fn noiommu_dma_uses_pinned_hugepages_and_physical_addresses() {
-    let (_tree, _pagemap, fake, dev) = noiommu_with_pagemap(true);
+    let (_tree, _pagemap, fake, dev) = noiommu_with_pagemap(8);
     let mem = dev.dma_alloc(64 * 1024).unwrap();
     assert_eq!(mem.len(), 64 * 1024);
     assert_eq!(
@@ -516,13 +517,7 @@ fn noiommu_dma_uses_pinned_hugepages_and_physical_addresses() {
         0x10_0000 * 4096,
         "first PFN the fake handed out"
     );
-    assert_eq!(
-        fake.calls(),
-        [Call::AllocPinned {
-            size: 64 * 1024,
-            huge: true
-        }]
-    );
+    assert_eq!(fake.calls(), [Call::AllocPinned { size: 64 * 1024 }]);
     let err = dev.dma_alloc(3 << 20).unwrap_err();
     assert!(matches!(err, DeviceError::DmaTooLarge { limit, .. } if limit == sys::HUGE_PAGE_SIZE));
     fake.clear_calls();
@@ -531,29 +526,74 @@ fn noiommu_dma_uses_pinned_hugepages_and_physical_addresses() {
 }
 
 #[test]
-fn noiommu_dma_without_hugepages_is_one_page() {
-    let (_tree, _pagemap, fake, dev) = noiommu_with_pagemap(false);
-    let mem = dev.dma_alloc(2048).unwrap();
-    assert_eq!(mem.len(), 2048);
-    assert_eq!(mem.bus_addr(0) % 4096, 0);
-    assert_eq!(
-        fake.calls(),
-        [
-            Call::AllocPinned {
-                size: 2048,
-                huge: true
-            },
-            Call::AllocPinned {
-                size: 4096,
-                huge: false
-            }
-        ]
-    );
-    let err = dev.dma_alloc(8192).unwrap_err();
+fn noiommu_dma_without_hugepages_is_an_error_naming_the_sysctl_not_a_small_page() {
+    let (_tree, _pagemap, fake, dev) = noiommu_with_pagemap(0);
+    // Even a request that fits a 4 KiB page is refused: a small page may be moved by the
+    // kernel while the device holds its physical address.
+    let err = dev.dma_alloc(2048).unwrap_err();
     assert!(
-        matches!(err, DeviceError::DmaTooLarge { limit: 4096, .. }),
+        matches!(&err, DeviceError::NoHugePages { size: 2048, source, .. }
+            if source.raw_os_error() == Some(libc::ENOMEM)),
         "{err}"
     );
+    let message = err.to_string();
+    for words in [
+        "vm.nr_hugepages",
+        "/proc/sys/vm/nr_hugepages",
+        "hvnet bind --hugepages",
+        BDF,
+    ] {
+        assert!(message.contains(words), "{words:?} missing: {message}");
+    }
+    assert_eq!(
+        fake.calls(),
+        [Call::AllocPinned { size: 2048 }],
+        "one hugepage attempt, no fallback allocation"
+    );
+    assert_eq!(dev.dma_mappings(), 0);
+}
+
+#[test]
+fn noiommu_dma_fails_cleanly_once_the_hugepages_run_out() {
+    let (_tree, _pagemap, _fake, dev) = noiommu_with_pagemap(2);
+    let first = dev.dma_alloc(4096).unwrap();
+    let second = dev.dma_alloc(sys::HUGE_PAGE_SIZE).unwrap();
+    assert_eq!(first.bus_addr(0), 0x10_0000 * 4096);
+    assert_eq!(
+        second.bus_addr(0),
+        first.bus_addr(0) + sys::HUGE_PAGE_SIZE as u64,
+        "the 4 KiB request took a whole huge page"
+    );
+    assert!(matches!(
+        dev.dma_alloc(4096),
+        Err(DeviceError::NoHugePages { .. })
+    ));
+    assert_eq!(
+        dev.dma_mappings(),
+        2,
+        "the failed allocation left no mapping"
+    );
+}
+
+#[test]
+fn type1_dma_needs_no_hugepages() {
+    let script = FakeScript {
+        huge_pages: 0,
+        ..FakeScript::default()
+    };
+    let (_tree, fake, dev) = open_with(IommuMode::Type1, script);
+    let dev = dev.unwrap();
+    fake.clear_calls();
+    let mem = dev.dma_alloc(8192).unwrap();
+    assert_eq!(mem.len(), 8192);
+    assert!(
+        fake.calls()
+            .iter()
+            .all(|c| !matches!(c, Call::AllocPinned { .. })),
+        "{:?}",
+        fake.calls()
+    );
+    assert_eq!(dev.dma_mappings(), 1);
 }
 
 #[test]
