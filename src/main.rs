@@ -11,9 +11,11 @@ macro_rules! say {
     }};
 }
 
+mod bind;
 mod demo;
 mod failover_demo;
 mod probe;
+mod run;
 mod signals;
 mod sim_host;
 
@@ -70,6 +72,25 @@ enum Command {
     /// kernel's netvsc driver must not be using the device at the same time.
     Probe(probe::ProbeArgs),
 
+    /// Run the port: the synthetic NIC and its VF as one port, connected to a TAP device (the
+    /// kernel stack) or to one of testpmd's forwarding modes, until SIGINT or SIGTERM.
+    ///
+    /// Needs root and a NetVSC bound to uio_hv_generic (`hvnet bind`; docs/deploy.md). Every
+    /// setting can come from --config FILE (TOML) as well; flags win. On a signal the VF is
+    /// left as a planned removal leaves it, then RNDIS is halted and the receive and send
+    /// buffers revoked, and the totals print in testpmd's words (RX-packets, RX-missed,
+    /// TX-packets, TX-dropped, …), for the port and for each path. Examples:
+    ///
+    ///   hvnet run --tap hvnet0 --queues 4            # then: ip addr add … dev hvnet0
+    ///
+    ///   hvnet run --forward macswap --stats-period 5 --cpus 2-3
+    ///
+    ///   hvnet run --config /etc/hvnet/hvnet.toml
+    ///
+    /// Against `hvnet sim-host --root DIR`: LD_PRELOAD=libhvnet_sim_uio.so hvnet run
+    /// --sysfs-root DIR --dev-root DIR/dev … (docs/sim-host.md).
+    Run(run::RunArgs),
+
     /// Serve the simulated Hyper-V host to other processes: a NetVSC any netvsc client can
     /// attach to, as on a Hyper-V guest with the device bound to uio_hv_generic.
     ///
@@ -89,6 +110,61 @@ enum Command {
     /// namespace with the tree over /sys/bus and HVNET_SIM_DEV=DIR/dev: docs/sim-host.md.
     /// --tap NAME puts the kernel stack behind the host; `hvnet sim-host ctl` scripts it.
     SimHost(sim_host::SimHostArgs),
+
+    /// Hand NetVSCs and their VFs from the kernel to hvnet: the NetVSC to uio_hv_generic, its
+    /// VF to vfio-pci (only a VF hvnet has a driver for), 2 MiB hugepages reserved.
+    ///
+    /// Writes, in order, under --sysfs-root: kernel/mm/hugepages/hugepages-2048kB/nr_hugepages
+    /// (only if fewer than --hugepages are reserved); module/vfio/parameters/
+    /// enable_unsafe_noiommu_mode = 1 when a VF is bound and there is no IOMMU; the NetVSC class
+    /// GUID to bus/vmbus/drivers/uio_hv_generic/new_id (EEXIST: there already); per NetVSC its
+    /// GUID to hv_netvsc/unbind and uio_hv_generic/bind; per VF driver_override = vfio-pci, its
+    /// driver's unbind, bus/pci/drivers_probe. Only Intel 82576 and I350 VFs (8086:10ca,
+    /// 8086:1520: the igbvf driver) go to vfio-pci; any other VF (mlx5, MANA, ixgbevf, iavf)
+    /// stays on its kernel driver and is reported. A VF is the PCI function whose interface has
+    /// its NetVSC's MAC.
+    ///
+    /// Safety: a NetVSC whose interface (or its VF's, or a bridge, bond or VLAN on them) carries
+    /// the default route or the SSH session this runs in is refused: with --instance nothing at
+    /// all is written, without it the others are bound. --force overrides. The original drivers,
+    /// no-IOMMU mode and hugepage count are recorded in --state for `hvnet unbind`. --dry-run
+    /// prints the writes as a shell script and writes nothing. Examples:
+    ///
+    ///   hvnet status
+    ///
+    ///   hvnet bind --instance ed963694-e847-4b2a-85af-bc9cfc11d6f3 --dry-run
+    ///
+    ///   hvnet bind --instance ed963694-e847-4b2a-85af-bc9cfc11d6f3 --hugepages 128
+    Bind(bind::BindArgs),
+
+    /// Give back what `hvnet bind` took: each NetVSC and VF to the driver it had, no-IOMMU mode
+    /// and the hugepage pool as they were.
+    ///
+    /// Reads the state `hvnet bind` recorded (--state) and writes only what differs from it,
+    /// in the reverse order of bind: per VF its driver_override as it was (cleared), unbind
+    /// from vfio-pci, bus/pci/drivers_probe (its own driver takes it); per NetVSC
+    /// uio_hv_generic/unbind and hv_netvsc/bind; the class GUID to uio_hv_generic/remove_id if
+    /// bind added it; enable_unsafe_noiommu_mode; nr_hugepages (unless changed since). Stop
+    /// `hvnet run` first. A failed write is reported and the others still made; the state is
+    /// kept for another try, and removed once everything is restored. Examples:
+    ///
+    ///   hvnet unbind --dry-run
+    ///
+    ///   hvnet unbind
+    Unbind(bind::UnbindArgs),
+
+    /// Show every NetVSC and VF (driver, interface, MAC, VF slot serial and vendor:device) and
+    /// what `hvnet bind` would do with each.
+    ///
+    /// Writes nothing. Actions read like "bind to vfio-pci (igbvf)", "leave on mlx5_core: no
+    /// hvnet driver; kernel-VF path: issue 12" or "refuse: carries the default route (on eth0)
+    /// (use --force)". A VF belongs to the NetVSC whose MAC its interface has; its slot is
+    /// named by the serial the host associates it with. Examples:
+    ///
+    ///   hvnet status
+    ///
+    ///   hvnet status --json | jq '.netvscs[] | {instance, action}'
+    Status(bind::StatusArgs),
 }
 
 /// One line saying what a synthetic NIC negotiated with its host.
@@ -164,7 +240,11 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Demo(args) => demo::run(&args),
         Command::Probe(args) => probe::run(&args),
+        Command::Run(args) => run::run(&args),
         Command::SimHost(args) => sim_host::run(&args),
+        Command::Bind(args) => bind::run_bind(&args),
+        Command::Unbind(args) => bind::run_unbind(&args),
+        Command::Status(args) => bind::run_status(&args),
     }
 }
 

@@ -3,151 +3,13 @@
 //! doorbell), under the `hvnet-sim-uio` preload library, twice in a row on the same host
 //! (two sessions, four queues then one).
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// Every wait's bound.
-const BOUND: Duration = Duration::from_secs(60);
-
-fn hvnet() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_hvnet"))
-}
-
-/// The preload library, built by this test (`cargo test` does not build a workspace's cdylibs)
-/// into its own target directory, so it never waits for the lock of the build running it.
-fn preload() -> PathBuf {
-    let profile_dir = Path::new(env!("CARGO_BIN_EXE_hvnet")).parent().unwrap();
-    let target = profile_dir.parent().unwrap().join("sim-uio-preload");
-    let status = Command::new(env!("CARGO"))
-        .args(["build", "--quiet", "-p", "hvnet-sim-uio", "--target-dir"])
-        .arg(&target)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .status()
-        .expect("running cargo build -p hvnet-sim-uio");
-    assert!(status.success(), "building the preload library failed");
-    let path = target.join("debug/libhvnet_sim_uio.so");
-    assert!(
-        path.exists(),
-        "{} is missing after the build",
-        path.display()
-    );
-    path
-}
-
-/// A child's stdout, line by line as it arrives, and every line read so far.
-struct Output {
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Output {
-    fn read(stdout: impl std::io::Read + Send + 'static) -> Self {
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Self {
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits (bounded) for a line where `find` finds something; the line from there on.
-    /// `who` and `what` name them in the failure.
-    fn wait(&mut self, who: &str, what: &str, find: impl Fn(&str) -> Option<usize>) -> String {
-        let deadline = Instant::now() + BOUND;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if let Some(at) = find(&line) {
-                        return line[at..].to_string();
-                    }
-                }
-                Err(_) => panic!(
-                    "{who} never printed {what:?}; it printed:\n{}",
-                    self.seen.join("\n")
-                ),
-            }
-        }
-    }
-}
-
-/// A running `hvnet sim-host`, its stdout lines arriving on a channel; killed if the test
-/// fails before it stops it.
-struct Served {
-    child: Child,
-    out: Output,
-}
-
-impl Served {
-    fn start(root: &Path) -> Self {
-        Self::start_with(root, &[])
-    }
-
-    /// `hvnet sim-host --root ROOT` with `args`, once it said it is ready.
-    fn start_with(root: &Path, args: &[&str]) -> Self {
-        let mut command = hvnet();
-        command.args(["sim-host", "--root"]).arg(root).args(args);
-        Self::spawn(command)
-    }
-
-    /// `command` (an `hvnet sim-host`, perhaps inside `ip netns exec`), once it is ready.
-    fn spawn(mut command: Command) -> Self {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("starting hvnet sim-host");
-        let out = Output::read(child.stdout.take().unwrap());
-        let mut served = Self { child, out };
-        served.wait_for_line("ready");
-        served
-    }
-
-    /// Waits (bounded) for a line starting with `prefix`; returns it.
-    fn wait_for_line(&mut self, prefix: &str) -> String {
-        self.out
-            .wait("sim-host", prefix, |l| l.starts_with(prefix).then_some(0))
-    }
-
-    /// SIGTERM, then waits (bounded) for a clean exit.
-    fn stop(&mut self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("running kill");
-        assert!(status.success());
-        let last = self.wait_for_line("stopped");
-        let deadline = Instant::now() + BOUND;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "sim-host exited with {status}: {last}");
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sim-host did not exit after SIGTERM"
-            );
-            std::thread::yield_now();
-        }
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::*;
 
 fn probe(root: &Path, preload: &Path, queues: u16) -> String {
     let out = hvnet()
@@ -240,47 +102,17 @@ fn hvnet_probe_attaches_to_sim_host_through_its_uio_backend_with_subchannels_twi
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// Why the DPDK test cannot run here, if it cannot: it needs root (a mount namespace to show
-/// the tree at /sys/bus, where DPDK looks), `unshare` and Debian's `dpdk-testpmd` (package
-/// dpdk-dev, which `scripts/test` installs).
-fn dpdk_missing() -> Option<String> {
-    let uid = Command::new("id").arg("-u").output().ok()?;
-    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
-        return Some("it needs root (a mount namespace)".into());
-    }
-    for tool in ["unshare", "dpdk-testpmd", "timeout"] {
-        let found = std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()));
-        if !found {
-            return Some(format!(
-                "{tool} is not installed (apt-get install dpdk-dev util-linux)"
-            ));
-        }
-    }
-    None
-}
-
-/// Whether a DPDK test can run here, with `tools` besides (each with the package that has
-/// it). Off CI a missing piece skips the test with a notice; in CI it fails the test.
+/// Whether a DPDK test can run here, with `tools` besides: it needs root (a mount namespace
+/// to show the tree at /sys/bus, where DPDK looks), `unshare` and Debian's `dpdk-testpmd`
+/// (package dpdk-dev, which `scripts/test` installs).
 fn dpdk_runnable(test: &str, tools: &[(&str, &str)]) -> bool {
-    let missing = dpdk_missing().or_else(|| {
-        tools
-            .iter()
-            .find(|(tool, _)| {
-                !std::env::var_os("PATH")
-                    .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).exists()))
-            })
-            .map(|(tool, package)| format!("{tool} is not installed (apt-get install {package})"))
-    });
-    let Some(why) = missing else {
-        return true;
-    };
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the {test} cannot run in CI: {why}"
-    );
-    eprintln!("NOTICE: skipping the {test}: {why}");
-    false
+    let mut all = vec![
+        ("unshare", "util-linux"),
+        ("dpdk-testpmd", "dpdk-dev"),
+        ("timeout", "coreutils"),
+    ];
+    all.extend_from_slice(tools);
+    runnable(test, &all)
 }
 
 /// Testpmd's accumulated forward counts: (RX-packets, RX-dropped, TX-packets, TX-dropped).
@@ -409,23 +241,6 @@ fn stock_dpdk_testpmd_forwards_on_four_queues_through_sim_host_and_a_second_clie
     std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// `hvnet sim-host ctl --root ROOT COMMAND…`: its answer, which must say `"ok":true`.
-fn ctl(root: &Path, command: &[&str]) -> String {
-    let out = hvnet()
-        .args(["sim-host", "ctl", "--root"])
-        .arg(root)
-        .args(command)
-        .output()
-        .expect("running hvnet sim-host ctl");
-    let answer = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success() && answer.contains("\"ok\":true"),
-        "ctl {command:?} failed: {answer}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    answer
-}
-
 #[test]
 fn a_host_link_down_shows_in_testpmd_port_info_and_up_again() {
     if !dpdk_runnable("DPDK test", &[]) {
@@ -456,47 +271,6 @@ fn a_host_link_down_shows_in_testpmd_port_info_and_up_again() {
     served.stop();
     let _ = std::fs::remove_dir_all("/var/run/dpdk/hvnet-sim-link-test");
     std::fs::remove_dir_all(&root).unwrap();
-}
-
-/// A network namespace this test made; deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Self {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("running ip netns add");
-        assert!(ok.success(), "ip netns add {name} failed");
-        Self(name)
-    }
-
-    /// `ip netns exec NAME …`.
-    fn exec(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(args);
-        c
-    }
-
-    fn run(&self, args: &[&str]) {
-        let out = self.exec(args).output().expect("running ip netns exec");
-        assert!(
-            out.status.success(),
-            "{args:?} in {} failed: {}",
-            self.0,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
 }
 
 #[test]
