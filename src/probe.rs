@@ -1,5 +1,7 @@
 //! `hvnet probe`: open a real guest's synthetic NIC through `uio_hv_generic` and report what
-//! the host negotiated, then the events the host sends.
+//! the host negotiated, then the events the host sends, then close the NIC as Linux and DPDK
+//! detach (RNDIS HALT, the receive and send buffers revoked), so the host is not left holding
+//! them.
 //!
 //! Listening for events is bounded three ways, so a host that keeps sending cannot keep the
 //! probe running: it stops after [`EVENT_QUIET`] without an event, after `--timeout` seconds in
@@ -150,6 +152,9 @@ pub fn run(args: &ProbeArgs) -> anyhow::Result<()> {
             "stopped listening after {events} events with the host still sending (the most the probe prints)"
         ),
     }
+    nic.close(timeout)
+        .context("closing the NIC (RNDIS HALT, revoking the receive and send buffers)")?;
+    say!("closed: RNDIS HALT, buffers revoked");
     Ok(())
 }
 

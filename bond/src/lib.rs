@@ -22,7 +22,9 @@
 //! thread and returns the port and its queues. Frames for transmit come from
 //! [`FailoverPort::pool`] (the NIC's pool, which the VF reaches too). Dropping the port (or
 //! [`FailoverPort::close`]) leaves the VF as a planned removal would, releases it and joins
-//! the thread; queue handles return 0 afterwards on the VF and keep working on synthetic.
+//! the thread, then closes the synthetic NIC as Linux and DPDK detach (RNDIS HALT, what is in
+//! flight drained, the receive and send buffers revoked: `SyntheticNic::close`); queue
+//! handles hand out what was already received and return 0 afterwards.
 //!
 //! Guarantees (DESIGN §4, each with a suite in `integration/tests/failover_*.rs`): a planned
 //! removal loses nothing; a surprise removal never hangs and counts what it strands; no
@@ -229,13 +231,37 @@ impl FailoverPort {
         }
     }
 
-    /// Leaves and releases the VF (as a planned removal) and stops the control thread.
+    /// Leaves and releases the VF (as a planned removal), stops the control thread, then
+    /// closes the synthetic NIC (`SyntheticNic::close`: packet filter 0, RNDIS HALT, the
+    /// sends and receives in flight drained, REVOKE_RECEIVE_BUFFER and REVOKE_SEND_BUFFER).
+    /// Closing a closed port does nothing.
     ///
-    /// Bounded: the thread is waited for as long as the step it is in and the leave could take
-    /// with every wait at its [`FailoverConfig`] bound (doubled). A thread still running then
-    /// (a VF driver or provider stuck in a call that does not return) is left to finish on
-    /// its own, logged as an error; the port's state says where it was.
+    /// Bounded, in two parts:
+    /// - the thread is waited for as long as the step it is in and the leave could take with
+    ///   every wait at its [`FailoverConfig`] bound (doubled). A thread still running then (a
+    ///   VF driver or provider stuck in a call that does not return) is left to finish on its
+    ///   own, logged as an error; the port's state says where it was;
+    /// - the NIC's close then gets [`FailoverConfig::watchdog_timeout`], the bound of the
+    ///   other whole-session operation, re-establishing. It runs even after a stuck thread: a
+    ///   program that is going away must not leave the host its buffers. A close that fails
+    ///   (a dead or silent host) is logged; the NIC is closed all the same.
     pub fn close(&self) {
+        self.stop_thread();
+        if self.inner.nic.is_closed() {
+            return;
+        }
+        if let Err(error) = self.inner.nic.close(self.inner.config.watchdog_timeout) {
+            tracing::warn!(
+                target: "hvnet::bond",
+                %error,
+                "closing the synthetic NIC did not end cleanly"
+            );
+        }
+    }
+
+    /// Asks the control thread to stop (leaving the VF on its way out) and waits for it, at
+    /// most the close bound.
+    fn stop_thread(&self) {
         self.inner.stop.store(true, Ordering::Release);
         let Some(thread) = self.thread.lock().take() else {
             return;

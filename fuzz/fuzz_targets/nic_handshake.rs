@@ -438,7 +438,7 @@ fn check_session(
     if taken == 0 {
         return;
     }
-    let host = handle.host();
+    let mut host = handle.host();
     let sendbuf = host.sendbuf().clone();
     let sent = packets
         .iter()
@@ -477,6 +477,15 @@ fn check_session(
             _ => false,
         });
     assert!(intact, "sent frame not found intact (section {index})");
+    // Completed like a well-behaved host does, so the close that follows has nothing to wait
+    // for.
+    let payload = NvspMessage::SendRndisPacketComplete(nvsp::Message1SendRndisPacketComplete::new(
+        nvsp::STATUS_SUCCESS,
+    ))
+    .to_vec(nvsp::PACKET_SIZE_V61);
+    let tid = packet.tid;
+    host.send_reply(0, &Reply::Completion { tid, payload })
+        .expect("the guest's ring");
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -529,6 +538,22 @@ fuzz_target!(|data: &[u8]| {
                 section_sizes(&log, host.sendbuf().len())
             };
             check_session(&nic, &mut queues, &handle, &sizes);
+            // The well-behaved host answers the close at once (dropping the NIC would close
+            // it too): a clean session closes cleanly and in bound.
+            let start = Instant::now();
+            let closed = nic.close(Duration::from_secs(1));
+            assert!(nic.is_closed());
+            assert!(
+                start.elapsed() < Duration::from_secs(3),
+                "close took {:?}",
+                start.elapsed()
+            );
+            if log.lock().unwrap().clean {
+                assert!(
+                    matches!(closed, Ok(()) | Err(NicError::Timeout { .. })),
+                    "close against a well-behaved host failed: {closed:?}"
+                );
+            }
         }
         Err(NicError::Timeout { .. }) => {}
         Err(error) => assert!(

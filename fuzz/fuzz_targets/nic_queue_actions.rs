@@ -18,8 +18,9 @@
 //!   10 stop reading the guest's rings (completions back up); 11 read them again; 12 ring the
 //!   guest's doorbell `[q]`; 13 corrupt the guest's incoming ring `[q][write index:u32]`.
 //! - watchdog: 19 `[0x7e]` `reestablish`, once per input (the host acknowledges the reopen at
-//!   once and answers the new handshake like a well-behaved host); other operands read the
-//!   stats.
+//!   once and answers the new handshake like a well-behaved host; refused once closed);
+//!   19 `[0xc1]` `close`, once per input: everything settles first (as at the end of an
+//!   input), then a host that answers the teardown records it; other operands read the stats.
 //! - guest: 14 `rx_burst` `[q][max]`; 15 `tx_burst` `[q][n][len:u16 vlan:u8]×(n%8+1)`;
 //!   16 drop the received packets held; 17 `tx_pending` `[q]`; 18 read the stats.
 //!
@@ -34,15 +35,20 @@
 //! completed exactly once; `tx_pending` is 0; the counters add up (frames delivered =
 //! `rx_packets`; valid frames written = delivered + `rx_dropped_overflow` +
 //! `rx_dropped_no_buffer` while no garbage was written; `tx_dropped` and `tx_failed` as
-//! predicted); and every pool buffer is back.
+//! predicted); and every pool buffer is back. Then the NIC is closed (unless an action did):
+//! the guest sends exactly packet filter 0, RNDIS HALT, REVOKE_RECEIVE_BUFFER (0xCAFE) and
+//! REVOKE_SEND_BUFFER (0), the revokes without a completion request, nothing else; every
+//! transfer-page packet is completed; a second close sends nothing. After a close, bursts take
+//! and return nothing new, a re-establish is refused, and what the host writes is never read.
 #![no_main]
 
 use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use netvsc::nic::fuzzing::{
-    GuestKind, GuestPacket, HostIdentity, Responder, SUB_ALLOC, StepHandle, StepHost, Wake,
+    GuestKind, GuestPacket, HostIdentity, Reply, Responder, SUB_ALLOC, StepHandle, StepHost, Wake,
     WellBehaved, bus_config, step_bus,
 };
 use netvsc::nvsp::{self, NvspMessage};
@@ -53,6 +59,10 @@ use packet::{Packet, PortQueue};
 
 /// The operand that makes opcode 19 a re-establish.
 const REESTABLISH_KEY: u8 = 0x7e;
+/// The operand that makes opcode 19 a close.
+const CLOSE_KEY: u8 = 0xc1;
+/// The bound of a close against the host below (it answers at once).
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Actions per input at most.
 const MAX_ACTIONS: usize = 400;
 const COPY_MAX: [usize; 4] = [1514, 0, 60, 9000];
@@ -89,6 +99,140 @@ struct Passive;
 impl Responder for Passive {
     fn respond(&mut self, _: &mut StepHost) -> Wake {
         Wake::Quiet
+    }
+}
+
+/// What the guest sent while it closed, as [`Closer`] saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CloseStep {
+    Filter(u32),
+    Halt,
+    RevokeReceive(u16),
+    RevokeSend(u16),
+}
+
+#[derive(Debug, Default)]
+struct CloseLog {
+    steps: Vec<CloseStep>,
+    /// Anything else the guest sent (described), which it must not.
+    unexpected: Vec<String>,
+}
+
+/// The host while the guest closes: it reads every channel, completes the control sends,
+/// answers the packet-filter SET, and records the teardown. A data send (there must be none:
+/// everything settled before, and a closing NIC takes no frames) is completed and recorded as
+/// unexpected.
+#[derive(Debug)]
+struct Closer {
+    log: Arc<Mutex<CloseLog>>,
+}
+
+fn send_complete(status: u32) -> Vec<u8> {
+    NvspMessage::SendRndisPacketComplete(nvsp::Message1SendRndisPacketComplete::new(status))
+        .to_vec(nvsp::PACKET_SIZE_V61)
+}
+
+impl Closer {
+    /// What the host does with one guest packet: its replies, and what it records.
+    fn serve(&self, host: &StepHost, packet: &GuestPacket) -> Vec<Reply> {
+        let mut log = self.log.lock().unwrap();
+        match &packet.kind {
+            GuestKind::Completion => return Vec::new(),
+            GuestKind::InBand | GuestKind::GpaDirect => {}
+            other => {
+                log.unexpected.push(format!("{other:?}"));
+                return Vec::new();
+            }
+        }
+        let complete = Reply::Completion {
+            tid: packet.tid,
+            payload: send_complete(nvsp::STATUS_SUCCESS),
+        };
+        let msg = match NvspMessage::parse_from_guest(&packet.payload) {
+            Ok(msg) => msg,
+            Err(e) => {
+                log.unexpected.push(format!("unparsable NVSP: {e}"));
+                return Vec::new();
+            }
+        };
+        match msg {
+            NvspMessage::SendRndisPacket(m)
+                if m.channel_type.get() == nvsp::CONTROL_CHANNEL_TYPE && packet.channel == 0 =>
+            {
+                let Some(bytes) = host.rndis_of(packet, &m) else {
+                    log.unexpected.push("an unreadable control message".into());
+                    return vec![complete];
+                };
+                match RndisMessage::parse(&bytes) {
+                    Ok(RndisMessage::Set(set))
+                        if set.oid == rndis::OID_GEN_CURRENT_PACKET_FILTER =>
+                    {
+                        let value = set
+                            .info
+                            .get(&bytes)
+                            .and_then(|v| v.try_into().ok())
+                            .map_or(u32::MAX, u32::from_le_bytes);
+                        log.steps.push(CloseStep::Filter(value));
+                        let mut replies = vec![complete];
+                        replies.extend(host.rndis_answer(&bytes).into_iter().map(Reply::Rndis));
+                        replies
+                    }
+                    // No RNDIS reply: the transport completion is HALT's only answer.
+                    Ok(RndisMessage::Halt(_)) => {
+                        log.steps.push(CloseStep::Halt);
+                        vec![complete]
+                    }
+                    other => {
+                        log.unexpected.push(format!("RNDIS {other:?}"));
+                        vec![complete]
+                    }
+                }
+            }
+            NvspMessage::RevokeReceiveBuffer(m) => {
+                log.steps.push(CloseStep::RevokeReceive(m.id.get()));
+                if packet.completion_requested {
+                    log.unexpected
+                        .push("a revoke asking for a completion".into());
+                }
+                Vec::new()
+            }
+            NvspMessage::RevokeSendBuffer(m) => {
+                log.steps.push(CloseStep::RevokeSend(m.id.get()));
+                if packet.completion_requested {
+                    log.unexpected
+                        .push("a revoke asking for a completion".into());
+                }
+                Vec::new()
+            }
+            other => {
+                log.unexpected
+                    .push(format!("{other:?} on channel {}", packet.channel));
+                if packet.completion_requested {
+                    vec![complete]
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+}
+
+impl Responder for Closer {
+    fn respond(&mut self, host: &mut StepHost) -> Wake {
+        let mut acted = false;
+        for channel in 0..host.max_channels() {
+            let Ok(packets) = host.read_guest(channel) else {
+                continue;
+            };
+            // Reading made room in the guest's ring: a host would signal a waiting guest.
+            acted |= !packets.is_empty();
+            for packet in &packets {
+                for reply in self.serve(host, packet) {
+                    acted |= host.send_reply(channel, &reply).unwrap_or(false);
+                }
+            }
+        }
+        if acted { Wake::Signalled } else { Wake::Quiet }
     }
 }
 
@@ -139,6 +283,8 @@ struct Rig {
     broken: bool,
     /// The session was re-established: frames in the old rings are gone uncounted.
     reestablished: bool,
+    /// The NIC was closed: what the host writes from now on is never read.
+    closed: bool,
 }
 
 fn frame_bytes(seq: u32, queue: u16, len: usize) -> Vec<u8> {
@@ -375,7 +521,8 @@ impl Rig {
             .host()
             .send_rndis(q, &refs, nvsp::DATA_CHANNEL_TYPE, rc)
             .expect("host ring");
-        if sent.is_some() {
+        // A closed NIC never reads what the host writes.
+        if sent.is_some() && !self.closed {
             self.expected_rx[usize::from(q)].extend(frames);
             self.malformed[usize::from(q)] += bad + u64::from(!rc);
         }
@@ -421,7 +568,7 @@ impl Rig {
             )
             .expect("host ring");
         drop(host);
-        if sent {
+        if sent && !self.closed {
             self.malformed[usize::from(q)] += 1;
         }
         sent
@@ -522,6 +669,10 @@ impl Rig {
         }
         let taken = self.queues[usize::from(q)].tx_burst(&mut frames);
         assert!(taken <= expected.len());
+        assert!(
+            !self.closed || taken == 0,
+            "a closed queue took {taken} frames"
+        );
         assert_eq!(
             frames.len(),
             expected.len() - taken,
@@ -728,14 +879,26 @@ impl Rig {
             18 => self.check_stats(),
             // Each costs the NIC's poller window (20 ms: the control thread first trusts the
             // poller that just ran, which is this thread), so they are rare and one per input.
-            _ if input.byte() == REESTABLISH_KEY && !self.reestablished => self.reestablish(),
-            _ => self.check_stats(),
+            _ => match input.byte() {
+                REESTABLISH_KEY if !self.reestablished => self.reestablish(),
+                CLOSE_KEY if !self.closed => self.close(),
+                _ => self.check_stats(),
+            },
         }
     }
 
     /// The watchdog's recovery: a new session on zeroed rings, the well-behaved host answering
     /// its handshake. Sends in flight are abandoned (`tx_failed`); staged frames stay.
     fn reestablish(&mut self) {
+        if self.closed {
+            let refused = self.nic.reestablish(Duration::from_secs(1));
+            assert!(
+                matches!(refused, Err(NicError::Closed)),
+                "a closed nic re-established: {refused:?}"
+            );
+            self.reestablished = true;
+            return;
+        }
         let pending: Vec<u64> = self
             .queues
             .iter_mut()
@@ -761,6 +924,63 @@ impl Rig {
                 self.exact = false;
             }
         }
+    }
+
+    /// Closes the NIC once everything has settled, against [`Closer`], and checks the
+    /// teardown the guest sent (unless the ring was corrupted or settling did not finish).
+    fn close(&mut self) {
+        self.drain();
+        let settled = self.outstanding.is_empty() && self.handle.host().owed_completions() == 0;
+        let log = Arc::new(Mutex::new(CloseLog::default()));
+        self.handle.set_responder(Closer { log: log.clone() });
+        let result = self.nic.close(CLOSE_TIMEOUT);
+        self.closed = true;
+        assert!(
+            self.nic.is_closed(),
+            "close returned {result:?} and left the nic open"
+        );
+        assert!(self.queues.iter().all(SyntheticQueue::is_closed));
+        if self.broken || !settled {
+            self.handle.set_responder(Passive);
+            return;
+        }
+        match result {
+            Ok(()) => {}
+            // Only a stalled machine makes the host that answers at once late.
+            Err(NicError::Timeout { .. }) => {
+                self.handle.set_responder(Passive);
+                return;
+            }
+            Err(e) => panic!("close against a host that answers failed: {e}"),
+        }
+        {
+            let log = log.lock().unwrap();
+            assert_eq!(
+                log.steps,
+                [
+                    CloseStep::Filter(0),
+                    CloseStep::Halt,
+                    CloseStep::RevokeReceive(nvsp::RECEIVE_BUFFER_ID),
+                    CloseStep::RevokeSend(nvsp::SEND_BUFFER_ID),
+                ],
+                "the teardown the guest sent"
+            );
+            assert!(log.unexpected.is_empty(), "{:?}", log.unexpected);
+        }
+        assert_eq!(
+            self.handle.host().owed_completions(),
+            0,
+            "the close left transfer-page packets uncompleted"
+        );
+        let requests = self.nic.stats().control_requests;
+        self.nic.close(CLOSE_TIMEOUT).expect("closing a closed nic");
+        assert_eq!(self.nic.stats().control_requests, requests);
+        assert_eq!(
+            log.lock().unwrap().steps.len(),
+            4,
+            "the second close sent something"
+        );
+        self.handle.set_responder(Passive);
     }
 
     fn complete_all(&mut self, all: &[Outstanding]) {
@@ -793,14 +1013,16 @@ impl Rig {
             }
             self.after_action();
             let host = self.handle.host();
-            let idle = host.owed_completions() == 0
+            // A closed NIC reads nothing: what the host wrote since stays in the rings.
+            let idle = (self.closed || host.owed_completions() == 0)
                 && self.outstanding.is_empty()
-                && (0..self.queue_count()).all(|q| {
-                    host.incoming_ring(q).is_some_and(|r| {
-                        r.read_index().load(std::sync::atomic::Ordering::Acquire)
-                            == r.write_index().load(std::sync::atomic::Ordering::Acquire)
-                    })
-                });
+                && (self.closed
+                    || (0..self.queue_count()).all(|q| {
+                        host.incoming_ring(q).is_some_and(|r| {
+                            r.read_index().load(std::sync::atomic::Ordering::Acquire)
+                                == r.write_index().load(std::sync::atomic::Ordering::Acquire)
+                        })
+                    }));
             if idle {
                 break;
             }
@@ -811,13 +1033,15 @@ impl Rig {
         if self.broken {
             return;
         }
-        let host = self.handle.host();
-        assert_eq!(
-            host.owed_completions(),
-            0,
-            "transfer-page packets never completed"
-        );
-        drop(host);
+        // After a close the guest reads nothing: what the host wrote since is never completed
+        // (what it owed at the close was checked there).
+        if !self.closed {
+            assert_eq!(
+                self.handle.host().owed_completions(),
+                0,
+                "transfer-page packets never completed"
+            );
+        }
         let stats = self.nic.stats();
         for q in 0..usize::from(self.queue_count()) {
             let s = &stats.queues[q];
@@ -916,6 +1140,7 @@ fuzz_target!(|data: &[u8]| {
         exact: true,
         broken: false,
         reestablished: false,
+        closed: false,
     };
     // Leftovers of the handshake (the offload indication) and the guest's completions.
     rig.after_action();
@@ -928,4 +1153,9 @@ fuzz_target!(|data: &[u8]| {
     }
     rig.drain();
     rig.check_end();
+    // Every input ends with a close (dropping the NIC would close it too, but against the
+    // passive host that would wait out its bound).
+    if !rig.closed {
+        rig.close();
+    }
 });

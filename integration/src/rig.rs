@@ -22,12 +22,14 @@ pub enum RigError {
 /// The simulated host, the guest's control handle and its queues.
 #[derive(Debug)]
 pub struct SyntheticRig {
-    /// The simulated host's control handle.
-    pub host: SimHost,
-    /// The guest NIC's control handle.
-    pub nic: SyntheticNic,
+    // Fields drop in this order: the queues and the NIC (whose drop closes it against the
+    // host) before the host.
     /// One queue handle per channel, in channel order.
     pub queues: Vec<SyntheticQueue>,
+    /// The guest NIC's control handle.
+    pub nic: SyntheticNic,
+    /// The simulated host's control handle.
+    pub host: SimHost,
 }
 
 impl SyntheticRig {

@@ -26,7 +26,9 @@ pub enum Fault {
     /// The next send completion carries a transaction id the guest never used (instead of the
     /// right one, which is therefore lost).
     WrongTid,
-    /// The host stops using the receive buffer: the NetVSP worker stops, as on a revoke.
+    /// The host stops using the receive buffer and the NetVSP worker stops (OpenVMM tears its
+    /// worker down when a buffer is revoked). Not a guest's revoke, which this host counts and
+    /// goes on after (see `netvsp`).
     RevokeReceiveBuffer,
     /// The host stops consuming the guest's TX rings (every channel) until
     /// [`Fault::ResumeReading`]. Receive delivery goes on while buffers last.

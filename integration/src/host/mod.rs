@@ -46,7 +46,7 @@ use packet::MacAddr;
 use parking_lot::Mutex;
 
 pub use faults::Fault;
-pub use stats::HostStats;
+pub use stats::{HostStats, TeardownStep};
 pub use vswitch::{ExternalPort, Paced, PortMode, VfUplink, VfWire};
 
 use netvsp::{Command, Persist, Session, SessionConfig};

@@ -11,6 +11,20 @@ use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize
 
 use parking_lot::Mutex;
 
+/// One step of a guest's clean detach as the host saw it ([`HostStats::teardown`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TeardownStep {
+    /// RNDIS HALT (completed at the transport level only, as OpenVMM does).
+    RndisHalt,
+    /// NVSP REVOKE_RECEIVE_BUFFER naming the session's receive buffer: the host no longer
+    /// touches it, and frames for the guest are dropped (`rx_dropped_revoked`).
+    ReceiveBufferRevoked,
+    /// NVSP REVOKE_SEND_BUFFER naming the session's send buffer: a send through a section is
+    /// a protocol error from then on.
+    SendBufferRevoked,
+}
+
 /// A snapshot of the simulated host's counters ([`SimHost::stats`](super::SimHost::stats)).
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HostStats {
@@ -32,6 +46,9 @@ pub struct HostStats {
     pub rx_dropped_oversize: u64,
     /// Frames offered on a queue (channel) that is not open.
     pub rx_dropped_no_queue: u64,
+    /// Frames for the guest dropped because it had revoked its receive buffer (those waiting
+    /// then, and every one after, until a reopen starts a new session).
+    pub rx_dropped_revoked: u64,
     /// Frames the guest transmitted (accepted and forwarded to the vSwitch).
     pub tx_packets: u64,
     /// Guest sends completed with FAILURE.
@@ -85,6 +102,19 @@ pub struct HostStats {
     pub reopens: u64,
     /// Faults injected so far.
     pub faults_injected: u64,
+    /// RNDIS HALT messages the guest sent.
+    pub rndis_halts: u64,
+    /// NVSP REVOKE_RECEIVE_BUFFER messages accepted (naming the session's receive buffer; a
+    /// wrong id is a protocol error instead).
+    pub receive_buffer_revokes: u64,
+    /// NVSP REVOKE_SEND_BUFFER messages accepted (naming the session's send buffer).
+    pub send_buffer_revokes: u64,
+    /// The last [`TEARDOWN_HISTORY`] HALTs and accepted revokes, in the order they came, over
+    /// every session.
+    pub teardown: Vec<TeardownStep>,
+    /// Whether the data path was the VF when the last RNDIS HALT came (`None` before any): a
+    /// guest that detaches cleanly has switched back to synthetic first.
+    pub data_path_vf_at_halt: Option<bool>,
 }
 
 /// The live counters behind [`HostStats`].
@@ -98,6 +128,7 @@ pub(crate) struct StatsCell {
     pub rx_dropped_filtered: AtomicU64,
     pub rx_dropped_oversize: AtomicU64,
     pub rx_dropped_no_queue: AtomicU64,
+    pub rx_dropped_revoked: AtomicU64,
     pub tx_packets: AtomicU64,
     pub tx_failed: AtomicU64,
     pub tx_dropped_port_full: AtomicU64,
@@ -120,11 +151,16 @@ pub(crate) struct StatsCell {
     pub rx_completions: AtomicU64,
     pub reopens: AtomicU64,
     pub faults_injected: AtomicU64,
+    pub rndis_halts: AtomicU64,
+    pub receive_buffer_revokes: AtomicU64,
+    pub send_buffer_revokes: AtomicU64,
     pub misc: Mutex<Misc>,
 }
 
 /// Data-path changes [`HostStats::data_path_switches`] keeps (a soak makes thousands).
 pub const DATA_PATH_HISTORY: usize = 64;
+/// Teardown steps [`HostStats::teardown`] keeps.
+pub const TEARDOWN_HISTORY: usize = 64;
 
 /// The non-scalar parts of the stats.
 #[derive(Debug, Default)]
@@ -132,6 +168,8 @@ pub(crate) struct Misc {
     pub data_path_switches: Vec<bool>,
     pub data_path_switches_total: u64,
     pub last_error: Option<String>,
+    pub teardown: Vec<TeardownStep>,
+    pub data_path_vf_at_halt: Option<bool>,
 }
 
 /// Adds `n` to a counter (relaxed: counters order nothing).
@@ -149,6 +187,25 @@ impl StatsCell {
         }
         misc.data_path_switches.push(to_vf);
         misc.data_path_switches_total += 1;
+    }
+
+    /// Counts a teardown step and records it in order.
+    pub fn record_teardown(&self, step: TeardownStep) {
+        let counter = match step {
+            TeardownStep::RndisHalt => &self.rndis_halts,
+            TeardownStep::ReceiveBufferRevoked => &self.receive_buffer_revokes,
+            TeardownStep::SendBufferRevoked => &self.send_buffer_revokes,
+        };
+        let mut misc = self.misc.lock();
+        if misc.teardown.len() == TEARDOWN_HISTORY {
+            misc.teardown.remove(0);
+        }
+        misc.teardown.push(step);
+        if step == TeardownStep::RndisHalt {
+            misc.data_path_vf_at_halt = Some(self.data_path_vf.load(Ordering::Relaxed));
+        }
+        // Under the lock: a snapshot that sees the step in the list sees it counted.
+        bump(counter, 1);
     }
 
     /// Records why the worker stopped.
@@ -174,6 +231,7 @@ impl StatsCell {
             rx_dropped_filtered: load(&self.rx_dropped_filtered),
             rx_dropped_oversize: load(&self.rx_dropped_oversize),
             rx_dropped_no_queue: load(&self.rx_dropped_no_queue),
+            rx_dropped_revoked: load(&self.rx_dropped_revoked),
             tx_packets: load(&self.tx_packets),
             tx_failed: load(&self.tx_failed),
             tx_dropped_port_full: load(&self.tx_dropped_port_full),
@@ -199,6 +257,11 @@ impl StatsCell {
             rx_completions: load(&self.rx_completions),
             reopens: load(&self.reopens),
             faults_injected: load(&self.faults_injected),
+            rndis_halts: load(&self.rndis_halts),
+            receive_buffer_revokes: load(&self.receive_buffer_revokes),
+            send_buffer_revokes: load(&self.send_buffer_revokes),
+            teardown: misc.teardown.clone(),
+            data_path_vf_at_halt: misc.data_path_vf_at_halt,
         }
     }
 }
@@ -223,5 +286,39 @@ mod tests {
         assert_eq!(stats.data_path_switches.last(), Some(&false));
         assert_eq!(stats.data_path_switches.first(), Some(&true));
         assert!(!stats.data_path_vf);
+    }
+
+    #[test]
+    fn the_teardown_history_is_bounded_and_each_step_counted() {
+        let cell = StatsCell::default();
+        for _ in 0..TEARDOWN_HISTORY {
+            cell.record_teardown(TeardownStep::RndisHalt);
+        }
+        cell.record_teardown(TeardownStep::ReceiveBufferRevoked);
+        cell.record_teardown(TeardownStep::SendBufferRevoked);
+        let stats = cell.snapshot();
+        assert_eq!(stats.teardown.len(), TEARDOWN_HISTORY);
+        assert_eq!(
+            stats.teardown[TEARDOWN_HISTORY - 2..],
+            [
+                TeardownStep::ReceiveBufferRevoked,
+                TeardownStep::SendBufferRevoked
+            ]
+        );
+        assert_eq!(
+            (
+                stats.rndis_halts,
+                stats.receive_buffer_revokes,
+                stats.send_buffer_revokes
+            ),
+            (TEARDOWN_HISTORY as u64, 1, 1)
+        );
+        assert_eq!(stats.data_path_vf_at_halt, Some(false));
+        let json = serde_json::to_value(&stats).unwrap();
+        assert_eq!(
+            json["teardown"][TEARDOWN_HISTORY - 1],
+            "send_buffer_revoked"
+        );
+        assert_eq!(json["rndis_halts"], TEARDOWN_HISTORY as u64);
     }
 }

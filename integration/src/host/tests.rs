@@ -16,6 +16,8 @@ use packet::SharedMemory;
 
 use super::{Fault, HostConfig, PortMode, SimHost};
 
+mod teardown;
+
 const WAIT: Duration = Duration::from_secs(3);
 const QUIET: Duration = Duration::from_millis(150);
 

@@ -50,7 +50,9 @@
 //! (the backend's queue) until the host has a free receive sub-allocation and room in the
 //! guest's ring; they are never reordered within a queue. When a queue is full the new frame
 //! is dropped and counted by the reason the queue backed up (packet filter 0, no free
-//! sub-allocation, guest ring full). The host thread never blocks on the switch: a guest
+//! sub-allocation, guest ring full). Once the guest revokes its receive buffer, every frame
+//! waiting for it and every one after is dropped at once and counted (`rx_dropped_revoked`),
+//! until a reopen starts a new session. The host thread never blocks on the switch: a guest
 //! transmit always completes, whatever the receive side does.
 
 use std::collections::VecDeque;
@@ -120,6 +122,9 @@ pub(crate) enum Backlog {
     NoBuffer = 2,
     /// The guest's receive ring is full.
     RingFull = 3,
+    /// The guest revoked its receive buffer: nothing is delivered until a new session, and
+    /// every frame is dropped at once (`rx_dropped_revoked`).
+    Revoked = 4,
 }
 
 /// A frame on its way to the guest, with the VLAN tag to report in the 802.1Q PPI.
@@ -322,6 +327,28 @@ impl Switch {
         }
     }
 
+    /// Every queue's frames wait for `why` (a session's start: [`Backlog::None`]).
+    pub fn set_backlog_all(&self, why: Backlog) {
+        for b in &self.backlog {
+            b.store(why as u8, Ordering::Relaxed);
+        }
+    }
+
+    /// The guest revoked its receive buffer: every frame waiting for it is dropped and
+    /// counted, and so is every one that comes until [`set_backlog_all`](Self::set_backlog_all)
+    /// says otherwise (a new session). Returns how many were waiting.
+    pub fn receive_buffer_revoked(&self) -> usize {
+        // Marked first: an enqueue that takes the lock after the drain below sees the mark.
+        self.set_backlog_all(Backlog::Revoked);
+        let mut queues = self.to_guest.lock();
+        let dropped: usize = queues.iter().map(VecDeque::len).sum();
+        queues.iter_mut().for_each(VecDeque::clear);
+        drop(queues);
+        self.taken(dropped);
+        bump(&self.stats.rx_dropped_revoked, dropped as u64);
+        dropped
+    }
+
     /// Queues `frame` for the guest on `queue` on the synthetic path; `false` if dropped (and
     /// counted).
     pub fn enqueue_for_guest(&self, queue: u16, frame: RxFrame) -> bool {
@@ -330,6 +357,10 @@ impl Switch {
             return false;
         }
         let mut queues = self.to_guest.lock();
+        if self.backlog[usize::from(queue)].load(Ordering::Relaxed) == Backlog::Revoked as u8 {
+            bump(&self.stats.rx_dropped_revoked, 1);
+            return false;
+        }
         let q = &mut queues[usize::from(queue)];
         if q.len() >= PORT_QUEUE_FRAMES {
             let counter = match self.backlog[usize::from(queue)].load(Ordering::Relaxed) {
@@ -594,5 +625,23 @@ mod tests {
         assert!(!port.inject_on(0, &[0; 60]));
         assert_eq!(stats.rx_dropped_filtered.load(Ordering::Relaxed), 1);
         assert_eq!(port.pending_to_guest(), PORT_QUEUE_FRAMES);
+    }
+
+    #[test]
+    fn a_revoked_receive_buffer_drops_what_waits_and_what_comes_until_a_new_session() {
+        let stats = Arc::new(StatsCell::default());
+        let port = ExternalPort::new(Arc::new(Switch::new(PortMode::External, stats.clone())));
+        port.switch.set_open_queues(2);
+        for q in [0, 1, 1] {
+            assert!(port.inject_on(q, &[0; 60]));
+        }
+        assert_eq!(port.switch.receive_buffer_revoked(), 3);
+        assert_eq!(port.pending_to_guest(), 0);
+        assert!(!port.inject_on(1, &[0; 60]), "taken after the revoke");
+        assert_eq!(stats.rx_dropped_revoked.load(Ordering::Relaxed), 4);
+        port.switch.set_backlog_all(Backlog::None);
+        assert!(port.inject_on(1, &[0; 60]), "a new session receives again");
+        assert_eq!(port.pending_to_guest(), 1);
+        assert_eq!(stats.rx_dropped_revoked.load(Ordering::Relaxed), 4);
     }
 }

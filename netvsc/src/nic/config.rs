@@ -20,6 +20,11 @@ pub const DEFAULT_TX_COPY_MAX: usize = 1514;
 /// control request in that long is gone; a larger bound only delays the watchdog (and an
 /// unbounded one would not fit an `Instant`).
 pub const MAX_CONTROL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The bound of the close a [`SyntheticNic`](super::SyntheticNic) does when it is dropped
+/// open: long enough for a healthy host (it answers each step in milliseconds), short enough
+/// that a dead or silent one does not hold the program up (DPDK lingers 200 ms for the same
+/// reason).
+pub const CLOSE_ON_DROP_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// How the synthetic NIC is opened.
 ///

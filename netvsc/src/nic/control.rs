@@ -10,6 +10,9 @@
 //! - an RNDIS completion, matched by its request id;
 //! - unsolicited host messages, as events.
 //!
+//! An RNDIS message that gets no RNDIS reply (HALT) is *posted*: it waits for the transport
+//! completion of its tid instead, which also frees its section.
+//!
 //! The waiting thread sleeps on a condition variable with a bounded slice and re-checks;
 //! every wait ends by its deadline with [`NicError::Timeout`]. A control send section is owned
 //! by the host until the transport completion of its tid *or* the RNDIS reply to its request
@@ -126,12 +129,18 @@ impl Control {
     /// A completion with a control tid, read by a queue.
     pub(crate) fn completion(&self, tid: u64, payload: &[u8]) {
         let mut inbox = self.inbox.lock();
+        let section = inbox.sections.iter().position(|s| s.tid == Some(tid));
         if let Some(slot) = inbox.nvsp.get_mut(&tid) {
             *slot = Some(payload.to_vec());
+            // A posted RNDIS message (no RNDIS reply) waits for this completion, and its
+            // section is the host's until it comes.
+            if let Some(i) = section {
+                inbox.sections[i].free();
+            }
             self.cond.notify_all();
             return;
         }
-        if let Some(i) = inbox.sections.iter().position(|s| s.tid == Some(tid)) {
+        if let Some(i) = section {
             let request_id = inbox.sections[i].request_id;
             inbox.sections[i].free();
             let status = match NvspMessage::parse(payload) {
@@ -219,6 +228,32 @@ impl Control {
         inbox.counters.requests += 1;
         inbox.rndis.insert(request_id, None);
         Some(index)
+    }
+
+    /// Reserves a free control section for an RNDIS message that gets no RNDIS reply (HALT),
+    /// sent under `tid`: the request waits for the transport completion of `tid`
+    /// ([`take_nvsp`](Self::take_nvsp)), which also frees the section. `None` if every
+    /// control section is held.
+    pub(crate) fn reserve_posted_section(&self, tid: u64) -> Option<u32> {
+        let mut inbox = self.inbox.lock();
+        let section = inbox.sections.iter_mut().find(|s| s.is_free())?;
+        section.tid = Some(tid);
+        section.request_id = None;
+        let index = section.index;
+        inbox.counters.requests += 1;
+        inbox.nvsp.insert(tid, None);
+        Some(index)
+    }
+
+    /// Gives up on the posted message sent under `tid`. With `unsent`, the message never
+    /// reached the ring: its section is freed at once; otherwise it stays held, since the host
+    /// may still read it.
+    pub(crate) fn forget_posted(&self, tid: u64, unsent: bool) {
+        let mut inbox = self.inbox.lock();
+        inbox.nvsp.remove(&tid);
+        if unsent && let Some(s) = inbox.sections.iter_mut().find(|s| s.tid == Some(tid)) {
+            s.free();
+        }
     }
 
     /// Takes the answer to `request_id` if it arrived.

@@ -103,4 +103,8 @@ pub enum NicError {
     /// calls fail with this until [`reestablish`](super::SyntheticNic::reestablish) succeeds.
     #[error("the host channel is dead; re-establish the session")]
     ChannelDead,
+    /// The NIC was closed ([`close`](super::SyntheticNic::close)): every control call fails
+    /// with this, and the session cannot be re-established.
+    #[error("the nic is closed")]
+    Closed,
 }

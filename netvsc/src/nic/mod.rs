@@ -16,6 +16,13 @@
 //!    watchdog calls [`SyntheticNic::reestablish`]: every ring, doorbell and buffer mapping is
 //!    dropped, the device reopened and the whole handshake redone with the same version and
 //!    queue count; the queue handles keep working, the MAC is kept.
+//! 4. [`SyntheticNic::close`] (or dropping the control handle, with a short bound) detaches
+//!    as Linux and DPDK do (module `close`): packet filter 0, RNDIS HALT, what is in flight
+//!    drains, the receive and send buffers are revoked. Queue handles the pollers still hold
+//!    learn it at their next burst: `tx_burst` takes nothing from the start of the close,
+//!    and once it is done both bursts return 0 (after the frames already staged).
+//!    [`SyntheticQueue::is_closed`] tells a poller it may stop. The device itself (with uio,
+//!    the open device file) goes when the last handle is dropped.
 //!
 //! # Threads and locks
 //!
@@ -34,6 +41,7 @@
 //! # Modules
 //!
 //! - `config`, `error`, `events`, `stats`: the public types.
+//! - `close`: the teardown (HALT, drain, buffer revokes).
 //! - `tids`: transaction-id layout and the slot tables behind sends.
 //! - `control`: the control inbox and request bookkeeping; `shared`: sending on queue 0 and
 //!   bounded waiting; `rndis_control`: RNDIS requests; `handshake`: the session set-up;
@@ -45,6 +53,7 @@
 //! - [`classify`]: the receive dispatch exposed for replaying recorded host packets (tests).
 
 pub mod classify;
+mod close;
 mod config;
 mod control;
 mod error;
@@ -76,8 +85,8 @@ use crate::rndis::NdisOffload;
 use crate::vmbus::{DeviceError, VmbusDevice};
 
 pub use config::{
-    DEFAULT_TX_COPY_MAX, MAX_CONTROL_TIMEOUT, MAX_MTU, MAX_QUEUES, MIN_MTU, MIN_POOL_BUFFERS,
-    NicConfig,
+    CLOSE_ON_DROP_TIMEOUT, DEFAULT_TX_COPY_MAX, MAX_CONTROL_TIMEOUT, MAX_MTU, MAX_QUEUES, MIN_MTU,
+    MIN_POOL_BUFFERS, NicConfig,
 };
 pub use error::NicError;
 pub use events::NicEvent;
@@ -86,7 +95,7 @@ pub use stats::{NicStats, QueueStats};
 
 use control::Bound;
 use handshake::{SessionPlan, Steps};
-use shared::NicShared;
+use shared::{Lifecycle, NicShared};
 
 /// The synthetic NIC's control handle (`Send + Sync`): identity, control requests, events,
 /// re-establishing the session, counters.
@@ -214,12 +223,18 @@ impl SyntheticNic {
     /// poller does, so a control-only program sees events too; with a zero `timeout` it still
     /// reads what queue 0 holds once (without sleeping), so a caller that polls events between
     /// other work sees them as they come, not at its next wait.
+    ///
+    /// Once the NIC is closed the stream ends: the events queued before are still handed
+    /// out, then `None` comes at once, without waiting.
     pub fn next_event(&self, timeout: Duration) -> Option<NicEvent> {
         let deadline = Bound::after(timeout).deadline;
         let mut looked = false;
         loop {
             if let Some(event) = self.shared.control.inbox.lock().events.pop_front() {
                 return Some(event);
+            }
+            if self.shared.is_closed() {
+                return None;
             }
             if looked && Instant::now() >= deadline {
                 return None;
@@ -276,9 +291,14 @@ impl SyntheticNic {
     /// dead session not yet taken that describe the session itself (VF association, host
     /// data-path switch, channel dead) are dropped: the new session starts with none.
     /// Everything must finish within `timeout`.
+    ///
+    /// A closed NIC (or one closing) is not re-established: [`NicError::Closed`].
     pub fn reestablish(&self, timeout: Duration) -> Result<(), NicError> {
         let shared = &*self.shared;
         let _session = shared.session_lock.lock();
+        if shared.lifecycle() != Lifecycle::Open {
+            return Err(NicError::Closed);
+        }
         let bound = Bound::after(timeout);
         shared.set_dead_quietly(true);
         for q in &shared.queues {
@@ -318,6 +338,28 @@ impl SyntheticNic {
         result
     }
 
+    /// Closes the NIC as Linux and DPDK detach from a NetVSC (module `close`): RNDIS SET of
+    /// the packet filter to 0, RNDIS HALT (waiting for its transport completion, the only
+    /// answer a host gives), the sends and receives in flight drained, then NVSP
+    /// REVOKE_RECEIVE_BUFFER and REVOKE_SEND_BUFFER with the ids the handshake used, and the
+    /// host reading them. Everything within `timeout`; a host that does not answer makes it
+    /// return [`NicError::Timeout`] then, a dead channel [`NicError::ChannelDead`] at once. A
+    /// step that fails does not stop the ones after it; the first error is returned.
+    ///
+    /// Whatever it returns, the NIC is closed afterwards: control calls fail with
+    /// [`NicError::Closed`], queue bursts hand out the frames already staged and then return
+    /// 0, [`next_event`](Self::next_event) ends, [`reestablish`](Self::reestablish) is
+    /// refused. Closing a closed NIC does nothing and returns `Ok`. Waits for a re-establish
+    /// in progress to end first (within the same `timeout`).
+    pub fn close(&self, timeout: Duration) -> Result<(), NicError> {
+        self.shared.close(Bound::after(timeout))
+    }
+
+    /// Whether the NIC is closed ([`close`](Self::close)).
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
     /// A snapshot of every counter.
     pub fn stats(&self) -> NicStats {
         let shared = &*self.shared;
@@ -349,5 +391,19 @@ impl SyntheticNic {
             });
         }
         Ok(())
+    }
+}
+
+impl Drop for SyntheticNic {
+    /// Dropping an open NIC closes it ([`SyntheticNic::close`]) with the short bound
+    /// [`CLOSE_ON_DROP_TIMEOUT`]: a healthy host answers in milliseconds, and a dead or silent
+    /// one costs no more than that. Queue handles still held are closed with it.
+    fn drop(&mut self) {
+        if self.shared.is_closed() {
+            return;
+        }
+        if let Err(error) = self.close(CLOSE_ON_DROP_TIMEOUT) {
+            tracing::warn!(%error, "closing the nic as it was dropped did not end cleanly");
+        }
     }
 }

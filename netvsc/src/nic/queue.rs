@@ -11,7 +11,10 @@
 //! ([`QueueState::install_channel`]), the receive buffer
 //! ([`QueueState::install_receive_buffer`]) and, once the session is ready, the transmit
 //! session ([`TxState::install`]). [`QueueState::detach`] drops all of it (re-establish, dead
-//! channel); bursts on a queue without a channel return 0, and transmit waits for `ready`.
+//! channel, close); bursts on a queue without a channel return 0, and transmit waits for
+//! `ready`. A close first clears `ready` (under the queue's lock, which every burst takes: that
+//! is how a poller learns the NIC is closing — its next `tx_burst` takes nothing), waits for
+//! what is in flight, then detaches the queue for good.
 //!
 //! Invariants: every transfer-page packet that asked for a completion is completed exactly
 //! once — at once, or from the deferred list (the completion backlog) at the start of a later
@@ -300,6 +303,26 @@ impl QueueState {
         self.tx.detach(&mut self.stats);
     }
 
+    /// Whether the queue has nothing in flight with the host, as a close needs before it
+    /// revokes the buffers: no send waiting for its completion, no receive completion waiting
+    /// for room in the ring, and the incoming ring found empty by the last `service`. A queue
+    /// without a channel has nothing in flight.
+    pub(crate) fn quiescent(&self) -> bool {
+        self.chan.is_none()
+            || (self.tx.outstanding() == 0
+                && self.pending_completions.is_empty()
+                && self.ring_emptied)
+    }
+
+    /// Detaches the queue (see [`detach`](Self::detach)) and hands its channel over: a close
+    /// still waits on queue 0's outgoing ring for the host to read the buffer revokes, with
+    /// nothing left that could read the receive buffer.
+    pub(crate) fn detach_taking_channel(&mut self) -> Option<ChannelIo> {
+        let chan = self.chan.take();
+        self.detach();
+        chan
+    }
+
     /// Unmasks the incoming interrupt before the control thread sleeps; `true` if data is
     /// already there (do not sleep).
     pub(crate) fn arm_interrupt(&self) -> bool {
@@ -497,7 +520,9 @@ impl QueueState {
 /// Both bursts drain the queue's incoming ring (receives and send completions share it);
 /// frames read by `tx_burst` wait in a bounded staging list for the next `rx_burst`. Handles
 /// stay valid across [`reestablish`](super::SyntheticNic::reestablish): while the session is
-/// down, bursts return 0.
+/// down, bursts return 0. Once the NIC closes ([`close`](super::SyntheticNic::close), or the
+/// control handle dropped), `tx_burst` takes nothing and `rx_burst` hands out what is staged,
+/// then 0 for good ([`is_closed`](Self::is_closed)).
 #[derive(Debug)]
 pub struct SyntheticQueue {
     shared: Arc<NicShared>,
@@ -512,6 +537,12 @@ impl SyntheticQueue {
     /// The queue's index (0 = the primary channel).
     pub fn index(&self) -> u16 {
         self.index
+    }
+
+    /// Whether the NIC was closed ([`SyntheticNic::close`](super::SyntheticNic::close), or
+    /// dropped): bursts hand out what was staged, then return 0 for good; a poller may stop.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
     }
 
     /// A snapshot of the queue's counters.

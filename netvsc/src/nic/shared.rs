@@ -3,14 +3,17 @@
 //! waiting for answers while keeping queue 0 drained.
 //!
 //! Draining rule: a control wait re-checks the inbox, then — if a poller has run a burst on
-//! queue 0 within the last few milliseconds — sleeps on the inbox's condition variable (the
-//! poller will hand the answer over); otherwise it drains queue 0 itself (`try_lock`, frames go
-//! to the queue's staging list) and, if nothing was there, unmasks queue 0's interrupt and
-//! sleeps in the device's interrupt wait — also when queue 0 stopped reading because its
-//! completion backlog is full (the host then signals once it reads the guest's ring). Every
-//! sleep is a bounded slice; every wait ends by its deadline.
+//! queue 0 within the last few milliseconds, and the NIC is not closing — sleeps on the
+//! inbox's condition variable (the poller will hand the answer over); otherwise it drains
+//! queue 0 itself (`try_lock`, frames go to the queue's staging list) and, if nothing was
+//! there, unmasks queue 0's interrupt and sleeps in the device's interrupt wait — also when
+//! queue 0 stopped reading because its completion backlog is full (the host then signals once
+//! it reads the guest's ring). Every sleep is a bounded slice; every wait ends by its
+//! deadline.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU16, AtomicU32, AtomicU64, AtomicUsize, Ordering,
+};
 use std::time::{Duration, Instant};
 
 use packet::{MacAddr, Pool, SharedMemory};
@@ -28,9 +31,22 @@ use super::queue::{BURST_BUDGET, QueueShared};
 use super::steering::SendTable;
 
 /// Longest single sleep of a control wait.
-const PUMP_SLICE: Duration = Duration::from_millis(5);
+pub(crate) const PUMP_SLICE: Duration = Duration::from_millis(5);
 /// A poller that ran a burst this recently is trusted to drain queue 0.
 const POLLER_WINDOW_NANOS: u64 = 20_000_000;
+
+/// Where the NIC is in its life ([`NicShared::lifecycle`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Lifecycle {
+    /// Open: the session (or its re-establishing) serves the application.
+    Open = 0,
+    /// Closing (module `close`): queues take no new frames; the teardown talks to the host.
+    Closing = 1,
+    /// Closed for good: queues are detached, control calls fail with
+    /// [`NicError::Closed`], the events that were queued are the last.
+    Closed = 2,
+}
 
 /// The send buffer of the session, for control messages.
 #[derive(Debug, Clone)]
@@ -69,6 +85,8 @@ pub(crate) struct NicShared {
     link_speed: AtomicU64,
     pub packet_filter: AtomicU32,
     dead: AtomicBool,
+    /// A [`Lifecycle`]; only `close` moves it, always forward.
+    lifecycle: AtomicU8,
     pub reestablished: AtomicU64,
 }
 
@@ -105,6 +123,7 @@ impl NicShared {
             link_up: AtomicBool::new(false),
             link_speed: AtomicU64::new(0),
             dead: AtomicBool::new(false),
+            lifecycle: AtomicU8::new(Lifecycle::Open as u8),
             reestablished: AtomicU64::new(0),
         }
     }
@@ -172,6 +191,25 @@ impl NicShared {
         self.dead.load(Ordering::Acquire)
     }
 
+    /// Where the NIC is in its life.
+    pub(crate) fn lifecycle(&self) -> Lifecycle {
+        match self.lifecycle.load(Ordering::Acquire) {
+            0 => Lifecycle::Open,
+            1 => Lifecycle::Closing,
+            _ => Lifecycle::Closed,
+        }
+    }
+
+    /// Moves the NIC on to `next` (module `close`).
+    pub(crate) fn set_lifecycle(&self, next: Lifecycle) {
+        self.lifecycle.store(next as u8, Ordering::Release);
+    }
+
+    /// Whether the NIC is closed for good.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.lifecycle() == Lifecycle::Closed
+    }
+
     /// Marks the channel dead and reports it once.
     pub(crate) fn mark_dead(&self) {
         if !self.dead.swap(true, Ordering::AcqRel) {
@@ -203,7 +241,7 @@ impl NicShared {
         self.control.push_event(event);
     }
 
-    fn device_failed(&self, error: &DeviceError) {
+    pub(crate) fn device_failed(&self, error: &DeviceError) {
         if matches!(
             error,
             DeviceError::ChannelDead { .. } | DeviceError::Gone { .. }
@@ -220,7 +258,10 @@ impl NicShared {
             .saturating_duration_since(Instant::now())
             .min(PUMP_SLICE);
         let q0 = &self.queues[0];
-        if self.is_dead() || q0.poller_active(self.epoch, POLLER_WINDOW_NANOS) {
+        // A closing NIC drains queue 0 itself: its pollers may be on their way out.
+        let trust_poller = self.lifecycle() == Lifecycle::Open
+            && q0.poller_active(self.epoch, POLLER_WINDOW_NANOS);
+        if self.is_dead() || trust_poller {
             self.control.wait_slice(slice);
             return;
         }
@@ -272,6 +313,9 @@ impl NicShared {
             if let Some(found) = check(&mut self.control.inbox.lock()) {
                 return Ok(found);
             }
+            if self.is_closed() {
+                return Err(NicError::Closed);
+            }
             if self.is_dead() {
                 return Err(NicError::ChannelDead);
             }
@@ -293,6 +337,9 @@ impl NicShared {
         what: &'static str,
     ) -> Result<(), NicError> {
         loop {
+            if self.is_closed() {
+                return Err(NicError::Closed);
+            }
             if self.is_dead() {
                 return Err(NicError::ChannelDead);
             }
@@ -354,6 +401,39 @@ impl NicShared {
         result.map(|payload| (tid, payload))
     }
 
+    /// Writes the RNDIS message `encode` builds (given the buffer and `request_id`) into
+    /// control section `section` of `sendbuf`; returns the NVSP 107 that names it.
+    fn write_rndis(
+        sendbuf: &SendBuffer,
+        section: u32,
+        request_id: u32,
+        what: &'static str,
+        encode: impl FnOnce(&mut [u8], u32) -> Result<usize, RndisError>,
+    ) -> Result<Vec<u8>, NicError> {
+        let mut message = vec![0u8; sendbuf.section_size];
+        let len = encode(&mut message, request_id).map_err(|source| NicError::Rndis {
+            what,
+            request_id,
+            source,
+        })?;
+        let offset = section as usize * sendbuf.section_size;
+        sendbuf.mem.write(offset, &message[..len])?;
+        let nvsp_msg = NvspMessage::SendRndisPacket(nvsp::Message1SendRndisPacket::new(
+            nvsp::CONTROL_CHANNEL_TYPE,
+            section,
+            len as u32,
+        ));
+        Ok(Self::nvsp_bytes(&nvsp_msg))
+    }
+
+    /// The session's send buffer, or why there is none.
+    fn control_sendbuf(&self) -> Result<SendBuffer, NicError> {
+        if self.is_closed() {
+            return Err(NicError::Closed);
+        }
+        self.sendbuf.lock().clone().ok_or(NicError::ChannelDead)
+    }
+
     /// Sends an RNDIS control message built by `encode` (given the buffer and the request id)
     /// through a control send section, and returns the host's RNDIS reply.
     pub(crate) fn rndis_request(
@@ -362,39 +442,19 @@ impl NicShared {
         what: &'static str,
         encode: impl FnOnce(&mut [u8], u32) -> Result<usize, RndisError>,
     ) -> Result<Vec<u8>, NicError> {
-        let Some(sendbuf) = self.sendbuf.lock().clone() else {
-            return Err(NicError::ChannelDead);
-        };
+        let sendbuf = self.control_sendbuf()?;
         let request_id = self.control.new_request_id();
         let tid = self.control.new_tid();
         let Some(section) = self.control.reserve_section(tid, request_id) else {
             return Err(NicError::NoControlSection);
         };
-        let mut message = vec![0u8; sendbuf.section_size];
-        let written = encode(&mut message, request_id)
-            .map_err(|source| NicError::Rndis {
-                what,
-                request_id,
-                source,
-            })
-            .and_then(|len| {
-                let offset = section as usize * sendbuf.section_size;
-                sendbuf.mem.write(offset, &message[..len])?;
-                Ok(len)
-            });
-        let len = match written {
-            Ok(len) => len,
+        let bytes = match Self::write_rndis(&sendbuf, section, request_id, what, encode) {
+            Ok(bytes) => bytes,
             Err(e) => {
                 self.control.forget_rndis(request_id, true);
                 return Err(e);
             }
         };
-        let nvsp_msg = NvspMessage::SendRndisPacket(nvsp::Message1SendRndisPacket::new(
-            nvsp::CONTROL_CHANNEL_TYPE,
-            section,
-            len as u32,
-        ));
-        let bytes = Self::nvsp_bytes(&nvsp_msg);
         let packet = OutgoingPacket {
             kind: OutgoingKind::InBand,
             transaction_id: tid,
@@ -415,5 +475,61 @@ impl NicShared {
                 Err(e)
             }
         }
+    }
+
+    /// Sends an RNDIS control message that gets no RNDIS reply (HALT) through a control send
+    /// section, and waits for its transport completion (NVSP 108), the only answer a host
+    /// gives. A status other than success is [`NicError::HostRefused`].
+    pub(crate) fn rndis_post(
+        &self,
+        bound: Bound,
+        what: &'static str,
+        encode: impl FnOnce(&mut [u8], u32) -> Result<usize, RndisError>,
+    ) -> Result<(), NicError> {
+        let sendbuf = self.control_sendbuf()?;
+        let request_id = self.control.new_request_id();
+        let tid = self.control.new_tid();
+        let Some(section) = self.control.reserve_posted_section(tid) else {
+            return Err(NicError::NoControlSection);
+        };
+        let bytes = match Self::write_rndis(&sendbuf, section, request_id, what, encode) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                self.control.forget_posted(tid, true);
+                return Err(e);
+            }
+        };
+        let packet = OutgoingPacket {
+            kind: OutgoingKind::InBand,
+            transaction_id: tid,
+            completion_requested: true,
+            payload: &bytes,
+        };
+        if let Err(e) = self.send_control(&packet, bound, what) {
+            self.control.forget_posted(tid, true);
+            return Err(e);
+        }
+        let payload = match self.wait_for(bound, what, |inbox| Control::take_nvsp(inbox, tid)) {
+            Ok(payload) => payload,
+            Err(e) => {
+                self.control.forget_posted(tid, false);
+                return Err(e);
+            }
+        };
+        let status = match NvspMessage::parse(&payload) {
+            Ok(NvspMessage::SendRndisPacketComplete(m)) => m.status.get(),
+            Ok(other) => {
+                return Err(NicError::Protocol {
+                    queue: 0,
+                    msg_type: other.msg_type(),
+                    reason: format!("unexpected completion of {what}"),
+                });
+            }
+            Err(source) => return Err(NicError::Nvsp { what, tid, source }),
+        };
+        if status != nvsp::STATUS_SUCCESS {
+            return Err(NicError::HostRefused { what, status });
+        }
+        Ok(())
     }
 }

@@ -77,16 +77,11 @@ impl Session {
             NvspMessage::SendReceiveBuffer(m) => {
                 self.receive_buffer(tid, rc, m.gpadl_handle.get(), m.id.get())
             }
-            NvspMessage::SendSendBuffer(m) => self.send_buffer(tid, rc, m.gpadl_handle.get()),
-            NvspMessage::RevokeReceiveBuffer(_) => {
-                self.recv = None;
-                self.die("guest revoked the receive buffer".into(), false);
-                Ok(())
+            NvspMessage::SendSendBuffer(m) => {
+                self.send_buffer(tid, rc, m.gpadl_handle.get(), m.id.get())
             }
-            NvspMessage::RevokeSendBuffer(_) => {
-                self.send = None;
-                Ok(())
-            }
+            NvspMessage::RevokeReceiveBuffer(m) => self.revoke_receive_buffer(m.id.get()),
+            NvspMessage::RevokeSendBuffer(m) => self.revoke_send_buffer(m.id.get()),
             NvspMessage::SendRndisPacket(m) => {
                 self.ensure_ready()?;
                 self.rndis_packet(ch, packet, m)
@@ -185,7 +180,7 @@ impl Session {
     }
 
     /// SEND_SEND_BUFFER: sections of 6144 bytes.
-    fn send_buffer(&mut self, tid: u64, rc: bool, gpadl: u32) -> Result<(), Fatal> {
+    fn send_buffer(&mut self, tid: u64, rc: bool, gpadl: u32, id: u16) -> Result<(), Fatal> {
         if self.send.is_some() {
             return fatal!("duplicate SEND_SEND_BUFFER");
         }
@@ -196,12 +191,60 @@ impl Session {
             return fatal!("SEND_SEND_BUFFER names unknown GPADL {gpadl:#x}");
         };
         self.send = Some(mem);
+        self.send_id = id;
         let reply = NvspMessage::SendSendBufferComplete(nvsp::Message1SendSendBufferComplete::new(
             nvsp::STATUS_SUCCESS,
             nvsp::SEND_SECTION_SIZE,
         ));
         self.complete_message(0, tid, rc, &reply);
         self.check_init_done();
+        Ok(())
+    }
+
+    /// REVOKE_RECEIVE_BUFFER (no reply): `id` must name the session's receive buffer. From
+    /// now on nothing is written into it: what waits for the guest and what comes is dropped
+    /// and counted; completions of packets delivered before are still accepted. (OpenVMM tears
+    /// its worker down here; this host goes on reading the guest's ring, so it sees and counts
+    /// the REVOKE_SEND_BUFFER a detaching guest sends next.)
+    fn revoke_receive_buffer(&mut self, id: u16) -> Result<(), Fatal> {
+        let expected = match &self.recv {
+            Some(recv) if !self.recv_revoked => recv.id(),
+            _ => return fatal!("REVOKE_RECEIVE_BUFFER {id:#x} without a receive buffer"),
+        };
+        if id != expected {
+            return fatal!("REVOKE_RECEIVE_BUFFER {id:#x}: the receive buffer is {expected:#x}");
+        }
+        self.recv_revoked = true;
+        let dropped = self.switch.receive_buffer_revoked();
+        // Control messages still queued would go into the buffer: they are dropped too.
+        self.control_out
+            .retain(|m| !matches!(m, super::OutMsg::Control(_)));
+        self.control_bytes = 0;
+        self.stats
+            .record_teardown(crate::host::stats::TeardownStep::ReceiveBufferRevoked);
+        tracing::info!(
+            target: "hvnet::host",
+            dropped,
+            "guest revoked its receive buffer {id:#x}"
+        );
+        Ok(())
+    }
+
+    /// REVOKE_SEND_BUFFER (no reply): `id` must name the session's send buffer.
+    fn revoke_send_buffer(&mut self, id: u16) -> Result<(), Fatal> {
+        if self.send.is_none() {
+            return fatal!("REVOKE_SEND_BUFFER {id:#x} without a send buffer");
+        }
+        if id != self.send_id {
+            return fatal!(
+                "REVOKE_SEND_BUFFER {id:#x}: the send buffer is {:#x}",
+                self.send_id
+            );
+        }
+        self.send = None;
+        self.stats
+            .record_teardown(crate::host::stats::TeardownStep::SendBufferRevoked);
+        tracing::info!(target: "hvnet::host", "guest revoked its send buffer {id:#x}");
         Ok(())
     }
 

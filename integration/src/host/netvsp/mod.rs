@@ -4,7 +4,11 @@
 //! Lifecycle: the host thread creates a session when the primary channel opens (at start and
 //! after each guest reopen) and polls it. A session goes through NVSP initialisation
 //! ([`init`]), then serves RNDIS control ([`rndis`]), guest sends ([`tx`]), receive delivery
-//! ([`rx`]), subchannels and the VF data path ([`vf`]). A protocol violation (or a
+//! ([`rx`]), subchannels and the VF data path ([`vf`]), and the guest's teardown (RNDIS
+//! HALT, then REVOKE_RECEIVE_BUFFER and REVOKE_SEND_BUFFER naming the ids the buffers were
+//! sent with; a wrong id is a protocol error): after the receive revoke the session writes
+//! nothing more into the receive buffer and drops what comes for the guest, after the send
+//! revoke a send through a section is a protocol error. A protocol violation (or a
 //! worker-stopping fault) stops the session silently: no reply, no further ring activity, the
 //! guest→host `interrupt_mask` left at 1, until the guest reopens. Host-level state (link,
 //! VF presence, armed faults) outlives sessions in [`Persist`].
@@ -127,7 +131,13 @@ pub(crate) struct Session {
     pub ndis_version: Option<u32>,
     pub ndis_config: Option<NdisConfig>,
     pub recv: Option<ReceiveBuffer>,
+    /// The guest revoked the receive buffer: `recv` stays only to accept completions of
+    /// packets delivered before (a subchannel's may be read after the revoke); nothing is
+    /// written into it any more.
+    pub recv_revoked: bool,
     pub send: Option<SharedMemory>,
+    /// The id the guest gave the send buffer in SEND_SEND_BUFFER.
+    pub send_id: u16,
     pub init_done: bool,
     // RNDIS.
     pub rndis: rndis::RndisState,
@@ -157,6 +167,8 @@ impl Session {
         }
         switch.set_data_path_vf(false, vf::SWITCH_FLUSH_TIMEOUT);
         switch.set_open_queues(1);
+        // A new session has a new receive buffer coming: frames wait for it again.
+        switch.set_backlog_all(super::vswitch::Backlog::None);
         stats.nvsp_version.store(0, Ordering::Relaxed);
         stats.packet_filter.store(0, Ordering::Relaxed);
         stats.subchannels_open.store(0, Ordering::Relaxed);
@@ -177,7 +189,9 @@ impl Session {
             ndis_version: None,
             ndis_config: None,
             recv: None,
+            recv_revoked: false,
             send: None,
+            send_id: 0,
             init_done: false,
             rndis: rndis::RndisState::default(),
             subchannels_granted: None,
@@ -456,7 +470,7 @@ impl Session {
 
     /// Whether work waits on something other than a guest signal (queued messages, frames).
     pub fn has_backlog(&self) -> bool {
-        let receiving = self.init_done && self.rndis.filter != 0;
+        let receiving = self.init_done && self.rndis.filter != 0 && !self.recv_revoked;
         !self.dead
             && (!self.control_out.is_empty()
                 || self.vf.switch_pending.is_some()

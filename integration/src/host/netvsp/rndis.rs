@@ -20,7 +20,7 @@ use zerocopy::{FromZeros, IntoBytes};
 
 use super::tx::SendOutcome;
 use super::{OutMsg, Session};
-use crate::host::stats::bump;
+use crate::host::stats::{TeardownStep, bump};
 use crate::host::vswitch::RssState;
 
 /// Vendor id OpenVMM reports (Microsoft's OUI, 00-15-5D).
@@ -117,6 +117,7 @@ impl Session {
             }
             RndisMessage::Halt(_) => {
                 self.rndis.halted = true;
+                self.stats.record_teardown(TeardownStep::RndisHalt);
                 ok
             }
             RndisMessage::Reset(_) => fatal_after("RESET"),

@@ -9,7 +9,9 @@
 //! a control packet's its control-buffer index; both stay outstanding until the guest completes
 //! them with an NVSP 108 payload. An empty payload, an unknown id or a second completion is
 //! fatal. Frames wait in the vSwitch while no sub-allocation or ring room is free (never
-//! blocking anything else) and while the packet filter is 0.
+//! blocking anything else) and while the packet filter is 0. Once the guest revokes the buffer
+//! nothing is written into it (frames are dropped in the vSwitch, control messages dropped);
+//! completions of packets delivered before are still accepted.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -74,6 +76,11 @@ impl ReceiveBuffer {
     /// Number of sub-allocations.
     pub fn count(&self) -> u32 {
         self.count
+    }
+
+    /// The id the guest gave the buffer (the transfer-page-set id of every packet).
+    pub fn id(&self) -> u16 {
+        self.id
     }
 
     /// Re-splits the data sub-allocations over `queues` queues; ids the guest still holds go
@@ -202,6 +209,11 @@ impl Session {
 
     /// Writes one RNDIS control message in a control buffer; `false` if it must wait.
     pub(super) fn write_control(&mut self, message: &[u8]) -> bool {
+        if self.recv_revoked {
+            // The guest gave the buffer up: the message has nowhere to go.
+            tracing::debug!(target: "hvnet::host", "control message after the receive buffer was revoked dropped");
+            return true;
+        }
         let payload = self.rndis_packet_message(nvsp::CONTROL_CHANNEL_TYPE);
         let Some(recv) = &mut self.recv else {
             return false;
@@ -264,7 +276,7 @@ impl Session {
     /// Delivers waiting frames on queue `q` in one transfer-page packet; `true` if any.
     pub(super) fn deliver_rx(&mut self, q: usize) -> bool {
         let queue = q as u16;
-        if !self.init_done || self.recv.is_none() {
+        if !self.init_done || self.recv.is_none() || self.recv_revoked {
             return false;
         }
         if self.rndis.filter == 0 {

@@ -43,6 +43,10 @@ pub struct Script {
     pub refuse_offload_parameters: bool,
     /// Read the guest's ring (clear it to play a host that stops reading while it sends).
     pub read_guest_ring: AtomicBool,
+    /// Complete RNDIS HALT's send (a host that never does leaves the guest's close waiting).
+    pub complete_halt: AtomicBool,
+    /// Keep data send completions back until [`Command::ReleaseSends`].
+    pub hold_send_completions: AtomicBool,
 }
 
 /// Hardware capabilities like OpenVMM's with transmit offloads: checksums both ways, LSOv2.
@@ -74,6 +78,8 @@ impl Default for Script {
             offload_caps: Some(host_offload_caps()),
             refuse_offload_parameters: false,
             read_guest_ring: AtomicBool::new(true),
+            complete_halt: AtomicBool::new(true),
+            hold_send_completions: AtomicBool::new(false),
         }
     }
 }
@@ -96,6 +102,24 @@ pub enum Command {
     /// This many transfer-page packets of one frame each (tids from [`FLOOD_TIDS`] up), sent
     /// as fast as the guest's ring takes them: whatever does not fit waits for a later step.
     Flood(usize),
+    /// Write the data send completions held back ([`Script::hold_send_completions`]), and
+    /// stop holding them.
+    ReleaseSends,
+}
+
+/// What the host saw of a guest's teardown, and around it, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// RNDIS SET of the packet filter to this value.
+    Filter(u32),
+    /// RNDIS HALT.
+    Halt,
+    /// The data send completions held back were written.
+    SendsReleased,
+    /// NVSP REVOKE_RECEIVE_BUFFER with this id.
+    RevokeReceive(u16),
+    /// NVSP REVOKE_SEND_BUFFER with this id.
+    RevokeSend(u16),
 }
 
 /// The first tid of a [`Command::Flood`].
@@ -125,6 +149,13 @@ pub struct HostLog {
     pub flood_sent: usize,
     /// Times a flood packet found the guest's ring full (and waited).
     pub flood_ring_full: usize,
+    /// Packet filter sets, HALTs, released sends and buffer revokes, in order.
+    pub steps: Vec<Step>,
+    /// The id of the receive buffer the guest sent (SEND_RECEIVE_BUFFER), and of its send
+    /// buffer (SEND_SEND_BUFFER).
+    pub buffer_ids: (Option<u16>, Option<u16>),
+    /// Whether a guest message asked for a completion it should not (a revoke).
+    pub unexpected_completion_requests: usize,
 }
 
 pub struct FakeHost {
@@ -215,6 +246,8 @@ struct Worker {
     next_data: usize,
     /// Flood packets still to send.
     flood_left: usize,
+    /// Tids of data sends whose completion is held back.
+    held_sends: Vec<u64>,
 }
 
 fn nvsp_bytes(msg: &NvspMessage<'_>, len: usize) -> Vec<u8> {
@@ -242,6 +275,7 @@ impl Worker {
             next_control: 0,
             next_data: CONTROL_SLOTS,
             flood_left: 0,
+            held_sends: Vec::new(),
         }
     }
 
@@ -456,6 +490,18 @@ impl Worker {
                 rxbuf.write(slot * SUB_ALLOC, &buf).unwrap();
                 self.flood_left += count;
             }
+            Command::ReleaseSends => {
+                self.script
+                    .hold_send_completions
+                    .store(false, Ordering::Release);
+                let msg = NvspMessage::SendRndisPacketComplete(
+                    nvsp::Message1SendRndisPacketComplete::new(nvsp::STATUS_SUCCESS),
+                );
+                for tid in std::mem::take(&mut self.held_sends) {
+                    self.complete(tid, Some(&msg));
+                }
+                self.log.lock().steps.push(Step::SendsReleased);
+            }
             Command::CorruptRing => {
                 let ring = RingMemory::new(self.host.guest_incoming_ring(0).unwrap()).unwrap();
                 ring.write_index().store(3, Ordering::Release);
@@ -527,6 +573,7 @@ impl Worker {
                 }
             }
             NvspMessage::SendReceiveBuffer(m) => {
+                self.log.lock().buffer_ids.0 = Some(m.id.get());
                 if self.script.vf_mid_handshake {
                     let vf = NvspMessage::SendVfAssociation(nvsp::Message4SendVfAssociation::new(
                         true, 7,
@@ -554,6 +601,7 @@ impl Worker {
                 self.send(OutgoingKind::Completion, tid, false, &out[..n]);
             }
             NvspMessage::SendSendBuffer(m) => {
+                self.log.lock().buffer_ids.1 = Some(m.id.get());
                 self.sendbuf = Some(self.host.gpadl(m.gpadl_handle.get()).unwrap());
                 let reply =
                     NvspMessage::SendSendBufferComplete(nvsp::Message1SendSendBufferComplete::new(
@@ -589,7 +637,13 @@ impl Worker {
                 let reply = NvspMessage::SendRndisPacketComplete(
                     nvsp::Message1SendRndisPacketComplete::new(status),
                 );
-                self.complete(tid, Some(&reply));
+                let halt = matches!(RndisMessage::parse(&bytes), Ok(RndisMessage::Halt(_)));
+                let hold = !control && self.script.hold_send_completions.load(Ordering::Acquire);
+                if hold {
+                    self.held_sends.push(tid);
+                } else if !halt || self.script.complete_halt.load(Ordering::Acquire) {
+                    self.complete(tid, Some(&reply));
+                }
                 if control {
                     self.rndis(&bytes);
                 } else if let Ok(RndisMessage::Packet(p)) = RndisMessage::parse(&bytes) {
@@ -601,6 +655,18 @@ impl Worker {
                 }
             }
             NvspMessage::SwitchDataPath(_) => self.complete(tid, None),
+            NvspMessage::RevokeReceiveBuffer(m) => {
+                let mut log = self.log.lock();
+                log.steps.push(Step::RevokeReceive(m.id.get()));
+                log.unexpected_completion_requests += usize::from(rc);
+                self.rxbuf = None;
+            }
+            NvspMessage::RevokeSendBuffer(m) => {
+                let mut log = self.log.lock();
+                log.steps.push(Step::RevokeSend(m.id.get()));
+                log.unexpected_completion_requests += usize::from(rc);
+                self.sendbuf = None;
+            }
             other => panic!("fake host does not handle {other:?}"),
         }
     }
@@ -650,7 +716,9 @@ impl Worker {
                     log.rndis_requests
                         .push((rndis::MESSAGE_TYPE_SET_MSG, s.oid));
                     if s.oid == rndis::OID_GEN_CURRENT_PACKET_FILTER {
-                        log.filter = Some(u32::from_le_bytes(v.try_into().unwrap()));
+                        let filter = u32::from_le_bytes(v.try_into().unwrap());
+                        log.filter = Some(filter);
+                        log.steps.push(Step::Filter(filter));
                     }
                     if s.oid == rndis::OID_TCP_OFFLOAD_PARAMETERS {
                         log.offload_parameters.push(v.to_vec());
@@ -663,6 +731,11 @@ impl Worker {
                     }
                 }
                 rndis::encode_set_complete(&mut out, s.request_id, status).unwrap()
+            }
+            RndisMessage::Halt(_) => {
+                // Only the transport completion (written, or not, by the caller).
+                self.log.lock().steps.push(Step::Halt);
+                return;
             }
             RndisMessage::Keepalive(k) => {
                 self.log.lock().keepalives += 1;

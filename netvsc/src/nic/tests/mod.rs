@@ -1,6 +1,7 @@
 //! Tests of the synthetic NIC: the control engine, the tid tables and the section partition as
 //! units, then the whole NIC against a scripted fake host ([`fake_host`]).
 
+mod close;
 mod fake_host;
 
 use std::sync::atomic::Ordering;
