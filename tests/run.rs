@@ -150,6 +150,13 @@ fn txonly_against_a_loopback_host_counts_the_same_at_both_ends_and_in_the_captur
     assert_eq!(host_counter(&root, "host", "tx_packets"), tx, "{out}");
     assert_eq!(host_counter(&root, "host", "rx_delivered"), rx, "{out}");
     assert_eq!(host_counter(&root, "host", "protocol_errors"), 0);
+    // SIGTERM mid-traffic ended in a clean detach, as the host saw it.
+    let stats: serde_json::Value = serde_json::from_str(&ctl(&root, &["stats"])).unwrap();
+    assert_eq!(
+        stats["host"]["teardown"],
+        serde_json::json!(["rndis_halt", "receive_buffer_revoked", "send_buffer_revoked"]),
+        "{stats}"
+    );
     assert_eq!(final_field(&out, 0, "TX-dropped"), 0, "{out}");
     assert_eq!(final_field(&out, 0, "RX-missed"), 0, "{out}");
     assert!(

@@ -284,10 +284,10 @@ mod tests {
 
     #[test]
     fn an_idle_fd_is_not_readable_and_a_written_pipe_is() {
-        let (rx, mut tx) = std::io::pipe().unwrap();
+        let (rx, mut tx) = io::pipe().unwrap();
         let fd = rx.as_fd();
         assert!(!wait_readable(fd, Duration::ZERO).unwrap());
-        std::io::Write::write_all(&mut tx, b"x").unwrap();
+        io::Write::write_all(&mut tx, b"x").unwrap();
         assert!(wait_readable(fd, Duration::from_secs(5)).unwrap());
     }
 }

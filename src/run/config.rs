@@ -145,6 +145,8 @@ pub struct Settings {
     pub duration: Option<u32>,
     /// Spin instead of resting when idle.
     pub busy_poll: Option<bool>,
+    /// Send one burst of txonly frames on each queue before forwarding.
+    pub tx_first: Option<bool>,
 }
 
 impl Settings {
@@ -174,6 +176,7 @@ impl Settings {
             stats_period: over.stats_period.or(self.stats_period),
             duration: over.duration.or(self.duration),
             busy_poll: over.busy_poll.or(self.busy_poll),
+            tx_first: over.tx_first.or(self.tx_first),
         }
     }
 }
@@ -223,6 +226,8 @@ pub struct RunConfig {
     pub duration: Option<Duration>,
     /// Spin when idle instead of resting.
     pub busy_poll: bool,
+    /// Send one burst of txonly frames on each queue before forwarding (io, mac, macswap).
+    pub tx_first: bool,
 }
 
 fn guid(field: &str, text: &str) -> anyhow::Result<Guid> {
@@ -306,6 +311,18 @@ impl RunConfig {
                 .map_err(|e| anyhow::anyhow!("cpus: {e}"))?,
             None => CpuList(Vec::new()),
         };
+        let tx_first = s.tx_first.unwrap_or(false);
+        if tx_first
+            && !matches!(
+                application,
+                Application::Forward {
+                    mode: ForwardMode::Io | ForwardMode::Mac | ForwardMode::Macswap,
+                    ..
+                }
+            )
+        {
+            bail!("tx-first seeds a forwarding loop: it goes with forward io, mac or macswap");
+        }
         let seconds = |v: Option<u32>, field: &str, max: u32| -> anyhow::Result<Option<Duration>> {
             match v {
                 None | Some(0) if field == "stats-period" => Ok(None),
@@ -330,6 +347,7 @@ impl RunConfig {
             stats_period: seconds(s.stats_period, "stats-period", MAX_STATS_PERIOD)?,
             duration: seconds(s.duration, "duration", MAX_DURATION)?,
             busy_poll: s.busy_poll.unwrap_or(false),
+            tx_first,
         })
     }
 }
@@ -368,6 +386,7 @@ mod tests {
             stats-period = 5
             duration = 30
             busy-poll = true
+            tx-first = true
             "#,
         )
         .unwrap();
@@ -389,7 +408,7 @@ mod tests {
         assert_eq!(c.tx_size, 1514);
         assert_eq!(c.stats_period, Some(Duration::from_secs(5)));
         assert_eq!(c.duration, Some(Duration::from_secs(30)));
-        assert!(c.busy_poll);
+        assert!(c.busy_poll && c.tx_first);
     }
 
     #[test]

@@ -58,6 +58,16 @@ impl Forwarder {
         }
     }
 
+    /// Sends one burst of txonly frames on every lane (`--tx-first`); what a port does not
+    /// take is freed (it was never a frame of the run).
+    pub fn seed(&self, lanes: &mut [Lane], scratch: &mut Scratch, capture: Option<&Capture>) {
+        for lane in lanes {
+            self.generate(lane, &mut scratch.burst);
+            lane.offer(scratch, capture);
+            scratch.burst.clear();
+        }
+    }
+
     /// The stream from `from` to `to` (`None`: back out of `from`).
     fn stream(
         &self,

@@ -123,6 +123,11 @@ pub struct RunArgs {
     /// Spin when idle instead of resting 50 µs between empty rounds.
     #[arg(long)]
     busy_poll: bool,
+
+    /// Before forwarding (io, mac, macswap), send one burst of txonly frames on each queue:
+    /// the seed that keeps frames circulating against a loopback peer (testpmd's --tx-first).
+    #[arg(long)]
+    tx_first: bool,
 }
 
 impl RunArgs {
@@ -145,6 +150,7 @@ impl RunArgs {
             stats_period: self.stats_period,
             duration: self.duration,
             busy_poll: self.busy_poll.then_some(true),
+            tx_first: self.tx_first.then_some(true),
         }
     }
 
@@ -300,8 +306,12 @@ fn start_pollers(
             Application::Forward { mode, .. } => {
                 let forwarder = forward::Forwarder::new(*mode, config.eth_peer, config.tx_size);
                 let mut lanes = lanes;
+                let tx_first = config.tx_first;
                 Box::new(move || {
                     let mut scratch = Scratch::new();
+                    if tx_first {
+                        forwarder.seed(&mut lanes, &mut scratch, capture.as_deref());
+                    }
                     poller::poll(&phase, busy, |draining| {
                         forwarder.round(&mut lanes, &mut scratch, capture.as_deref(), draining)
                     });
