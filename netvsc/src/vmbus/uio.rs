@@ -15,7 +15,11 @@
 //! Signalling the host: a monitored channel sets bit `monitor_id % 32` of
 //! `trigger_group[monitor_id / 32].pending` in the monitor page (the host polls it); an
 //! unmonitored one sets bit `relid` in the send half (offset 2048) of the interrupt page and
-//! writes `1` to the uio fd, on which the kernel issues the signal hypercall.
+//! writes `1` to the uio fd, on which the kernel issues the signal hypercall. For a monitored
+//! channel the device also writes [`UioConfig::monitor_latency`] into the monitor page's
+//! latency table, as DPDK's vmbus driver does (its devarg `latency`, 50 µs by default): how
+//! soon the host is asked to notice a trigger bit. Without it a host may poll the page as
+//! slowly as it likes.
 //!
 //! Interrupts: writing an `i32` 1/0 to the fd enables/disables them; reading 4 bytes returns
 //! the `u32` event count; all channels funnel into the one fd. How the kernel treats the
@@ -53,7 +57,10 @@ use packet::{PAGE_SIZE, SharedMemory};
 
 use super::channel::{ChannelRings, DeviceError, Doorbell, VmbusDevice};
 use super::sys;
-use super::{MONITOR_TRIGGER_GROUPS, NETVSC_CLASS_ID, monitor_pending_offset};
+use super::{
+    MONITOR_LATENCY_UNIT, MONITOR_TRIGGER_GROUPS, NETVSC_CLASS_ID, monitor_latency_offset,
+    monitor_pending_offset,
+};
 pub use sysfs::{Guid, GuidError, SubchannelInfo, UioMap, VmbusDeviceInfo};
 
 /// Index of the ring map.
@@ -93,7 +100,13 @@ pub struct UioConfig {
     pub retry_interval: Duration,
     /// The interrupt fd.
     pub irq: IrqSource,
+    /// The latency written for each monitored channel into the monitor page (in its 100 ns
+    /// units, at most `u16::MAX` of them): how soon the host should notice a doorbell.
+    pub monitor_latency: Duration,
 }
+
+/// DPDK's default monitor latency (its vmbus devarg `latency`).
+pub const DEFAULT_MONITOR_LATENCY: Duration = Duration::from_micros(50);
 
 impl Default for UioConfig {
     fn default() -> Self {
@@ -103,6 +116,7 @@ impl Default for UioConfig {
             instance: None,
             retry_interval: Duration::from_millis(10),
             irq: IrqSource::DeviceNode,
+            monitor_latency: DEFAULT_MONITOR_LATENCY,
         }
     }
 }
@@ -443,6 +457,26 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// Writes `latency` (in 100 ns units, saturated) as channel `monitor_id`'s entry of the
+/// monitor page's latency table. The entry is a `u16` sharing an aligned word with its
+/// neighbour, which this leaves as it is.
+fn write_monitor_latency(
+    page: &SharedMemory,
+    monitor_id: usize,
+    latency: Duration,
+) -> Result<(), DeviceError> {
+    let units = (latency.as_nanos() / MONITOR_LATENCY_UNIT.as_nanos()).min(u16::MAX.into()) as u32;
+    let offset = monitor_latency_offset(monitor_id);
+    let word = page.atomic_u32(offset & !3)?;
+    let shift = if offset & 2 == 0 { 0 } else { 16 };
+    let mask = 0xffff_u32 << shift;
+    // The closure never returns None, so the update always succeeds.
+    let _ = word.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |old| {
+        Some((old & !mask) | (units << shift))
+    });
+    Ok(())
+}
+
 impl VmbusDevice for UioDevice {
     fn primary(&self) -> Result<ChannelRings, DeviceError> {
         split_rings(0, &self.mapped()?.rings)
@@ -461,6 +495,11 @@ impl VmbusDevice for UioDevice {
         let mapped = self.mapped()?;
         let doorbell = match id.monitor_id {
             Some(monitor_id) if usize::from(monitor_id) / 32 < MONITOR_TRIGGER_GROUPS => {
+                write_monitor_latency(
+                    &mapped.monitor_page,
+                    usize::from(monitor_id),
+                    self.config.monitor_latency,
+                )?;
                 UioDoorbell::Monitor {
                     page: mapped.monitor_page.clone(),
                     offset: monitor_pending_offset(usize::from(monitor_id) / 32),

@@ -134,6 +134,7 @@ impl FakeKernel {
             instance: None,
             retry_interval: Duration::from_millis(1),
             irq: IrqSource::Fd(self.irq.clone()),
+            monitor_latency: DEFAULT_MONITOR_LATENCY,
         }
     }
 
@@ -465,6 +466,25 @@ fn primary_rings_are_map_zero_split_in_half() {
 }
 
 #[test]
+fn a_latency_past_the_tables_range_saturates_and_keeps_the_neighbour() {
+    let page = SharedMemory::anonymous(PAGE_SIZE).unwrap();
+    let neighbour = monitor_latency_offset(4);
+    page.atomic_u32(neighbour)
+        .unwrap()
+        .store(0x1234, Ordering::SeqCst);
+    write_monitor_latency(&page, 5, Duration::from_secs(1)).unwrap();
+    assert_eq!(
+        page.atomic_u32(neighbour).unwrap().load(Ordering::SeqCst),
+        0xffff_1234
+    );
+    write_monitor_latency(&page, 4, Duration::from_nanos(250)).unwrap();
+    assert_eq!(
+        page.atomic_u32(neighbour).unwrap().load(Ordering::SeqCst),
+        0xffff_0002
+    );
+}
+
+#[test]
 fn subchannels_wait_for_their_late_ring_file_and_doorbells_land_in_the_right_page() {
     let mut kernel = FakeKernel::new();
     let mut device = UioDevice::open(kernel.config()).unwrap();
@@ -498,6 +518,10 @@ fn subchannels_wait_for_their_late_ring_file_and_doorbells_land_in_the_right_pag
         1 << 5
     );
     assert_eq!(kernel.device_word(monitor + monitor_pending_offset(0)), 0);
+    // Its latency entry (a u16; 37 is odd, so the high half of its word) says 50 µs in
+    // 100 ns units, and its neighbour's half is untouched.
+    let latency_word = monitor + (monitor_latency_offset(37) & !3);
+    assert_eq!(kernel.device_word(latency_word), 500 << 16);
 
     // Subchannel 1: not monitored, relid 40 → interrupt page send half, word 1, bit 8, and a
     // write of 1 to the uio fd so the kernel signals the host.
