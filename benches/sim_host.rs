@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Served, hvnet, preload};
+use integration::harness::rig::SyntheticRig;
 use integration::host::{HostConfig, PortMode};
-use integration::rig::SyntheticRig;
 use netvsc::nic::NicConfig;
 use netvsc::vmbus::shm::ShmConfig;
 use packet::{MacAddr, Packet, PortQueue};

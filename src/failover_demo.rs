@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context, ensure};
 use bond::{FailoverEvent, FailoverStats, PortState, SwitchReason};
-use integration::failover_rig::{Accounting, FailoverRig, FailoverRigConfig};
-use integration::traffic::{TrafficConfig, TrafficCounts};
+use integration::harness::failover::{Accounting, FailoverRig, FailoverRigConfig};
+use integration::harness::traffic::{TrafficConfig, TrafficCounts};
 
 /// Bound of every wait of the demo.
 const WAIT: Duration = Duration::from_secs(30);

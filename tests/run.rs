@@ -154,7 +154,11 @@ fn txonly_against_a_loopback_host_counts_the_same_at_both_ends_and_in_the_captur
     let stats: serde_json::Value = serde_json::from_str(&ctl(&root, &["stats"])).unwrap();
     assert_eq!(
         stats["host"]["teardown"],
-        serde_json::json!(["rndis_halt", "receive_buffer_revoked", "send_buffer_revoked"]),
+        serde_json::json!([
+            "rndis_halt",
+            "receive_buffer_revoked",
+            "send_buffer_revoked"
+        ]),
         "{stats}"
     );
     assert_eq!(final_field(&out, 0, "TX-dropped"), 0, "{out}");

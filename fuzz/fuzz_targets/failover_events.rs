@@ -32,9 +32,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bond::{FailoverConfig, FailoverQueue, FailoverStats, PortState};
-use integration::failover_rig::{FailoverRig, FailoverRigConfig, SimPciConfig};
+use integration::harness::failover::{FailoverRig, FailoverRigConfig, SimPciConfig};
 use integration::host::{Fault, SimHost};
-use integration::traffic::{PEER_MAC, TRAFFIC_ETHERTYPE};
+use integration::harness::traffic::{PEER_MAC, TRAFFIC_ETHERTYPE};
 use libfuzzer_sys::fuzz_target;
 use netvsc::vmbus::shm::ShmConfig;
 use packet::{MacAddr, Packet, Pool, PortQueue};

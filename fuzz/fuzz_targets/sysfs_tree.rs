@@ -373,6 +373,7 @@ fn check_uio(sys: &Path, dev: &Path, wanted: Option<&str>) {
         instance: wanted.and_then(|w| w.parse().ok()),
         retry_interval: Duration::ZERO,
         irq: IrqSource::Fd(Arc::new(OwnedFd::from(ours))),
+        ..UioConfig::default()
     };
     let asked = config.instance.is_some();
     let Ok(mut device) = UioDevice::open(config) else {

@@ -1,6 +1,6 @@
 //! Failover: how long the port takes to leave the VF and to return to it, how many frames
 //! each kind of removal costs, and whether throughput on the VF after a failback matches
-//! throughput before — all under traffic both ways (`integration::traffic`), against the
+//! throughput before — all under traffic both ways (`integration::harness::traffic`), against the
 //! simulated host and the software VF.
 //!
 //! Run: `cargo bench -p integration --bench failover` (add `-- --quick` for fewer cycles).
@@ -16,8 +16,8 @@
 use std::time::Duration;
 
 use bond::{FailoverEvent, FailoverQueue, PortState};
-use integration::failover_rig::{FailoverRig, FailoverRigConfig};
-use integration::traffic::{Traffic, TrafficConfig, TrafficCounts};
+use integration::harness::failover::{FailoverRig, FailoverRigConfig};
+use integration::harness::traffic::{Traffic, TrafficConfig, TrafficCounts};
 
 const SERIAL: u32 = 7;
 const WAIT: Duration = Duration::from_secs(30);

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 mod common;
 
 use common::{frame, median, spsc_baseline};
+use integration::harness::rig::SyntheticRig;
 use integration::host::{HostConfig, PortMode};
-use integration::rig::SyntheticRig;
 use netvsc::nic::NicConfig;
 use netvsc::vmbus::shm::ShmConfig;
 use packet::{MacAddr, Packet, PortQueue};

@@ -16,8 +16,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use bond::{FailoverQueue, PortState};
-use integration::failover_rig::{FailoverRig, FailoverRigConfig};
-use integration::traffic::PEER_MAC;
+use integration::harness::failover::{FailoverRig, FailoverRigConfig};
+use integration::harness::traffic::PEER_MAC;
 use packet::{Packet, PortQueue};
 
 #[inline(never)]

@@ -28,9 +28,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bond::{FailoverQueue, FailoverStats, PortState, SwitchReason};
-use integration::failover_rig::{Accounting, FailoverRig, FailoverRigConfig};
-use integration::process;
-use integration::traffic::{Traffic, TrafficConfig, TrafficCounts};
+use integration::harness::failover::{Accounting, FailoverRig, FailoverRigConfig};
+use integration::harness::process;
+use integration::harness::traffic::{Traffic, TrafficConfig, TrafficCounts};
 
 /// The VF's association serial.
 const SERIAL: u32 = 7;

@@ -8,8 +8,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use integration::harness::rig::SyntheticRig;
 use integration::host::{HostConfig, PortMode};
-use integration::rig::SyntheticRig;
 use netvsc::nic::{NicConfig, SyntheticQueue};
 use netvsc::vmbus::shm::ShmConfig;
 use packet::{Packet, PortQueue};

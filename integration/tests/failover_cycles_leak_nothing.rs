@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use bond::PortState;
 use failover_common::*;
-use integration::failover_rig::{FailoverRigConfig, VF_WINDOWS};
-use integration::process::{open_fds, rss_kib, threads};
+use integration::harness::failover::{FailoverRigConfig, VF_WINDOWS};
+use integration::harness::process::{open_fds, rss_kib, threads};
 
 const CYCLES: u64 = 1000;
 const WARM_UP: u64 = 2 * VF_WINDOWS as u64;
 
-fn cycle(rig: &integration::failover_rig::FailoverRig, n: u64) {
+fn cycle(rig: &integration::harness::failover::FailoverRig, n: u64) {
     rig.host.offer_vf(SERIAL);
     wait_port(rig, "on the VF", |s| {
         s.state == PortState::OnVf && s.switches_to_vf == n

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use bond::{FailoverEvent, PortState, SwitchReason};
 use failover_common::*;
-use integration::failover_rig::FailoverRigConfig;
+use integration::harness::failover::FailoverRigConfig;
+use integration::harness::traffic::TrafficConfig;
 use integration::host::Fault;
-use integration::traffic::TrafficConfig;
 
 #[test]
 fn the_host_refusing_the_switch_leaves_the_port_on_synthetic_without_loss() {

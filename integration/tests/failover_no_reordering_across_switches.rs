@@ -7,7 +7,7 @@ mod failover_common;
 
 use bond::PortState;
 use failover_common::*;
-use integration::traffic::TrafficConfig;
+use integration::harness::traffic::TrafficConfig;
 
 const SWITCHES: u64 = 20;
 

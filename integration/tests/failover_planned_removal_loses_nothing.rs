@@ -6,7 +6,7 @@ mod failover_common;
 
 use bond::{PortState, SwitchReason};
 use failover_common::*;
-use integration::traffic::TrafficConfig;
+use integration::harness::traffic::TrafficConfig;
 
 #[test]
 fn planned_removal_in_azure_order_loses_nothing() {

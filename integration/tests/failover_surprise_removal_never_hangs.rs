@@ -6,7 +6,7 @@ mod failover_common;
 
 use bond::{FailoverEvent, PortState, SwitchReason};
 use failover_common::*;
-use integration::traffic::TrafficConfig;
+use integration::harness::traffic::TrafficConfig;
 
 #[test]
 fn surprise_removal_counts_exactly_the_stranded_frames_and_never_hangs() {

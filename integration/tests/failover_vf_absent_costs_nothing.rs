@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bond::PortState;
 use failover_common::*;
-use integration::traffic::TrafficConfig;
+use integration::harness::traffic::TrafficConfig;
 
 #[test]
 fn a_vf_absent_for_60_seconds_is_reattached_when_offered_again() {

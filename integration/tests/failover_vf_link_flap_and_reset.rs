@@ -6,7 +6,7 @@ mod failover_common;
 
 use bond::{PortState, SwitchReason};
 use failover_common::*;
-use integration::traffic::TrafficConfig;
+use integration::harness::traffic::TrafficConfig;
 
 #[test]
 fn vf_link_flap_moves_to_synthetic_and_back_keeping_the_vf() {
@@ -96,7 +96,7 @@ fn a_vf_stuck_in_reset_is_given_up_after_its_bound() {
     flowing(&traffic, PHASE_FRAMES);
     assert_eq!(rig.port.stats().vf_released, 0, "not before the bound");
     rig.clock.advance(
-        integration::failover_rig::FailoverRigConfig::default()
+        integration::harness::failover::FailoverRigConfig::default()
             .failover
             .vf_reset_timeout,
     );

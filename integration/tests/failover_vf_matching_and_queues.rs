@@ -8,8 +8,8 @@ mod failover_common;
 
 use bond::{FailoverEvent, PortState, SwitchReason};
 use failover_common::*;
-use integration::failover_rig::FailoverRigConfig;
-use integration::traffic::TrafficConfig;
+use integration::harness::failover::FailoverRigConfig;
+use integration::harness::traffic::TrafficConfig;
 use packet::MacAddr;
 
 #[test]

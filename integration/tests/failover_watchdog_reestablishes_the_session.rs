@@ -8,8 +8,8 @@ mod failover_common;
 
 use bond::{FailoverEvent, PortState, SwitchReason};
 use failover_common::*;
+use integration::harness::traffic::TrafficConfig;
 use integration::host::Fault;
-use integration::traffic::TrafficConfig;
 
 fn watchdog_recovers(with_vf: bool) {
     let mut rig = rig();
@@ -55,8 +55,8 @@ fn watchdog_recovers(with_vf: bool) {
     assert!(reported, "no SessionReestablished event");
 }
 
-fn rig_config() -> integration::failover_rig::FailoverRigConfig {
-    integration::failover_rig::FailoverRigConfig::default()
+fn rig_config() -> integration::harness::failover::FailoverRigConfig {
+    integration::harness::failover::FailoverRigConfig::default()
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bond::{PortState, SwitchReason};
 use common::*;
-use integration::failover_rig::{FailoverRig, FailoverRigConfig};
+use integration::harness::failover::{FailoverRig, FailoverRigConfig};
 use integration::host::{HostStats, TeardownStep};
 use netvsc::nic::NicError;
 use packet::PortQueue;

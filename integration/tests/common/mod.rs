@@ -18,7 +18,7 @@ pub const TEST_ETHERTYPE: u16 = 0x88b5;
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// A running pair: the simulated host and the guest NIC opened against it.
-pub type Rig = integration::rig::SyntheticRig;
+pub type Rig = integration::harness::rig::SyntheticRig;
 
 /// Small rings (16 KiB of data per direction) so that tests wrap them many times and reach
 /// back-pressure; a modest receive buffer so its sub-allocations run out under load.

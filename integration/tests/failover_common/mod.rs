@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use bond::{FailoverQueue, FailoverStats, PortState};
-use integration::failover_rig::{Accounting, FailoverRig, FailoverRigConfig};
-use integration::traffic::{Traffic, TrafficConfig, TrafficCounts};
+use integration::harness::failover::{Accounting, FailoverRig, FailoverRigConfig};
+use integration::harness::traffic::{Traffic, TrafficConfig, TrafficCounts};
 
 /// Upper bound of every wait in these suites (a hang fails the test, it never blocks it).
 pub const DEADLINE: Duration = Duration::from_secs(30);

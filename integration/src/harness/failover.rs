@@ -27,9 +27,9 @@ use parking_lot::Mutex;
 use vf::igbvf::{Igbvf, IgbvfConfig};
 use vf::port::VfQueue;
 
+use crate::harness::rig::RigError;
+use crate::harness::traffic::TrafficCounts;
 use crate::host::{HostConfig, SimHost};
-use crate::rig::RigError;
-use crate::traffic::TrafficCounts;
 use crate::vf_model::{GuestDma, SoftIgbvf, SoftIgbvfConfig, VfModelControl, VfModelStats};
 
 /// Windows of guest memory the bus hands to VFs in turn.
@@ -502,14 +502,14 @@ impl Accounting {
 }
 
 impl FailoverRig {
-    /// Starts [`Traffic`](crate::traffic::Traffic) over the port's queues (moved out of
+    /// Starts [`Traffic`](crate::harness::traffic::Traffic) over the port's queues (moved out of
     /// [`queues`](Self::queues)), the peer at the host's external port.
     pub fn start_traffic(
         &mut self,
-        config: crate::traffic::TrafficConfig,
-    ) -> crate::traffic::Traffic<FailoverQueue> {
+        config: crate::harness::traffic::TrafficConfig,
+    ) -> crate::harness::traffic::Traffic<FailoverQueue> {
         let queues = std::mem::take(&mut self.queues);
-        crate::traffic::Traffic::start(
+        crate::harness::traffic::Traffic::start(
             queues,
             self.port.pool().clone(),
             self.port.mac(),
