@@ -538,6 +538,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         .map(|_| (started, PortTotals::default()))
         .collect::<Vec<_>>();
     print_stats(&ports, &first, "average over the run");
+    for (i, open) in ports.iter().enumerate() {
+        let s = open.port.stats();
+        say!(
+            "port {i}: switches to the VF {}, back {}; VFs attached {}, released {}, left to the kernel (no hvnet driver) {}, attach errors {}",
+            s.switches_to_vf,
+            s.switches_to_synthetic.total(),
+            s.vf_attached,
+            s.vf_released,
+            s.vf_unsupported,
+            s.vf_attach_errors
+        );
+    }
     if let Some(capture) = &capture {
         let (written, missed) = capture.finish()?;
         say!(
