@@ -195,9 +195,82 @@ fn ipv4_checksum(header: &[u8]) -> u16 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use integration::harness::failover::{FailoverRig, FailoverRigConfig};
     use proptest::prelude::*;
 
     use super::*;
+    use crate::run::poller::Lane;
+    use crate::run::stats::QueueCounters;
+
+    /// The first queue of `rig` as port `port`'s lane, taken out of the rig.
+    fn lane(rig: &mut FailoverRig, port: usize) -> Lane {
+        Lane {
+            port,
+            queue: rig.queues.remove(0),
+            counters: Arc::new(QueueCounters::default()),
+            mac: rig.port.mac(),
+            pool: rig.port.pool().clone(),
+        }
+    }
+
+    fn one_queue() -> FailoverRig {
+        let mut config = FailoverRigConfig::default();
+        config.nic.queues = 1;
+        FailoverRig::start(config).expect("rig")
+    }
+
+    #[test]
+    fn two_ports_forward_each_others_frames_with_the_macs_each_mode_sets() {
+        for mode in [ForwardMode::Io, ForwardMode::Mac, ForwardMode::Macswap] {
+            let (mut a, mut b) = (one_queue(), one_queue());
+            let peer = MacAddr([2, 0, 0, 0, 0, 9]);
+            let forwarder = Forwarder::new(mode, peer, 64);
+            let mut lanes = [lane(&mut a, 0), lane(&mut b, 1)];
+            let mut scratch = Scratch::new();
+            let mut frame = udp_frame(a.port.mac(), 100);
+            frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+            const FRAMES: usize = 50;
+            for _ in 0..FRAMES {
+                assert!(a.host.external().inject(&frame));
+            }
+            let mut out = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while out.len() < FRAMES && Instant::now() < deadline {
+                forwarder.round(&mut lanes, &mut scratch, None, false);
+                while let Some((_, f)) = b.host.external().try_recv() {
+                    out.push(f);
+                }
+                std::thread::yield_now();
+            }
+            assert_eq!(out.len(), FRAMES, "{mode:?}");
+            // Nothing came back out of the port it arrived on.
+            assert!(a.host.external().try_recv().is_none(), "{mode:?}");
+            let (dst, src) = match mode {
+                ForwardMode::Io => (a.port.mac().0, [2, 0, 0, 0, 0, 1]),
+                ForwardMode::Mac => (peer.0, b.port.mac().0),
+                _ => ([2, 0, 0, 0, 0, 1], a.port.mac().0),
+            };
+            for f in &out {
+                assert_eq!((&f[..6], &f[6..12]), (&dst[..], &src[..]), "{mode:?}");
+                assert_eq!(&f[12..], &frame[12..], "{mode:?}");
+            }
+            let [from, to] = &lanes;
+            let get = |c: &QueueCounters| c.clone_totals();
+            assert_eq!(
+                get(&from.counters).0,
+                FRAMES as u64,
+                "{mode:?} received on port 0"
+            );
+            assert_eq!(
+                get(&to.counters).1,
+                FRAMES as u64,
+                "{mode:?} sent on port 1"
+            );
+        }
+    }
 
     #[test]
     fn the_txonly_frame_is_a_valid_udp_datagram() {

@@ -65,6 +65,15 @@ impl QueueCounters {
         add(&self.quiet_rounds, 1);
     }
 
+    /// (received, sent) frames, for tests.
+    #[cfg(test)]
+    pub fn clone_totals(&self) -> (u64, u64) {
+        (
+            self.rx_packets.load(Ordering::Relaxed),
+            self.tx_packets.load(Ordering::Relaxed),
+        )
+    }
+
     /// Rounds while draining that found nothing to receive.
     pub fn quiet_rounds(&self) -> u64 {
         self.quiet_rounds.load(Ordering::Relaxed)
