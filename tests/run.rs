@@ -350,12 +350,18 @@ fn the_kernel_stack_on_hvnet_run_tap_pings_and_carries_iperf3_both_ways() {
     let carrier = |want: bool| {
         let deadline = Instant::now() + BOUND;
         loop {
-            let out = g.exec(&["ip", "-o", "link", "show", "hvg0"]).output().unwrap();
+            let out = g
+                .exec(&["ip", "-o", "link", "show", "hvg0"])
+                .output()
+                .unwrap();
             let link = String::from_utf8_lossy(&out.stdout).to_string();
             if link.contains("NO-CARRIER") != want {
                 return;
             }
-            assert!(Instant::now() < deadline, "carrier never became {want}: {link}");
+            assert!(
+                Instant::now() < deadline,
+                "carrier never became {want}: {link}"
+            );
             std::thread::yield_now();
         }
     };
@@ -364,7 +370,10 @@ fn the_kernel_stack_on_hvnet_run_tap_pings_and_carries_iperf3_both_ways() {
     ctl(&sides.root, &["link", "up"]);
     carrier(true);
     let out = running.terminate();
-    assert!(out.contains("port 0: link down") && out.contains("port 0: link up"), "{out}");
+    assert!(
+        out.contains("port 0: link down") && out.contains("port 0: link up"),
+        "{out}"
+    );
     assert_eq!(final_field(&out, 0, "TX-dropped"), 0, "{out}");
     assert_eq!(final_field(&out, 0, "RX-missed"), 0, "{out}");
     assert!(!out.contains("TAP-dropped"), "{out}");
