@@ -401,6 +401,30 @@ impl NicShared {
         result.map(|payload| (tid, payload))
     }
 
+    /// Writes an RNDIS control message into control send `section` and sends it as
+    /// transaction `tid`, asking for its transport completion. The caller forgets the
+    /// reservation when this fails.
+    #[allow(clippy::too_many_arguments)]
+    fn write_and_send_rndis(
+        &self,
+        sendbuf: &SendBuffer,
+        section: u32,
+        tid: u64,
+        request_id: u32,
+        bound: Bound,
+        what: &'static str,
+        encode: impl FnOnce(&mut [u8], u32) -> Result<usize, RndisError>,
+    ) -> Result<(), NicError> {
+        let bytes = Self::write_rndis(sendbuf, section, request_id, what, encode)?;
+        let packet = OutgoingPacket {
+            kind: OutgoingKind::InBand,
+            transaction_id: tid,
+            completion_requested: true,
+            payload: &bytes,
+        };
+        self.send_control(&packet, bound, what)
+    }
+
     /// Writes the RNDIS message `encode` builds (given the buffer and `request_id`) into
     /// control section `section` of `sendbuf`; returns the NVSP 107 that names it.
     fn write_rndis(
@@ -448,20 +472,9 @@ impl NicShared {
         let Some(section) = self.control.reserve_section(tid, request_id) else {
             return Err(NicError::NoControlSection);
         };
-        let bytes = match Self::write_rndis(&sendbuf, section, request_id, what, encode) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                self.control.forget_rndis(request_id, true);
-                return Err(e);
-            }
-        };
-        let packet = OutgoingPacket {
-            kind: OutgoingKind::InBand,
-            transaction_id: tid,
-            completion_requested: true,
-            payload: &bytes,
-        };
-        if let Err(e) = self.send_control(&packet, bound, what) {
+        let sent =
+            self.write_and_send_rndis(&sendbuf, section, tid, request_id, bound, what, encode);
+        if let Err(e) = sent {
             self.control.forget_rndis(request_id, true);
             return Err(e);
         }
@@ -492,20 +505,9 @@ impl NicShared {
         let Some(section) = self.control.reserve_posted_section(tid) else {
             return Err(NicError::NoControlSection);
         };
-        let bytes = match Self::write_rndis(&sendbuf, section, request_id, what, encode) {
-            Ok(bytes) => bytes,
-            Err(e) => {
-                self.control.forget_posted(tid, true);
-                return Err(e);
-            }
-        };
-        let packet = OutgoingPacket {
-            kind: OutgoingKind::InBand,
-            transaction_id: tid,
-            completion_requested: true,
-            payload: &bytes,
-        };
-        if let Err(e) = self.send_control(&packet, bound, what) {
+        let sent =
+            self.write_and_send_rndis(&sendbuf, section, tid, request_id, bound, what, encode);
+        if let Err(e) = sent {
             self.control.forget_posted(tid, true);
             return Err(e);
         }
