@@ -14,7 +14,8 @@
 //!   frames counted), in-place resets, and the watchdog that re-establishes a dead session;
 //! - `link`: the per-queue generation handshake between the control thread and the pollers;
 //! - `queue`: [`FailoverQueue`];
-//! - [`provider`]: finding a VF by its slot, binding it to `vfio-pci`, opening it;
+//! - [`provider`]: finding a VF by its slot, binding it to `vfio-pci`, opening it (or its
+//!   kernel interface, for VFs hvnet has no driver for);
 //! - [`events`]: [`FailoverEvent`], [`FailoverStats`];
 //! - [`clock`] and [`config`].
 //!
@@ -55,7 +56,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::FailoverConfig;
 pub use error::FailoverError;
 pub use events::{FailoverEvent, FailoverStats, PortState, SwitchCounts, SwitchReason};
-pub use provider::{AttachedVf, NoVf, ProbeError, VfProvider, VfRequest, VfioIgbvfProvider};
+pub use provider::{
+    AttachedVf, AutoVfProvider, KernelVfProvider, NoVf, ProbeError, VfProvider, VfRequest,
+    VfioIgbvfProvider,
+};
 pub use queue::{FailoverQueue, FailoverQueueStats};
 
 use control::{Control, Inner};

@@ -19,6 +19,17 @@
 //!
 //! [`VfioIgbvfProvider`] does all of that for igbvf VFs through VFIO; tests supply their own
 //! provider over a software VF. `hvnet bind` and `hvnet status` use the same lookups.
+//!
+//! Every VF, whatever its device, also has a kernel network interface while its kernel driver
+//! keeps it. [`KernelVfProvider`] finds that interface ([`find_vf_interface`]: the slot's
+//! functions' `net/` entries first, then, with no slot, a function or an interface under
+//! `class/net` with the NIC's MAC, skipping TUN/TAP devices, synthetic NICs (`hv_netvsc`) and
+//! interfaces stacked on another) and opens it with `vf::kernel` (a packet socket, copy mode),
+//! writing nothing to sysfs. The interfaces are read from a sysfs root of their own
+//! (`net_sysfs_root`): the one mounted for the port's network namespace, which need not be the
+//! tree the PCI slots are read from (the simulated host publishes slots but no `class/net`).
+//! [`AutoVfProvider`] picks per function: hvnet's VFIO driver for [`SUPPORTED_VFS`], the
+//! kernel backend for everything else.
 
 use std::fmt::Debug;
 use std::io;
@@ -27,6 +38,7 @@ use std::sync::Arc;
 
 use packet::MacAddr;
 use vf::igbvf::{Igbvf, IgbvfConfig};
+use vf::kernel::{KernelVf, KernelVfConfig};
 use vf::port::{VfPort, VfQueue};
 use vf::vfio::{VfioConfig, VfioDevice};
 
@@ -465,6 +477,310 @@ impl VfProvider for VfioIgbvfProvider {
     }
 }
 
+/// Whether interface `name` under `<net_sysfs_root>/class/net` may be a VF: not a TUN/TAP
+/// device (it has `tun_flags`), not a synthetic NIC (driven by `hv_netvsc`), and not stacked
+/// on another interface (a `lower_*` link: a VLAN, macvlan or bond on top of the VF carries
+/// its MAC too).
+fn may_be_vf(dir: &Path) -> bool {
+    if dir.join("tun_flags").exists() {
+        return false;
+    }
+    let driver = std::fs::read_link(dir.join("device/driver"))
+        .ok()
+        .and_then(|t| t.file_name()?.to_str().map(str::to_owned));
+    if driver.as_deref() == Some("hv_netvsc") {
+        return false;
+    }
+    let stacked = std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .any(|name| name.starts_with("lower_"))
+    });
+    !stacked
+}
+
+/// The kernel network interfaces (`<net_sysfs_root>/class/net`) whose MAC is `mac` and that
+/// may be a VF (not TUN/TAP, not driven by `hv_netvsc`, not stacked on another interface),
+/// sorted by name. `net_sysfs_root` is the sysfs of the network namespace the port runs in.
+pub fn interfaces_with_mac(net_sysfs_root: &Path, mac: MacAddr) -> Result<Vec<String>, ProbeError> {
+    let dir = net_sysfs_root.join("class/net");
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(sysfs_error(&dir)(e)),
+    };
+    let mut found: Vec<String> = entries
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| packet::netdev::check_ifname(name).is_ok())
+        .filter(|name| {
+            let path = dir.join(name);
+            std::fs::read_to_string(path.join("address"))
+                .ok()
+                .and_then(|text| text.trim().parse::<MacAddr>().ok())
+                == Some(mac)
+                && may_be_vf(&path)
+        })
+        .collect();
+    found.sort();
+    Ok(found)
+}
+
+/// A VF's kernel interface, as [`find_vf_interface`] found it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VfInterface {
+    /// The interface's name.
+    pub ifname: String,
+    /// Its PCI function, when it has one.
+    pub function: Option<String>,
+    /// How it was found.
+    pub matched: VfMatch,
+}
+
+/// The kernel interface of the VF with association serial `serial` for the synthetic NIC whose
+/// MAC is `mac`, in Linux's order: if slot `serial` exists (under `pci_sysfs_root`), an
+/// interface of its functions (the one with `mac` if several; `None` while none has appeared);
+/// otherwise the first PCI function whose interface has `mac`; otherwise the first interface
+/// under `<net_sysfs_root>/class/net` with `mac` that may be a VF ([`interfaces_with_mac`]).
+pub fn find_vf_interface(
+    pci_sysfs_root: &Path,
+    net_sysfs_root: &Path,
+    serial: u32,
+    mac: MacAddr,
+) -> Result<Option<VfInterface>, ProbeError> {
+    let pick = |function: &str| {
+        let interfaces = net_interfaces(&pci_sysfs_root.join("bus/pci/devices").join(function));
+        let best = interfaces
+            .iter()
+            .find(|i| i.mac == Some(mac))
+            .or(interfaces.first())
+            .map(|i| i.name.clone());
+        best.filter(|name| packet::netdev::check_ifname(name).is_ok())
+    };
+    if let Some(address) = slot_address(pci_sysfs_root, serial)? {
+        return Ok(functions_in_slot(pci_sysfs_root, &address)?
+            .into_iter()
+            .find_map(|function| {
+                pick(&function).map(|ifname| VfInterface {
+                    ifname,
+                    function: Some(function),
+                    matched: VfMatch::Slot,
+                })
+            }));
+    }
+    if let Some((function, ifname)) = functions_with_mac(pci_sysfs_root, mac)?
+        .into_iter()
+        .find_map(|function| pick(&function).map(|ifname| (function, ifname)))
+    {
+        return Ok(Some(VfInterface {
+            ifname,
+            function: Some(function),
+            matched: VfMatch::Mac,
+        }));
+    }
+    Ok(interfaces_with_mac(net_sysfs_root, mac)?
+        .into_iter()
+        .next()
+        .map(|ifname| VfInterface {
+            function: std::fs::read_link(
+                net_sysfs_root
+                    .join("class/net")
+                    .join(&ifname)
+                    .join("device"),
+            )
+            .ok()
+            .and_then(|t| t.file_name()?.to_str().map(str::to_owned))
+            .filter(|name| is_function_address(name)),
+            ifname,
+            matched: VfMatch::Mac,
+        }))
+}
+
+/// Finds the VF's kernel interface ([`find_vf_interface`]) and opens it with the kernel
+/// backend (`vf::kernel`: a packet socket on the interface, the device left to its kernel
+/// driver). Works for any VF with a netdev (mlx5, MANA, ixgbevf, iavf, igbvf on its kernel
+/// driver) and for an interface with the NIC's MAC and no PCI function (a veth in tests).
+/// Writes nothing to sysfs.
+#[derive(Clone, Debug)]
+pub struct KernelVfProvider {
+    /// Where the PCI slots and functions are (`/sys`; the simulated host's published tree).
+    pub pci_sysfs_root: PathBuf,
+    /// Where the network interfaces of the port's namespace are (`/sys`, whose `class/net`
+    /// lists the interfaces of the namespace that mounted it).
+    pub net_sysfs_root: PathBuf,
+    /// Backend settings; `mtu` and `mac` are taken from the port's request.
+    pub kernel: KernelVfConfig,
+}
+
+impl Default for KernelVfProvider {
+    /// `/sys` for both roots, the backend's defaults.
+    fn default() -> Self {
+        Self {
+            pci_sysfs_root: PathBuf::from("/sys"),
+            net_sysfs_root: PathBuf::from("/sys"),
+            kernel: KernelVfConfig::default(),
+        }
+    }
+}
+
+impl KernelVfProvider {
+    /// Opens `found` for `request`.
+    fn open(&self, found: VfInterface, request: &VfRequest) -> Result<AttachedVf, ProbeError> {
+        let name = match &found.function {
+            Some(function) => format!("{function} ({})", found.ifname),
+            None => found.ifname.clone(),
+        };
+        let config = KernelVfConfig {
+            mtu: request.mtu,
+            mac: request.mac,
+            ..self.kernel.clone()
+        };
+        let (port, queues) =
+            KernelVf::open(&found.ifname, config).map_err(|e| ProbeError::Open {
+                device: name.clone(),
+                message: error_chain(&e),
+            })?;
+        Ok(AttachedVf {
+            name,
+            port: Arc::new(port),
+            queues: queues
+                .into_iter()
+                .map(|q| Box::new(q) as Box<dyn VfQueue>)
+                .collect(),
+        })
+    }
+}
+
+impl VfProvider for KernelVfProvider {
+    fn probe(&self, serial: u32, request: &VfRequest) -> Result<Option<AttachedVf>, ProbeError> {
+        let Some(found) = find_vf_interface(
+            &self.pci_sysfs_root,
+            &self.net_sysfs_root,
+            serial,
+            request.mac,
+        )?
+        else {
+            return Ok(None);
+        };
+        tracing::debug!(
+            target: "hvnet::bond",
+            serial,
+            ifname = found.ifname,
+            function = found.function,
+            matched = ?found.matched,
+            "found the VF's interface"
+        );
+        self.open(found, request).map(Some)
+    }
+}
+
+/// Which backend [`AutoVfProvider`] chose for a VF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VfBackend {
+    /// hvnet's own driver through VFIO (a function in [`SUPPORTED_VFS`]).
+    Vfio,
+    /// The kernel's driver, frames over a packet socket on its interface.
+    Kernel,
+}
+
+/// hvnet's own VFIO driver for the functions it has one for ([`SUPPORTED_VFS`]), the kernel
+/// backend ([`KernelVfProvider`]) for any other function with a kernel interface, and for an
+/// interface with the NIC's MAC and no PCI function. A function that is neither (no hvnet
+/// driver and no interface yet) is waited for, as a VF whose driver is still probing is.
+#[derive(Clone, Debug)]
+pub struct AutoVfProvider {
+    /// The VFIO provider; its `vfio.sysfs_root` is where the PCI slots and functions are
+    /// looked for (`kernel.pci_sysfs_root` is not used).
+    pub vfio: VfioIgbvfProvider,
+    /// The kernel provider (its `net_sysfs_root` and backend settings).
+    pub kernel: KernelVfProvider,
+}
+
+impl AutoVfProvider {
+    /// No-IOMMU VFIO for hvnet's drivers, the kernel backend for the rest, `/sys` for both.
+    pub fn new() -> Self {
+        Self {
+            vfio: VfioIgbvfProvider::no_iommu(),
+            kernel: KernelVfProvider::default(),
+        }
+    }
+
+    /// The backend for the VF with association serial `serial` and the function it is, if
+    /// it has appeared: [`VfBackend::Vfio`] for a function hvnet has a driver for, else the
+    /// kernel's.
+    pub fn choose(
+        &self,
+        serial: u32,
+        mac: MacAddr,
+    ) -> Result<Option<(VfBackend, Option<String>)>, ProbeError> {
+        let root = &self.vfio.vfio.sysfs_root;
+        let function = match find_vf(root, serial, mac)? {
+            Some((bdf, _)) => Some(bdf),
+            None if slot_address(root, serial)?.is_some() => return Ok(None),
+            None => None,
+        };
+        let Some(bdf) = function else {
+            // No PCI function: only an interface with the MAC can be the VF.
+            return Ok(Some((VfBackend::Kernel, None)));
+        };
+        let Some(id) = pci_id(root, &bdf)? else {
+            return Ok(None);
+        };
+        let backend = if id.hvnet_driver().is_some() {
+            VfBackend::Vfio
+        } else {
+            VfBackend::Kernel
+        };
+        Ok(Some((backend, Some(bdf))))
+    }
+}
+
+impl Default for AutoVfProvider {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl VfProvider for AutoVfProvider {
+    fn probe(&self, serial: u32, request: &VfRequest) -> Result<Option<AttachedVf>, ProbeError> {
+        let Some((backend, function)) = self.choose(serial, request.mac)? else {
+            return Ok(None);
+        };
+        match backend {
+            VfBackend::Vfio => self.vfio.probe(serial, request),
+            VfBackend::Kernel => {
+                let kernel = KernelVfProvider {
+                    pci_sysfs_root: self.vfio.vfio.sysfs_root.clone(),
+                    ..self.kernel.clone()
+                };
+                let Some(found) = find_vf_interface(
+                    &kernel.pci_sysfs_root,
+                    &kernel.net_sysfs_root,
+                    serial,
+                    request.mac,
+                )?
+                else {
+                    tracing::debug!(
+                        target: "hvnet::bond",
+                        serial,
+                        function,
+                        "the VF has no hvnet driver and no interface yet"
+                    );
+                    return Ok(None);
+                };
+                tracing::debug!(
+                    target: "hvnet::bond",
+                    serial,
+                    ifname = found.ifname,
+                    function = found.function,
+                    matched = ?found.matched,
+                    "found the VF: the kernel backend"
+                );
+                kernel.open(found, request).map(Some)
+            }
+        }
+    }
+}
+
 /// An error and its sources, joined with ": " (for events and logs).
 pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -783,5 +1099,142 @@ mod tests {
         ] {
             assert!(!is_function_address(bad), "{bad}");
         }
+    }
+
+    /// An interface under `<root>/class/net` with `mac`, and what makes it special.
+    fn class_net(root: &Path, name: &str, mac: &str, extra: &[&str]) -> PathBuf {
+        let dir = root.join("class/net").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("address"), format!("{mac}\n")).unwrap();
+        for what in extra {
+            match *what {
+                "tap" => std::fs::write(dir.join("tun_flags"), "0x1002\n").unwrap(),
+                "netvsc" => {
+                    let drv = root.join("bus/vmbus/drivers/hv_netvsc");
+                    std::fs::create_dir_all(&drv).unwrap();
+                    std::fs::create_dir_all(dir.join("device")).unwrap();
+                    std::os::unix::fs::symlink(&drv, dir.join("device/driver")).unwrap();
+                }
+                lower => std::fs::create_dir_all(dir.join(lower)).unwrap(),
+            }
+        }
+        dir
+    }
+
+    #[test]
+    fn an_interface_with_the_mac_is_found_skipping_taps_netvsc_and_stacked_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let mac = "00:15:5d:01:02:03";
+        class_net(root, "a-tap", mac, &["tap"]);
+        class_net(root, "b-netvsc", mac, &["netvsc"]);
+        class_net(root, "c-vlan", mac, &["lower_vf1"]);
+        class_net(root, "other", "02:00:00:00:00:01", &[]);
+        assert_eq!(
+            interfaces_with_mac(root, MAC).unwrap(),
+            Vec::<String>::new()
+        );
+        class_net(root, "vf1", mac, &[]);
+        class_net(root, "vf0", mac, &[]);
+        assert_eq!(interfaces_with_mac(root, MAC).unwrap(), vec!["vf0", "vf1"]);
+        // No slot and no PCI function with the MAC: the interface, without a function.
+        assert_eq!(
+            find_vf_interface(root, root, 7, MAC).unwrap(),
+            Some(VfInterface {
+                ifname: "vf0".into(),
+                function: None,
+                matched: VfMatch::Mac,
+            })
+        );
+        let none = tempfile::tempdir().unwrap();
+        assert_eq!(
+            interfaces_with_mac(none.path(), MAC).unwrap(),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn the_slots_function_interface_wins_and_is_waited_for() {
+        let dir = tree();
+        let root = dir.path();
+        let net = tempfile::tempdir().unwrap();
+        class_net(net.path(), "veth-mac", "00:15:5d:01:02:03", &[]);
+        // Slot 7 exists but its function has no interface yet: wait, never the MAC match.
+        assert_eq!(find_vf_interface(root, net.path(), 7, MAC).unwrap(), None);
+        function(
+            root,
+            "1d7c:00:02.1",
+            ("0x15b3", "0x101a"),
+            "mlx5_core",
+            Some(("enP7548s1", "00:15:5d:01:02:03")),
+        );
+        // A second interface of the function (a representor, say) without the MAC is passed.
+        let rep = root.join("bus/pci/devices/1d7c:00:02.1/net/aaa-rep");
+        std::fs::create_dir_all(&rep).unwrap();
+        std::fs::write(rep.join("address"), "02:00:00:00:00:02\n").unwrap();
+        assert_eq!(
+            find_vf_interface(root, net.path(), 7, MAC).unwrap(),
+            Some(VfInterface {
+                ifname: "enP7548s1".into(),
+                function: Some("1d7c:00:02.1".into()),
+                matched: VfMatch::Slot,
+            })
+        );
+        // Without the slot, the PCI function with the MAC comes before class/net.
+        std::fs::remove_dir_all(root.join("bus/pci/slots")).unwrap();
+        assert_eq!(
+            find_vf_interface(root, net.path(), 7, MAC)
+                .unwrap()
+                .map(|f| (f.ifname, f.matched)),
+            Some(("enP7548s1".into(), VfMatch::Mac))
+        );
+    }
+
+    #[test]
+    fn auto_picks_vfio_for_hvnets_drivers_and_the_kernel_for_the_rest() {
+        let dir = tree();
+        let root = dir.path();
+        let mut auto = AutoVfProvider::new();
+        auto.vfio.vfio.sysfs_root = root.to_path_buf();
+        auto.vfio.vfio.dev_root = root.join("dev");
+        auto.kernel.net_sysfs_root = root.join("net-ns");
+        // The slot's function has no IDs yet: wait.
+        assert_eq!(auto.choose(7, MAC).unwrap(), None);
+        function(root, "1d7c:00:02.0", ("0x8086", "0x10ca"), "igbvf", None);
+        assert_eq!(
+            auto.choose(7, MAC).unwrap(),
+            Some((VfBackend::Vfio, Some("1d7c:00:02.0".into())))
+        );
+        std::fs::write(root.join("bus/pci/devices/1d7c:00:02.0/device"), "0x101a\n").unwrap();
+        std::fs::write(root.join("bus/pci/devices/1d7c:00:02.0/vendor"), "0x15b3\n").unwrap();
+        assert_eq!(
+            auto.choose(7, MAC).unwrap(),
+            Some((VfBackend::Kernel, Some("1d7c:00:02.0".into())))
+        );
+        // A kernel VF without an interface yet is waited for; nothing is written.
+        let before = snapshot(root);
+        assert!(auto.probe(7, &request()).unwrap().is_none());
+        assert_eq!(snapshot(root), before);
+        // No slot, no function with the MAC: the kernel backend, on an interface if any.
+        assert_eq!(
+            auto.choose(9, MAC).unwrap(),
+            Some((VfBackend::Kernel, None))
+        );
+        assert!(auto.probe(9, &request()).unwrap().is_none());
+        // An interface that sysfs lists but the namespace does not have fails to open,
+        // named.
+        class_net(
+            &root.join("net-ns"),
+            "hvnet-gone0",
+            "00:15:5d:01:02:03",
+            &[],
+        );
+        let before = snapshot(root);
+        let err = auto.probe(9, &request()).unwrap_err();
+        assert!(
+            matches!(&err, ProbeError::Open { device, .. } if device == "hvnet-gone0"),
+            "{err:?}"
+        );
+        assert_eq!(snapshot(root), before);
     }
 }

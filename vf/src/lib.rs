@@ -9,11 +9,14 @@
 //!   ioctl, open, eventfd and mmap in [`vfio::sys`] behind a trait that has a scripted fake twin;
 //! - `igbvf`: the Intel 82576 VF driver over [`device::VfDevice`] (mailbox, rings with advanced
 //!   descriptors, link, reset and removal detection, counters).
+//! - [`kernel`]: a VF the kernel keeps (any VF with a netdev: mlx5, MANA, ixgbevf, iavf, a
+//!   veth in tests), frames over a packet socket on its interface (copy mode).
 //! - [`port`]: [`port::VfPort`], the control face `bond` drives (link, MAC, events, stop,
 //!   release), and [`port::VfQueue`], the queue face (a `packet::PortQueue` that also reports
 //!   its index and the transmits still in flight).
 
 pub mod device;
 pub mod igbvf;
+pub mod kernel;
 pub mod port;
 pub mod vfio;
