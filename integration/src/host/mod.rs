@@ -356,6 +356,9 @@ fn host_thread(shared: Arc<Shared>, mut session: Session) {
         }
         shared.commands_applied.fetch_add(applied, Ordering::AcqRel);
         let _ = host_side.take_monitor_pending();
+        if let Some(wire) = session.switch.vf_wire() {
+            wire.pump_uplink();
+        }
         let steered = session.switch.steer_vf_loopback();
         if session.poll(now) || steered {
             continue;

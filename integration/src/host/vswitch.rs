@@ -87,6 +87,11 @@ pub trait VfWire: Send + Sync + std::fmt::Debug {
     /// descriptors the driver posted that no delivered frame is already headed for (0 when
     /// the VF would refuse). The credit a paced peer sends on.
     fn room(&self, queue: u16) -> usize;
+    /// Moves to the uplink what the VF sent that is still on its way there. A wire whose VF
+    /// hands frames to the uplink as it sends them (the software VF) has nothing to do. The
+    /// host thread calls it before it reads the guest's rings, so a frame the guest sent
+    /// through the VF leaves before one it sent on synthetic afterwards.
+    fn pump_uplink(&self) {}
 }
 
 /// What a paced injection did ([`ExternalPort::inject_paced`]).

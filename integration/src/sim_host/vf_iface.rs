@@ -26,7 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::host::{SimHost, VfWire};
+use parking_lot::Mutex;
+
+use crate::host::{SimHost, VfUplink, VfWire};
 
 use packet::netdev;
 
@@ -70,6 +72,33 @@ struct Counters {
 struct Wire {
     socket: Arc<File>,
     counters: Arc<Counters>,
+    uplink: VfUplink,
+    /// Held while frames move from the socket to the uplink (by the reader thread, or by the
+    /// host thread through `pump_uplink`), so they leave in the order the client sent them;
+    /// holds the frame buffer.
+    reading: Mutex<Vec<u8>>,
+}
+
+impl Wire {
+    /// Moves every frame waiting on the socket to the uplink; how many.
+    fn pump(&self) -> usize {
+        let mut frame = self.reading.lock();
+        let mut moved = 0;
+        loop {
+            match (&*self.socket).read(&mut frame) {
+                Ok(0) => break,
+                Ok(n) => {
+                    self.counters.from_vf.fetch_add(1, Ordering::Relaxed);
+                    self.uplink.transmit(0, &frame[..n]);
+                    moved += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // Would block, or the interface is down: nothing to read now.
+                Err(_) => break,
+            }
+        }
+        moved
+    }
 }
 
 impl VfWire for Wire {
@@ -96,6 +125,10 @@ impl VfWire for Wire {
     fn room(&self, _queue: u16) -> usize {
         ROOM
     }
+
+    fn pump_uplink(&self) {
+        self.pump();
+    }
 }
 
 /// The VF port on interface `name`; dropping it detaches the wire, stops the reader and
@@ -116,14 +149,18 @@ impl VfIfacePort {
     pub fn open(name: &str, host: Arc<SimHost>) -> io::Result<Self> {
         let socket = Arc::new(File::from(netdev::open_packet_socket(name)?));
         let was_up = netdev::set_interface_up(name, false)?;
-        let counters = Arc::new(Counters::default());
+        let wire = Arc::new(Wire {
+            socket,
+            counters: Arc::new(Counters::default()),
+            uplink: host.vf_uplink(),
+            reading: Mutex::new(vec![0u8; MAX_FRAME]),
+        });
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (socket, counters, stop, host) =
-                (socket.clone(), counters.clone(), stop.clone(), host.clone());
+            let (wire, stop) = (wire.clone(), stop.clone());
             std::thread::Builder::new()
                 .name("sim-vf-iface".into())
-                .spawn(move || read_uplink(&socket, &host, &counters, &stop))
+                .spawn(move || read_uplink(&wire, &stop))
         };
         let thread = match thread {
             Ok(thread) => thread,
@@ -135,7 +172,7 @@ impl VfIfacePort {
         Ok(Self {
             name: name.to_string(),
             host,
-            wire: Arc::new(Wire { socket, counters }),
+            wire,
             was_up,
             stop,
             thread: Some(thread),
@@ -198,24 +235,12 @@ impl Drop for VfIfacePort {
     }
 }
 
-/// Moves what the client sends on its end to the VF uplink until `stop`.
-fn read_uplink(socket: &File, host: &SimHost, counters: &Counters, stop: &AtomicBool) {
-    let uplink = host.vf_uplink();
-    let mut frame = vec![0u8; MAX_FRAME];
+/// Moves what the client sends on its end to the VF uplink until `stop` (the host thread
+/// does the same before it reads the guest's rings).
+fn read_uplink(wire: &Wire, stop: &AtomicBool) {
     while !stop.load(Ordering::Acquire) {
-        loop {
-            match (&*socket).read(&mut frame) {
-                Ok(0) => break,
-                Ok(n) => {
-                    counters.from_vf.fetch_add(1, Ordering::Relaxed);
-                    uplink.transmit(0, &frame[..n]);
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // Would block, or the interface is down: nothing to read now.
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = netdev::wait_readable(socket.as_fd(), TICK) {
+        wire.pump();
+        if let Err(e) = netdev::wait_readable(wire.socket.as_fd(), TICK) {
             tracing::warn!("sim-host vf port: {e}");
             std::thread::sleep(TICK);
         }
