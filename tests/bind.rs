@@ -579,7 +579,7 @@ fn on_azure_the_mlx5_vf_is_left_on_its_driver_and_reported() {
     );
     assert!(
         stdout(&out).contains(&format!(
-            "#   VF {MLX5_ETH1} 15b3:1016 slot 2: leave on mlx5_core: no hvnet driver; kernel-VF path: issue 12"
+            "#   VF {MLX5_ETH1} 15b3:1016 slot 2: leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_PACKET)"
         )),
         "{}",
         stdout(&out)
@@ -607,7 +607,7 @@ fn status_on_azure_shows_every_nic_and_vf_and_what_bind_would_do() {
         &format!(
             "  VF {MLX5_ETH0}  15b3:1016  driver mlx5_core  slot 1  interface enP28497s1  MAC {ETH0_MAC}"
         ),
-        "    hvnet would: leave on mlx5_core: no hvnet driver; kernel-VF path: issue 12",
+        "    hvnet would: leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_PACKET)",
         &format!("NetVSC {ETH1}  driver hv_netvsc  interface eth1  MAC {ETH1_MAC}"),
         "  hvnet would: bind to uio_hv_generic",
         &format!(
@@ -635,7 +635,7 @@ fn status_on_azure_shows_every_nic_and_vf_and_what_bind_would_do() {
     assert_eq!(vf["found_by"], "mac");
     assert_eq!(
         vf["action"],
-        "leave on mlx5_core: no hvnet driver; kernel-VF path: issue 12"
+        "leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_PACKET)"
     );
     assert!(
         json["netvscs"][0]["action"]
@@ -699,7 +699,11 @@ fn each_help_says_what_it_writes_how_it_is_safe_and_shows_an_example() {
         ),
         (
             "status",
-            &["Writes nothing", "kernel-VF path", "hvnet status --json"],
+            &[
+                "Writes nothing",
+                "through the kernel",
+                "hvnet status --json",
+            ],
         ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_hvnet"))

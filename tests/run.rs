@@ -223,8 +223,21 @@ struct TwoSides {
     served: Served,
 }
 
+/// The synthetic NIC's MAC on the sim host (the VF's end of the veth carries it).
+const NIC_MAC: &str = "00:15:5d:01:02:03";
+
 impl TwoSides {
     fn new(name: &str) -> Self {
+        Self::start(name, false)
+    }
+
+    /// With a VF: a veth pair whose host end `vfh` is the sim host's VF port and whose guest
+    /// end `vfg` carries the NIC's MAC, for hvnet's kernel VF backend.
+    fn with_vf(name: &str) -> Self {
+        Self::start(name, true)
+    }
+
+    fn start(name: &str, vf: bool) -> Self {
         let pid = std::process::id();
         let root = temp_root(name);
         let host_ns = Netns::new(format!("hvnet-{name}-h-{pid}"));
@@ -236,6 +249,23 @@ impl TwoSides {
         }
         let mut command = host_ns.exec(&[env!("CARGO_BIN_EXE_hvnet"), "sim-host", "--tap", "hvh0"]);
         command.arg("--root").arg(&root);
+        if vf {
+            host_ns.run(&[
+                "ip",
+                "link",
+                "add",
+                "vfh",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "vfg",
+                "netns",
+                &guest_ns.0,
+            ]);
+            guest_ns.run(&["ip", "link", "set", "vfg", "address", NIC_MAC]);
+            command.args(["--vf-iface", "vfh"]);
+        }
         let served = Served::spawn(command);
         host_ns.run(&["ip", "addr", "add", "10.201.0.1/24", "dev", "hvh0"]);
         host_ns.run(&["ip", "link", "set", "hvh0", "up"]);
@@ -495,4 +525,161 @@ fn running_mac(running: &Running) -> String {
         .expect("no port line");
     let at = line.find("MAC ").expect("no MAC") + 4;
     line[at..at + 17].to_string()
+}
+
+/// The intervals' rates of an iperf3 run, in Mbit/s, and its retransmits (TCP).
+fn intervals(result: &serde_json::Value) -> (Vec<f64>, u64) {
+    let rates = result["intervals"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|i| i["sum"]["bits_per_second"].as_f64())
+                .map(|b| b / 1e6)
+                .collect()
+        })
+        .unwrap_or_default();
+    let retransmits = result["end"]["sum_sent"]["retransmits"]
+        .as_u64()
+        .unwrap_or(0);
+    (rates, retransmits)
+}
+
+#[test]
+fn iperf3_through_hvnet_run_keeps_going_while_the_vf_leaves_and_comes_back() {
+    if !runnable(
+        "run --tap with a VF test",
+        &[("ip", "iproute2"), ("iperf3", "iperf3")],
+    ) {
+        return;
+    }
+    let preload = preload();
+    let sides = TwoSides::with_vf("vf");
+    let mut running = sides.run(&preload, &["--tap", "hvg0", "--vf-backend", "kernel"]);
+    let (g, h, root) = (&sides.guest_ns, &sides.host_ns, &sides.root);
+    g.run(&["ip", "addr", "add", "10.201.0.2/24", "dev", "hvg0"]);
+    let on_the_vf = |running: &mut Running| {
+        running.out.wait("hvnet run", "the switch to the VF", |l| {
+            l.contains("Data path switched to VF").then_some(0)
+        });
+    };
+    let off_the_vf = |running: &mut Running| {
+        running.out.wait("hvnet run", "the switch back", |l| {
+            l.contains("Data path switched from VF").then_some(0)
+        });
+    };
+    ctl(root, &["offer-vf", "7"]);
+    on_the_vf(&mut running);
+    // Frames through the VF: `from_vf` the guest sent on it, `to_vf` the host steered to it.
+    let through_the_vf = |counter: &str, at_least: u64| {
+        let deadline = Instant::now() + BOUND;
+        let start = host_counter(root, "vf_port", counter);
+        while host_counter(root, "vf_port", counter) < start + at_least {
+            assert!(
+                Instant::now() < deadline,
+                "no traffic through the VF ({counter})"
+            );
+            std::thread::yield_now();
+        }
+    };
+
+    // TCP from the guest while the VF leaves (planned) and comes back: the stream ends
+    // normally (no reset), and the dip shows in its half-second intervals.
+    let server = Server::start(h, "10.201.0.1");
+    let client = g
+        .exec(&[
+            "timeout",
+            "60",
+            "iperf3",
+            "-J",
+            "--connect-timeout",
+            "10000",
+            "-c",
+            "10.201.0.1",
+            "-t",
+            "6",
+            "-i",
+            "0.5",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting iperf3");
+    through_the_vf("from_vf", 1000);
+    ctl(root, &["remove-vf"]);
+    off_the_vf(&mut running);
+    ctl(root, &["offer-vf", "7"]);
+    on_the_vf(&mut running);
+    through_the_vf("from_vf", 200);
+    let out = client.wait_with_output().expect("iperf3 client");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "iperf3 TCP across the VF's removal: {text}"
+    );
+    server.wait();
+    let tcp: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let (rates, retransmits) = intervals(&tcp);
+    let mut sorted = rates.clone();
+    sorted.sort_by(f64::total_cmp);
+    eprintln!(
+        "TCP through hvnet run with the VF removed and re-added: median {:.0} Mbit/s, lowest half-second {:.0} Mbit/s, {retransmits} retransmits; intervals {:.0?}",
+        sorted[sorted.len() / 2],
+        sorted[0],
+        rates
+    );
+    assert!(
+        tcp["end"]["sum_received"]["bytes"].as_u64().unwrap() > 0,
+        "{text}"
+    );
+
+    // UDP at a fixed rate towards the guest across a planned removal: nothing lost.
+    let server = Server::start(g, "10.201.0.2");
+    let client = h
+        .exec(&[
+            "timeout",
+            "60",
+            "iperf3",
+            "-J",
+            "--connect-timeout",
+            "10000",
+            "-c",
+            "10.201.0.2",
+            "-u",
+            "-b",
+            "20M",
+            "-l",
+            "1200",
+            "-t",
+            "4",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting iperf3");
+    through_the_vf("to_vf", 500);
+    ctl(root, &["remove-vf"]);
+    off_the_vf(&mut running);
+    let out = client.wait_with_output().expect("iperf3 client");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "iperf3 UDP across a planned removal: {text}"
+    );
+    server.wait();
+    let udp: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let number = |v: &serde_json::Value| v.as_u64().unwrap_or_else(|| panic!("UDP: {text}"));
+    let (packets, lost) = (
+        number(&udp["end"]["sum"]["packets"]),
+        number(&udp["end"]["sum"]["lost_packets"]),
+    );
+    eprintln!("UDP at 20 Mbit/s across a planned removal: {packets} datagrams, {lost} lost");
+    assert!(packets > 5000, "{text}");
+    assert_eq!(lost, 0, "datagrams lost across a planned removal: {text}");
+
+    let out = running.terminate();
+    let totals = out.rsplit("Forward statistics").next().unwrap_or_default();
+    eprintln!("hvnet run at exit:{totals}");
+    assert!(
+        out.contains("VF registering") && out.contains("VF unregistering"),
+        "{out}"
+    );
+    sides.finish();
 }

@@ -27,8 +27,9 @@ use super::survey::{
     HUGEPAGES_2M, NOIOMMU_PARAM, Netvsc, PciFunction, Survey, UIO_DRIVER, VFIO_DRIVER, Vf,
 };
 
-/// The tracking issue of the kernel-VF path (AF_XDP over the kernel's own VF driver).
-pub const KERNEL_VF_ISSUE: &str = "issue 12";
+/// What `hvnet run` does with a VF hvnet has no driver for: it uses it through its kernel
+/// driver (`--vf-backend auto`).
+pub const KERNEL_VF_PATH: &str = "hvnet run uses it through the kernel (AF_PACKET)";
 
 /// What `hvnet bind` takes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -103,7 +104,7 @@ impl VfAction {
             Self::BindVfio(driver) => format!("bind to {VFIO_DRIVER} ({driver})"),
             Self::AlreadyVfio(driver) => format!("already on {VFIO_DRIVER} ({driver})"),
             Self::Unsupported(_) => {
-                format!("leave {on}: no hvnet driver; kernel-VF path: {KERNEL_VF_ISSUE}")
+                format!("leave {on}: no hvnet driver; {KERNEL_VF_PATH}")
             }
             Self::UnknownId => format!("leave {on}: its vendor:device cannot be read"),
             Self::Held(why) => format!("leave {on}: {why}"),
@@ -720,7 +721,7 @@ mod tests {
         let vf = &decisions.netvscs[1].vfs[0];
         assert_eq!(
             vf.action.describe(&vf.vf.function),
-            "leave on mlx5_core: no hvnet driver; kernel-VF path: issue 12"
+            "leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_PACKET)"
         );
         let plan = bind_plan(&survey, decisions, &options()).unwrap();
         assert!(

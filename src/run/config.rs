@@ -66,6 +66,19 @@ pub enum VfPolicy {
     Off,
 }
 
+/// Which VF backend drives the VF the host offers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum VfBackend {
+    /// hvnet's own VFIO driver for the VFs it has one for (igbvf), the kernel's netdev for
+    /// any other.
+    Auto,
+    /// Only hvnet's VFIO drivers; other VFs are left alone and counted.
+    Vfio,
+    /// Only the kernel's netdev (AF_PACKET), whatever the VF.
+    Kernel,
+}
+
 /// A list of CPUs, written as the kernel writes them: `0-3,6`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CpuList(pub Vec<usize>);
@@ -121,6 +134,8 @@ pub struct Settings {
     pub mtu: Option<u16>,
     /// VF policy.
     pub vf: Option<VfPolicy>,
+    /// VF backend.
+    pub vf_backend: Option<VfBackend>,
     /// Pollers' CPUs.
     pub cpus: Option<String>,
     /// sysfs root.
@@ -164,6 +179,7 @@ impl Settings {
             queues: over.queues.or(self.queues),
             mtu: over.mtu.or(self.mtu),
             vf: over.vf.or(self.vf),
+            vf_backend: over.vf_backend.or(self.vf_backend),
             cpus: over.cpus.or(self.cpus),
             sysfs_root: over.sysfs_root.or(self.sysfs_root),
             dev_root: over.dev_root.or(self.dev_root),
@@ -206,6 +222,8 @@ pub struct RunConfig {
     pub mtu: u16,
     /// VF policy.
     pub vf: VfPolicy,
+    /// VF backend.
+    pub vf_backend: VfBackend,
     /// Pollers' CPUs (poller *i* on the *i mod n*-th); empty: not pinned.
     pub cpus: CpuList,
     /// sysfs root.
@@ -337,6 +355,7 @@ impl RunConfig {
             queues: in_range("queues", s.queues.unwrap_or(1), 1..=MAX_QUEUES)?,
             mtu,
             vf: s.vf.unwrap_or(VfPolicy::On),
+            vf_backend: s.vf_backend.unwrap_or(VfBackend::Auto),
             cpus,
             sysfs_root: s.sysfs_root.unwrap_or_else(|| "/sys".into()),
             dev_root: s.dev_root.unwrap_or_else(|| "/dev".into()),
@@ -375,6 +394,7 @@ mod tests {
             queues = 4
             mtu = 9000
             vf = "off"
+            vf-backend = "kernel"
             cpus = "2-3,6"
             sysfs-root = "/tmp/sim"
             dev-root = "/tmp/sim/dev"
@@ -395,6 +415,7 @@ mod tests {
             Some("ed963694-e847-4b2a-85af-bc9cfc11d6f3")
         );
         assert_eq!((c.queues, c.mtu, c.vf), (4, 9000, VfPolicy::Off));
+        assert_eq!(c.vf_backend, VfBackend::Kernel);
         assert_eq!(c.cpus, CpuList(vec![2, 3, 6]));
         assert_eq!(c.sysfs_root, PathBuf::from("/tmp/sim"));
         assert!(matches!(

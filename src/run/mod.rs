@@ -27,14 +27,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bond::{
-    FailoverConfig, FailoverEvent, FailoverPort, FailoverQueue, NoVf, SystemClock, VfProvider,
-    VfioIgbvfProvider,
+    AutoVfProvider, FailoverConfig, FailoverEvent, FailoverPort, FailoverQueue, KernelVfProvider,
+    NoVf, SystemClock, VfProvider, VfioIgbvfProvider,
 };
 use netvsc::nic::{NicConfig, SyntheticNic};
 use netvsc::vmbus::uio::{Guid, UioConfig, UioDevice};
 
 use capture::Capture;
-use config::{Application, ForwardMode, RunConfig, Settings, VfPolicy};
+use config::{Application, ForwardMode, RunConfig, Settings, VfBackend, VfPolicy};
 use poller::{Lane, Phase, Scratch};
 use stats::{PortTotals, QueueCounters, Rates};
 
@@ -71,6 +71,12 @@ pub struct RunArgs {
     /// host is told the guest has no SR-IOV).
     #[arg(long, value_enum, value_name = "POLICY")]
     vf: Option<VfPolicy>,
+
+    /// Which backend drives the VF: auto (the default: hvnet's own VFIO driver for an Intel
+    /// 82576/I350 VF, the kernel's netdev through AF_PACKET for any other — mlx5, MANA,
+    /// ixgbevf, iavf), vfio (hvnet's drivers only), kernel (the netdev only).
+    #[arg(long, value_enum, value_name = "BACKEND")]
+    vf_backend: Option<VfBackend>,
 
     /// CPUs for the pollers, e.g. 2-3 (poller i on the i-th, round robin); default: not pinned.
     #[arg(long, value_name = "LIST")]
@@ -138,6 +144,7 @@ impl RunArgs {
             queues: self.queues,
             mtu: self.mtu,
             vf: self.vf,
+            vf_backend: self.vf_backend,
             cpus: self.cpus.clone(),
             sysfs_root: self.sysfs_root.clone(),
             dev_root: self.dev_root.clone(),
@@ -193,14 +200,24 @@ fn open_port(
         },
     )
     .with_context(|| format!("negotiating NVSP and RNDIS with the host for {name}"))?;
-    let provider: Arc<dyn VfProvider> = match config.vf {
-        VfPolicy::On => {
-            let mut provider = VfioIgbvfProvider::no_iommu();
-            provider.vfio.sysfs_root = config.sysfs_root.clone();
-            provider.vfio.dev_root = config.dev_root.clone();
-            Arc::new(provider)
+    let provider: Arc<dyn VfProvider> = match (config.vf, config.vf_backend) {
+        (VfPolicy::Off, _) => Arc::new(NoVf),
+        (VfPolicy::On, backend) => {
+            let mut vfio = VfioIgbvfProvider::no_iommu();
+            vfio.vfio.sysfs_root = config.sysfs_root.clone();
+            vfio.vfio.dev_root = config.dev_root.clone();
+            // The kernel's interfaces are the namespace's own, under /sys whatever the root
+            // the NetVSC was found under (hvnet sim-host's tree has no class/net).
+            let kernel = KernelVfProvider {
+                pci_sysfs_root: config.sysfs_root.clone(),
+                ..KernelVfProvider::default()
+            };
+            match backend {
+                VfBackend::Auto => Arc::new(AutoVfProvider { vfio, kernel }),
+                VfBackend::Vfio => Arc::new(vfio),
+                VfBackend::Kernel => Arc::new(kernel),
+            }
         }
-        VfPolicy::Off => Arc::new(NoVf),
     };
     say!("port: {name}: {}", crate::nic_summary(&nic));
     FailoverPort::open(

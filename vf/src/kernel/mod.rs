@@ -36,11 +36,17 @@
 //! took that the kernel refused or that do not fit the MTU: taken and never sent). The
 //! hardware counters are not read (`hw_*` stay 0).
 //!
+//! The kernel's stack: every frame the VF receives would also go up the kernel's own stack,
+//! which takes any frame for any of the host's addresses (a TAP device's, say) whatever
+//! interface it came in on. Open raises a [`fence`] that drops them before the stack and
+//! after the packet socket, and release takes it down.
+//!
 //! VLAN tags: packet sockets see received frames after the kernel took their 802.1Q tag out
 //! (receive VLAN offload, or the stack's own untagging); the tag is read back
 //! (`PACKET_AUXDATA`) into `PacketMeta::vlan_tci`, as the synthetic path reports it. A tag
 //! asked for out of band on transmit (`PacketMeta::vlan_tci`) is inserted in the frame.
 
+pub mod fence;
 mod port;
 mod queue;
 
@@ -77,16 +83,20 @@ pub struct KernelVfConfig {
     pub pool_buffers: usize,
     /// Bytes of the socket's receive queue (the kernel's frames waiting for `rx_burst`).
     pub socket_buffer: usize,
+    /// Keep the kernel's stack off the VF's received frames ([`fence`]; needs `nft`, package
+    /// nftables). Without it the kernel also takes the frames addressed to its own addresses.
+    pub fence_stack: bool,
 }
 
 impl Default for KernelVfConfig {
-    /// MTU 1500, no MAC (set it), 1024 buffers, a 4 MiB socket queue.
+    /// MTU 1500, no MAC (set it), 1024 buffers, a 4 MiB socket queue, the stack fenced off.
     fn default() -> Self {
         Self {
             mtu: 1500,
             mac: MacAddr([0; 6]),
             pool_buffers: 1024,
             socket_buffer: 4 << 20,
+            fence_stack: true,
         }
     }
 }
@@ -240,12 +250,18 @@ impl KernelVf {
             index,
             mtu: None,
             brought_up: false,
+            fence: None,
         };
         let opened = (|| {
             let mtu = netdev::interface_mtu(ifname).map_err(fail("reading its MTU"))?;
             if mtu as usize != config.mtu {
                 netdev::set_mtu(ifname, config.mtu as u32).map_err(fail("setting its MTU"))?;
                 restore.mtu = Some(mtu);
+            }
+            if config.fence_stack {
+                restore.fence = Some(
+                    fence::raise(ifname, index).map_err(fail("fencing the kernel stack off it"))?,
+                );
             }
             // Up before the socket binds: a socket bound to a down interface starts with an
             // error pending.

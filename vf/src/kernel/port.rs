@@ -26,11 +26,17 @@ pub(super) struct Restore {
     pub mtu: Option<u32>,
     /// Whether open brought it up.
     pub brought_up: bool,
+    /// The fence keeping the kernel's stack off the VF, if open raised one.
+    pub fence: Option<super::fence::Fence>,
 }
 
 impl Restore {
     /// Undoes what open changed on interface `name`; nothing if the interface is gone.
     pub fn apply(&mut self, name: &str) -> io::Result<()> {
+        // The fence's table outlives its interface: it goes in any case.
+        if let Some(fence) = self.fence.take() {
+            super::fence::lower(fence);
+        }
         if netdev::interface_name(self.index)?.as_deref() != Some(name) {
             return Ok(());
         }
@@ -148,6 +154,9 @@ impl KernelVfPort {
         // Nothing restored for an interface that is gone.
         state.restore.mtu = None;
         state.restore.brought_up = false;
+        if let Some(fence) = state.restore.fence.take() {
+            super::fence::lower(fence);
+        }
         vec![VfEvent::Removed]
     }
 

@@ -218,6 +218,75 @@ fn open_brings_a_down_vf_up_with_the_nics_mtu_and_release_restores_it() {
 }
 
 #[test]
+fn the_kernel_stack_is_fenced_off_while_open_and_the_fence_goes_at_release() {
+    with_veth("kernel_vf_fence", || {
+        // IPv4 packets this namespace's stack took in (this thread's namespace: thread-self).
+        let ip_in = || -> u64 {
+            let snmp = std::fs::read_to_string("/proc/thread-self/net/snmp").unwrap();
+            let mut ip = snmp.lines().filter(|l| l.starts_with("Ip:"));
+            let (names, values) = (ip.next().unwrap(), ip.next().unwrap());
+            let at = names
+                .split_whitespace()
+                .position(|n| n == "InReceives")
+                .unwrap();
+            values.split_whitespace().nth(at).unwrap().parse().unwrap()
+        };
+        let ipv4 = |seq: u32| {
+            let mut f = frame(MAC, PEER_MAC, seq, 60);
+            f[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+            f
+        };
+        // Sends `n` IPv4 frames to the VF and waits until hvnet received them all; how many
+        // the stack took in meanwhile.
+        let send = |queue: &mut KernelVfQueue, n: u32| -> u64 {
+            let peer = peer_socket();
+            let before = ip_in();
+            for seq in 0..n {
+                netdev::send_frame(peer.as_fd(), &ipv4(seq)).unwrap();
+            }
+            let (mut got, deadline) = (0, Instant::now() + DEADLINE);
+            while got < n as usize {
+                let mut burst = Vec::new();
+                queue.rx_burst(&mut burst, 32);
+                got += burst.iter().filter(|p| p.data()[12..14] == [8, 0]).count();
+                assert!(Instant::now() < deadline, "hvnet received {got} of {n}");
+            }
+            ip_in() - before
+        };
+        let index = netdev::interface_index(VF).unwrap();
+        let (port, mut queue) = open(1500);
+        assert!(fence::is_raised(index));
+        assert_eq!(
+            send(&mut queue, 20),
+            0,
+            "the stack took frames through the fence"
+        );
+        port.release().unwrap();
+        assert!(!fence::is_raised(index));
+        // Without the fence the same frames reach the stack (the test can fail).
+        let config = KernelVfConfig {
+            mac: MAC,
+            fence_stack: false,
+            ..KernelVfConfig::default()
+        };
+        let (port, mut queues) = KernelVf::open(VF, config).unwrap();
+        assert!(!fence::is_raised(index));
+        assert_eq!(
+            send(&mut queues[0], 20),
+            20,
+            "an unfenced VF feeds the stack"
+        );
+        port.release().unwrap();
+        // A VF deleted under the port: its table goes at release all the same.
+        let (port, _queue) = open(1500);
+        assert!(fence::is_raised(index));
+        ip(&["link", "del", VF]);
+        port.release().unwrap();
+        assert!(!fence::is_raised(index));
+    });
+}
+
+#[test]
 fn the_peer_going_down_is_link_down_and_coming_back_is_link_up() {
     with_veth("kernel_vf_link", || {
         let (port, _queue) = open(1500);
