@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use netvsc::nic::{NicEvent, SyntheticNic};
 use packet::deadline::after;
 use parking_lot::{Condvar, Mutex};
-use vf::port::{VfEvent, VfPort};
+use vf::port::{VfEvent, VfPort, VfPortStats};
 
 use crate::clock::Clock;
 use crate::config::FailoverConfig;
@@ -62,6 +62,8 @@ pub(crate) struct Inner {
     pub status_changed: Condvar,
     pub events: Mutex<VecDeque<FailoverEvent>>,
     pub events_ready: Condvar,
+    /// The VF in use (for its counters), and the counters of the VFs released before it.
+    pub vf_counters: Mutex<(Option<Arc<dyn VfPort>>, VfPortStats)>,
 }
 
 impl Inner {
@@ -397,6 +399,7 @@ impl Control {
             device: name.clone(),
         });
         self.inner.update(|s| s.vf_attached += 1);
+        self.inner.vf_counters.lock().0 = Some(port.clone());
         self.vf = Some(Attached {
             serial,
             name,
@@ -595,6 +598,11 @@ impl Control {
         let Some(vf) = self.vf.take() else {
             return;
         };
+        {
+            let mut counters = self.inner.vf_counters.lock();
+            counters.0 = None;
+            counters.1.add(&vf.port.stats());
+        }
         self.inner.emit(FailoverEvent::VfReleased {
             serial: vf.serial,
             reason,

@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 use netvsc::nic::{SyntheticNic, SyntheticQueue};
 use packet::{MacAddr, Pool};
 use parking_lot::{Condvar, Mutex};
+use vf::port::VfPortStats;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::FailoverConfig;
@@ -131,6 +132,7 @@ impl FailoverPort {
             status_changed: Condvar::new(),
             events: Mutex::new(VecDeque::new()),
             events_ready: Condvar::new(),
+            vf_counters: Mutex::new((None, VfPortStats::default())),
         });
         let control = Control::new(inner.clone());
         let thread = std::thread::Builder::new()
@@ -200,6 +202,20 @@ impl FailoverPort {
                 return done(&status);
             }
         }
+    }
+
+    /// The VF backends' own counters over the port's life: every VF released so far and the
+    /// one in use (frames its driver received or sent, and dropped by reason: no buffer,
+    /// descriptor or frame errors, lost in a reset, taken and never sent).
+    pub fn vf_stats(&self) -> VfPortStats {
+        let (current, mut totals) = {
+            let counters = self.inner.vf_counters.lock();
+            (counters.0.clone(), counters.1.clone())
+        };
+        if let Some(vf) = current {
+            totals.add(&vf.stats());
+        }
+        totals
     }
 
     /// A snapshot of the counters.

@@ -47,6 +47,15 @@ fn planned_removal_in_azure_order_loses_nothing() {
     let vf_tx: u64 = stats.queues.iter().map(|q| q.tx_vf).sum();
     assert!(vf_rx > 0 && vf_tx > 0, "{stats:#?}");
     assert_eq!(rig.host.stats().rx_dropped_vf, 0);
+    // The released VF's own counters are the port's: what its driver handed out is what the
+    // queues took from it, and what the queues gave it, it sent.
+    let vf = rig.port.vf_stats();
+    assert_eq!((vf.rx_packets, vf.tx_packets), (vf_rx, vf_tx), "{vf:#?}");
+    assert_eq!(
+        vf.tx_lost + vf.rx_no_buffer + vf.rx_dropped_reset,
+        0,
+        "{vf:#?}"
+    );
 }
 
 #[test]

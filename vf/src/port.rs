@@ -79,6 +79,23 @@ pub struct VfPortStats {
     pub hw_tx_packets: u64,
 }
 
+impl VfPortStats {
+    /// Adds `other`'s counters to these (the totals of several VFs one after another).
+    pub fn add(&mut self, other: &VfPortStats) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        self.rx_descriptor_errors += other.rx_descriptor_errors;
+        self.rx_frame_errors += other.rx_frame_errors;
+        self.rx_no_buffer += other.rx_no_buffer;
+        self.rx_dropped_reset += other.rx_dropped_reset;
+        self.tx_lost += other.tx_lost;
+        self.hw_rx_packets += other.hw_rx_packets;
+        self.hw_tx_packets += other.hw_tx_packets;
+    }
+}
+
 /// The control handle of a VF port.
 pub trait VfPort: Send + Sync + Debug {
     /// The MAC address in use: the PF's administrator MAC, or, when the PF has none, the one
