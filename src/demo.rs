@@ -1,5 +1,6 @@
 //! `hvnet demo`: a synthetic-path session against the built-in simulated host, then the
-//! failover part (`failover_demo`).
+//! failover part (`failover_demo`). With `--metrics-addr` the failover part's port is served
+//! to Prometheus (docs/metrics.md) while it runs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -50,7 +51,26 @@ pub struct DemoArgs {
         value_parser = parse_version
     )]
     nvsp_version: u32,
+
+    /// Stay SECONDS in each phase of the failover part (synthetic, on the VF, after the
+    /// planned removal, on the VF again, after the surprise removal), traffic running, so a
+    /// scraper of --metrics-addr (or a person) sees each; 0 to 3600.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(0..=MAX_HOLD as i64)
+    )]
+    hold: u32,
+
+    /// The Prometheus endpoint.
+    #[command(flatten)]
+    metrics: crate::run::metrics::MetricsArgs,
 }
+
+/// The most seconds `--hold` takes.
+pub const MAX_HOLD: u32 = 3600;
 
 /// The most frames `--frames` takes: each allows a queue 1 ms more (`FRAME_ALLOWANCE`), so
 /// the synthetic part ends within 10 s + 1000 s even when it stalls.
@@ -211,6 +231,7 @@ impl Drop for SetOnDrop<'_> {
 
 /// Runs the demo.
 pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
+    let serving = args.metrics.serve()?;
     let max = args.mtu as usize + 14;
     let host_config = HostConfig {
         shm: ShmConfig {
@@ -334,7 +355,11 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     say!("synthetic path finished: every frame arrived whole and in order");
     drop(nic);
     drop(host);
-    crate::failover_demo::run(args.queues)?;
+    crate::failover_demo::run(
+        args.queues,
+        Duration::from_secs(args.hold.into()),
+        serving.is_some(),
+    )?;
     say!("demo finished");
     Ok(())
 }

@@ -162,6 +162,10 @@ pub struct Settings {
     pub busy_poll: Option<bool>,
     /// Send one burst of txonly frames on each queue before forwarding.
     pub tx_first: Option<bool>,
+    /// Where to serve the Prometheus metrics.
+    pub metrics_addr: Option<String>,
+    /// Allow a wildcard metrics address.
+    pub metrics_public: Option<bool>,
 }
 
 impl Settings {
@@ -193,6 +197,8 @@ impl Settings {
             duration: over.duration.or(self.duration),
             busy_poll: over.busy_poll.or(self.busy_poll),
             tx_first: over.tx_first.or(self.tx_first),
+            metrics_addr: over.metrics_addr.or(self.metrics_addr),
+            metrics_public: over.metrics_public.or(self.metrics_public),
         }
     }
 }
@@ -246,6 +252,8 @@ pub struct RunConfig {
     pub busy_poll: bool,
     /// Send one burst of txonly frames on each queue before forwarding (io, mac, macswap).
     pub tx_first: bool,
+    /// Where the Prometheus metrics are served, the address policy applied; `None`: not.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 fn guid(field: &str, text: &str) -> anyhow::Result<Guid> {
@@ -350,6 +358,17 @@ impl RunConfig {
                 ))),
             }
         };
+        let metrics = match &s.metrics_addr {
+            None => None,
+            Some(text) => {
+                let addr = telemetry::parse_addr(text)
+                    .map_err(|e| anyhow::anyhow!("metrics-addr {text:?}: {e}"))?;
+                Some(
+                    telemetry::check_policy(addr, s.metrics_public.unwrap_or(false))
+                        .map_err(|e| anyhow::anyhow!("{e}"))?,
+                )
+            }
+        };
         Ok(Self {
             instance,
             queues: in_range("queues", s.queues.unwrap_or(1), 1..=MAX_QUEUES)?,
@@ -367,6 +386,7 @@ impl RunConfig {
             duration: seconds(s.duration, "duration", MAX_DURATION)?,
             busy_poll: s.busy_poll.unwrap_or(false),
             tx_first,
+            metrics,
         })
     }
 }
@@ -407,6 +427,7 @@ mod tests {
             duration = 30
             busy-poll = true
             tx-first = true
+            metrics-addr = "127.0.0.1:9464"
             "#,
         )
         .unwrap();
@@ -430,6 +451,7 @@ mod tests {
         assert_eq!(c.stats_period, Some(Duration::from_secs(5)));
         assert_eq!(c.duration, Some(Duration::from_secs(30)));
         assert!(c.busy_poll && c.tx_first);
+        assert_eq!(c.metrics, Some("127.0.0.1:9464".parse().unwrap()));
     }
 
     #[test]
@@ -506,6 +528,26 @@ mod tests {
             (
                 "queues = \"four\"\ntap = \"x\"",
                 "invalid type: string \"four\", expected u16",
+            ),
+            (
+                "tap = \"x\"\nvf-backend = \"dpdk\"",
+                "unknown variant `dpdk`, expected one of `auto`, `vfio`, `kernel`",
+            ),
+            (
+                "tap = \"x\"\ntx-first = true",
+                "tx-first seeds a forwarding loop",
+            ),
+            (
+                "forward = \"txonly\"\ntx-first = true",
+                "it goes with forward io, mac or macswap",
+            ),
+            (
+                "tap = \"x\"\nmetrics-addr = \"0.0.0.0:9464\"",
+                "refusing to serve metrics on 0.0.0.0:9464",
+            ),
+            (
+                "tap = \"x\"\nmetrics-addr = \"metrics.example\"",
+                "metrics-addr \"metrics.example\"",
             ),
         ] {
             let message = error(text);

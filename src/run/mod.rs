@@ -3,10 +3,12 @@
 //!
 //! Modules: [`config`] (the settings, from `--config` and flags), [`poller`] (a queue's
 //! lane, bursts, the polling loop), [`forward`] and [`tap`] (the applications), [`stats`]
-//! (counters and testpmd's print), [`capture`] (`--pcap`), [`sys`] (CPU pinning).
+//! (counters and testpmd's print), [`capture`] (`--pcap`), [`sys`] (CPU pinning),
+//! [`metrics`] (`--metrics-addr`: the counters mapped for the Prometheus endpoint).
 //!
 //! Threads: one poller per port queue (with `--peer`, queue *i* of both ports), the port's
-//! control thread, and the main thread, which waits for SIGINT/SIGTERM, logs the port's
+//! control thread, with `--metrics-addr` the metrics publisher (a sample a second) and the
+//! exporter's listener, and the main thread, which waits for SIGINT/SIGTERM, logs the port's
 //! events, keeps the TAP's carrier on the link and prints the statistics. On a signal (or
 //! after `--duration`) the ports close while the pollers still run — the VF is left as a
 //! planned removal leaves it, then RNDIS HALT and the buffers are revoked — then the pollers
@@ -15,6 +17,7 @@
 pub mod capture;
 pub mod config;
 pub mod forward;
+pub mod metrics;
 pub mod poller;
 pub mod stats;
 pub mod sys;
@@ -134,6 +137,10 @@ pub struct RunArgs {
     /// the seed that keeps frames circulating against a loopback peer (testpmd's --tx-first).
     #[arg(long)]
     tx_first: bool,
+
+    /// The Prometheus endpoint (command line only, not in the --config file).
+    #[command(flatten)]
+    metrics: metrics::MetricsArgs,
 }
 
 impl RunArgs {
@@ -158,6 +165,8 @@ impl RunArgs {
             duration: self.duration,
             busy_poll: self.busy_poll.then_some(true),
             tx_first: self.tx_first.then_some(true),
+            metrics_addr: self.metrics.metrics_addr.map(|a| a.to_string()),
+            metrics_public: self.metrics.metrics_public.then_some(true),
         }
     }
 
@@ -175,13 +184,16 @@ impl RunArgs {
 struct OpenPort {
     port: FailoverPort,
     counters: Vec<Arc<QueueCounters>>,
+    /// Its metrics labels (the NetVSC instance) and what the events told them.
+    labels: metrics::PortLabels,
 }
 
-/// Opens the NetVSC `instance` and the failover port over it.
+/// Opens the NetVSC `instance` and the failover port over it; the port, its queues and the
+/// NetVSC's instance GUID.
 fn open_port(
     config: &RunConfig,
     instance: Option<Guid>,
-) -> anyhow::Result<(FailoverPort, Vec<FailoverQueue>)> {
+) -> anyhow::Result<(FailoverPort, Vec<FailoverQueue>, String)> {
     let device = UioDevice::open(UioConfig {
         sysfs_root: config.sysfs_root.clone(),
         dev_root: config.dev_root.clone(),
@@ -220,14 +232,15 @@ fn open_port(
         }
     };
     say!("port: {name}: {}", crate::nic_summary(&nic));
-    FailoverPort::open(
+    let (port, queues) = FailoverPort::open(
         nic,
         queues,
         provider,
         FailoverConfig::default(),
         Arc::new(SystemClock),
     )
-    .with_context(|| format!("starting the failover port over {name}"))
+    .with_context(|| format!("starting the failover port over {name}"))?;
+    Ok((port, queues, name))
 }
 
 /// Logs a port event in the words operators grep for (Linux's netvsc says the same).
@@ -426,9 +439,21 @@ fn drain(ports: &[OpenPort]) {
 
 /// Runs the port until a signal or `--duration`.
 pub fn run(args: &RunArgs) -> anyhow::Result<()> {
+    // A refused --metrics-addr is a usage error (exit 2), as for `hvnet demo`; the same
+    // address from the config file is refused by the config's checks.
+    args.metrics.checked();
     let config = args.config()?;
     // Before any thread starts, so every thread inherits the mask.
     crate::signals::block_termination().context("blocking SIGINT and SIGTERM")?;
+    // After the mask, which the exporter's thread inherits.
+    let serving = match config.metrics {
+        Some(addr) => {
+            telemetry::endpoint::install(addr).context("starting the metrics endpoint")?;
+            say!("metrics: serving on http://{addr}/metrics");
+            Some(addr)
+        }
+        None => None,
+    };
 
     let mut instances = vec![config.instance.clone()];
     if let Application::Forward {
@@ -440,11 +465,15 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     let mut ports = Vec::new();
     let mut queues = Vec::new();
     for instance in instances {
-        let (port, qs) = open_port(&config, instance)?;
+        let (port, qs, device) = open_port(&config, instance)?;
         let counters = (0..qs.len())
             .map(|_| Arc::new(QueueCounters::default()))
             .collect();
-        ports.push(OpenPort { port, counters });
+        ports.push(OpenPort {
+            port,
+            counters,
+            labels: metrics::PortLabels::new(device),
+        });
         queues.push(qs);
     }
 
@@ -475,6 +504,29 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     };
     let phase = Arc::new(Phase::default());
     let pollers = start_pollers(&config, &ports, queues, tap_queues, capture.clone(), &phase)?;
+    let ports = Arc::new(ports);
+    let publisher = match serving {
+        Some(_) => {
+            let (ports, sysfs_root) = (ports.clone(), config.sysfs_root.clone());
+            let sample = move || {
+                ports
+                    .iter()
+                    .map(|open| {
+                        let mut sample = metrics::port_sample(&open.labels, &open.port, |bdf| {
+                            metrics::vf_driver(&sysfs_root, bdf)
+                        });
+                        metrics::add_run_counters(&mut sample, &open.counters);
+                        sample
+                    })
+                    .collect()
+            };
+            Some(
+                telemetry::Publisher::start(telemetry::PublisherConfig::default(), sample)
+                    .context("starting the metrics publisher")?,
+            )
+        }
+        None => None,
+    };
     match &config.application {
         Application::Tap(name) => say!(
             "running: {} poller(s) between the port and {name}",
@@ -514,6 +566,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
         for (i, open) in ports.iter().enumerate() {
             while let Some(event) = open.port.next_event(Duration::ZERO) {
                 report_event(i, &event);
+                open.labels.observe(&event);
             }
         }
         if let Some(tap) = &tap_device {
@@ -535,7 +588,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     say!("{why}: draining, then leaving the VF, halting RNDIS and revoking the buffers");
     phase.drain();
     drain(&ports);
-    for open in &ports {
+    for open in ports.iter() {
         open.port.close();
     }
     phase.stop();
@@ -548,8 +601,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     for (i, open) in ports.iter().enumerate() {
         while let Some(event) = open.port.next_event(Duration::ZERO) {
             report_event(i, &event);
+            open.labels.observe(&event);
         }
     }
+    // A last sample, with the close in it.
+    drop(publisher);
     let first = ports
         .iter()
         .map(|_| (started, PortTotals::default()))

@@ -65,6 +65,15 @@ impl QueueCounters {
         add(&self.quiet_rounds, 1);
     }
 
+    /// Frames the port did not take for transmit (dropped by the application), and received
+    /// frames the TAP device did not take: the run's own drops, for the metrics.
+    pub fn app_drops(&self) -> (u64, u64) {
+        (
+            self.tx_dropped.load(Ordering::Relaxed),
+            self.to_kernel_dropped.load(Ordering::Relaxed),
+        )
+    }
+
     /// (received, sent) frames, for tests.
     #[cfg(test)]
     pub fn clone_totals(&self) -> (u64, u64) {
