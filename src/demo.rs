@@ -64,6 +64,23 @@ pub struct DemoArgs {
     )]
     hold: u32,
 
+    /// Which failover scenarios to run: planned (the VF ejected the Azure way, nothing
+    /// lost), surprise (the VF vanishes mid-traffic, the stranded frames counted), flap (the
+    /// VF's link down and up: to synthetic and back, the VF kept), servicing (the VF absent a
+    /// while, as during host servicing, then offered again), or all of them in that order.
+    #[arg(long, value_enum, default_value = "all")]
+    scenario: crate::failover_demo::Scenario,
+
+    /// Repeat the scenarios until SECONDS have passed (at least once), 1 to 86400; the live
+    /// line shows the rates, the data path and the switches as they happen.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        allow_negative_numbers = true,
+        value_parser = clap::value_parser!(u32).range(1..=86_400)
+    )]
+    duration: Option<u32>,
+
     /// The Prometheus endpoint.
     #[command(flatten)]
     metrics: crate::run::metrics::MetricsArgs,
@@ -355,11 +372,13 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<()> {
     say!("synthetic path finished: every frame arrived whole and in order");
     drop(nic);
     drop(host);
-    crate::failover_demo::run(
-        args.queues,
-        Duration::from_secs(args.hold.into()),
-        serving.is_some(),
-    )?;
+    crate::failover_demo::run(&crate::failover_demo::Plan {
+        queues: args.queues,
+        hold: Duration::from_secs(args.hold.into()),
+        metrics: serving.is_some(),
+        scenario: args.scenario,
+        duration: args.duration.map(|s| Duration::from_secs(s.into())),
+    })?;
     say!("demo finished");
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! The failover part of `hvnet demo`: a FailoverPort over the synthetic NIC and a software
-//! SR-IOV VF on the simulated host, under traffic both ways, through a planned removal, a
-//! re-offer and a surprise removal.
+//! SR-IOV VF on the simulated host, under traffic both ways, through the scenarios of
+//! `--scenario` (a planned removal, a surprise removal, a link flap, a servicing absence),
+//! repeated for `--duration`, with a live line of the rates, the data path and the switches.
 //!
 //! With `--metrics-addr` a publisher thread samples the port (as `hvnet run` does) while the
 //! scenario runs, and the port's events feed the duration histograms as they are read;
@@ -8,13 +9,15 @@
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use bond::{FailoverEvent, FailoverQueue, FailoverStats, PortState, SwitchReason};
 use integration::harness::failover::{Accounting, FailoverRig, FailoverRigConfig};
 use integration::harness::traffic::{Traffic, TrafficConfig, TrafficCounts};
 
+use crate::live::Console;
 use crate::run::metrics::{PortLabels, port_sample};
 
 /// Bound of every wait of the demo.
@@ -77,14 +80,14 @@ fn switched_back(events: &Events<'_>) -> Option<(SwitchReason, Duration, Duratio
     })
 }
 
-fn print_switch(events: &Events<'_>) {
+fn print_switch(events: &Events<'_>, console: &Console) {
     if let Some((reason, failover, complete)) = switched_back(events) {
-        say!(
+        console.line(&format!(
             "  left the VF ({}): transmit on synthetic after {:.3} ms, VF drained and released after {:.3} ms",
             reason.as_str(),
             failover.as_secs_f64() * 1e3,
             complete.as_secs_f64() * 1e3
-        );
+        ));
     }
 }
 
@@ -97,15 +100,62 @@ fn hold_phase(events: &Events<'_>, hold: Duration) {
     }
 }
 
-/// Runs the failover part: each phase held for `hold`; the port sampled for the metrics
-/// endpoint when `metrics` (the recorder is installed).
-pub fn run(queues: u16, hold: Duration, metrics: bool) -> anyhow::Result<()> {
+/// A failover scenario of the demo (`--scenario`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// The VF ejected the Azure way (request IRQ, then the association): nothing lost.
+    Planned,
+    /// The VF vanishes mid-traffic: the port moves at once, the stranded frames counted.
+    Surprise,
+    /// The VF's link goes down and up: to synthetic and back, the VF kept.
+    Flap,
+    /// The VF is away a while (host servicing), then offered again.
+    Servicing,
+    /// Each of the above, in that order.
+    All,
+}
+
+impl Scenario {
+    /// The scenarios this one stands for.
+    fn steps(self) -> &'static [Scenario] {
+        match self {
+            Self::All => &[Self::Planned, Self::Surprise, Self::Flap, Self::Servicing],
+            Self::Planned => &[Self::Planned],
+            Self::Surprise => &[Self::Surprise],
+            Self::Flap => &[Self::Flap],
+            Self::Servicing => &[Self::Servicing],
+        }
+    }
+}
+
+/// What the failover part runs.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Queues of the NIC (at most 2 are used).
+    pub queues: u16,
+    /// How long each phase is held.
+    pub hold: Duration,
+    /// Whether the metrics recorder is installed (the port is then sampled).
+    pub metrics: bool,
+    /// The scenarios.
+    pub scenario: Scenario,
+    /// Repeat them until this much time passed (at least once).
+    pub duration: Option<Duration>,
+}
+
+/// How often the live line is redrawn.
+const LIVE_EVERY: Duration = Duration::from_millis(250);
+
+/// Runs the failover part (see [`Plan`]): each phase held for `hold`, the port sampled for
+/// the metrics endpoint when the recorder is installed, a live line while it runs.
+pub fn run(plan: &Plan) -> anyhow::Result<()> {
     let mut config = FailoverRigConfig::default();
-    config.nic.queues = queues.min(2);
-    say!(
+    config.nic.queues = plan.queues.min(2);
+    let console = Console::stdout();
+    console.line(&format!(
         "failover: a FailoverPort over the synthetic NIC and a software 82576 VF on the simulated host ({} queues)",
         config.nic.queues
-    );
+    ));
     let mut rig = FailoverRig::start(config).context("starting the failover rig")?;
     let traffic = rig.start_traffic(TrafficConfig::default());
     let rig = &rig;
@@ -115,8 +165,9 @@ pub fn run(queues: u16, hold: Duration, metrics: bool) -> anyhow::Result<()> {
         labels: &labels,
         read: RefCell::new(VecDeque::new()),
     };
-    std::thread::scope(|s| {
-        let publisher = if metrics {
+    let done = AtomicBool::new(false);
+    let result = std::thread::scope(|s| {
+        let publisher = if plan.metrics {
             let (labels, port) = (&labels, &rig.port);
             let sample = move || vec![port_sample(labels, port, |_| VF_DRIVER.to_owned())];
             Some(
@@ -126,79 +177,208 @@ pub fn run(queues: u16, hold: Duration, metrics: bool) -> anyhow::Result<()> {
         } else {
             None
         };
-        let result = scenario(rig, traffic, &events, hold);
+        let (console, traffic, done) = (&console, &traffic, &done);
+        s.spawn(move || live(rig, traffic, console, done));
+        let result = scenarios(rig, traffic, &events, plan, console);
+        done.store(true, Ordering::Release);
         // A last sample, with the end of the scenario in it.
         drop(publisher);
         result
-    })
+    });
+    console.clear();
+    result?;
+    finish(rig, traffic)
 }
 
-/// The scenario: synthetic, the VF, a planned removal, the VF again, a surprise removal.
-fn scenario(
+/// The live line until `done`: the rates each way (by path), the data path, the switches.
+fn live(rig: &FailoverRig, traffic: &Traffic<FailoverQueue>, console: &Console, done: &AtomicBool) {
+    let started = Instant::now();
+    let path_counts = |s: &FailoverStats| {
+        s.queues.iter().fold((0u64, 0u64), |(syn, vf), q| {
+            (
+                syn + q.rx_synthetic + q.tx_synthetic,
+                vf + q.rx_vf + q.tx_vf,
+            )
+        })
+    };
+    let mut last = (
+        Instant::now(),
+        traffic.counts(),
+        path_counts(&rig.port.stats()),
+    );
+    while !done.load(Ordering::Acquire) {
+        // A redraw period, not a synchronisation: the line shows whatever the counters say.
+        std::thread::sleep(LIVE_EVERY);
+        let (now, counts, stats) = (Instant::now(), traffic.counts(), rig.port.stats());
+        let paths = path_counts(&stats);
+        let seconds = now.duration_since(last.0).as_secs_f64().max(1e-6);
+        let per_second = |a: u64, b: u64| b.saturating_sub(a) as f64 / seconds / 1e3;
+        console.status(&format!(
+            "[{:>6.1} s] on {:<9} | to guest {:>7.1} k/s  from guest {:>7.1} k/s | synthetic {:>7.1} k/s  VF {:>7.1} k/s | switches to VF {} back {} | lost (counted) {}",
+            started.elapsed().as_secs_f64(),
+            match stats.state {
+                PortState::OnVf => "the VF",
+                _ => "synthetic",
+            },
+            per_second(last.1.guest_received, counts.guest_received),
+            per_second(last.1.peer_received, counts.peer_received),
+            per_second(last.2.0, paths.0),
+            per_second(last.2.1, paths.1),
+            stats.switches_to_vf,
+            stats.switches_to_synthetic.total(),
+            rig.account(&counts).stranded() + rig.account(&counts).link_down(),
+        ));
+        last = (now, counts, paths);
+    }
+}
+
+/// The scenarios of `plan`, repeated until its duration passed (at least once).
+fn scenarios(
     rig: &FailoverRig,
-    traffic: Traffic<FailoverQueue>,
+    traffic: &Traffic<FailoverQueue>,
     events: &Events<'_>,
-    hold: Duration,
+    plan: &Plan,
+    console: &Console,
 ) -> anyhow::Result<()> {
     ensure!(
         traffic.wait_progress(2_000, WAIT),
         "no traffic on synthetic"
     );
-    say!(
+    console.line(&format!(
         "  synthetic only: {:.0} frames/s both ways",
         traffic.rate(Duration::from_millis(200))
-    );
-    hold_phase(events, hold);
+    ));
+    hold_phase(events, plan.hold);
+    let deadline = plan.duration.map(|d| Instant::now() + d);
+    loop {
+        for &scenario in plan.scenario.steps() {
+            one(scenario, rig, traffic, events, plan.hold, console)?;
+        }
+        if deadline.is_none_or(|d| Instant::now() >= d) {
+            return Ok(());
+        }
+    }
+}
 
-    say!(
-        "host offers the VF (NVSP 128); the port binds it, waits for its link and switches (NVSP 129)"
+/// Offers the VF and waits until the port is on it (its `n`th switch to the VF).
+fn onto_the_vf(
+    rig: &FailoverRig,
+    traffic: &Traffic<FailoverQueue>,
+    console: &Console,
+    n: u64,
+) -> anyhow::Result<()> {
+    console.line(
+        "host offers the VF (NVSP 128); the port binds it, waits for its link and switches (NVSP 129)",
     );
     rig.host.offer_vf(SERIAL);
-    wait(rig, "on the VF", |s| s.state == PortState::OnVf)?;
-    say!(
+    wait(rig, "on the VF", |s| {
+        s.state == PortState::OnVf && s.switches_to_vf == n
+    })?;
+    ensure!(traffic.wait_progress(2_000, WAIT), "no traffic on the VF");
+    console.line(&format!(
         "  on the VF: {:.0} frames/s both ways",
         traffic.rate(Duration::from_millis(200))
-    );
-    hold_phase(events, hold);
+    ));
+    Ok(())
+}
 
-    say!(
-        "planned removal, Azure order: the VFIO request IRQ first, the association after the release"
+/// Takes the VF away the planned way (Azure's order) and waits for its release.
+fn eject(
+    rig: &FailoverRig,
+    events: &Events<'_>,
+    console: &Console,
+    released: u64,
+) -> anyhow::Result<()> {
+    console.line(
+        "planned removal, Azure order: the VFIO request IRQ first, the association after the release",
     );
     ensure!(rig.pci.eject_azure(WAIT), "the VF was not released");
     wait(rig, "released", |s| {
-        s.state == PortState::Synthetic && s.vf_released == 1
+        s.state == PortState::Synthetic && s.vf_released == released
     })?;
-    print_switch(events);
-    hold_phase(events, hold);
+    print_switch(events, console);
+    Ok(())
+}
 
-    say!("the host offers the VF again; the port re-attaches it");
-    rig.host.offer_vf(SERIAL);
-    wait(rig, "on the VF again", |s| {
-        s.state == PortState::OnVf && s.switches_to_vf == 2
-    })?;
-    ensure!(traffic.wait_progress(2_000, WAIT), "no traffic on the VF");
+/// One scenario, from synthetic without a VF back to synthetic without one.
+fn one(
+    scenario: Scenario,
+    rig: &FailoverRig,
+    traffic: &Traffic<FailoverQueue>,
+    events: &Events<'_>,
+    hold: Duration,
+    console: &Console,
+) -> anyhow::Result<()> {
+    let before = rig.port.stats();
+    let (to_vf, released) = (before.switches_to_vf, before.vf_released);
+    onto_the_vf(rig, traffic, console, to_vf + 1)?;
     hold_phase(events, hold);
-
-    say!("surprise removal: the VF vanishes mid-traffic; the port notices and moves at once");
-    let released = rig.pci.surprise_remove(
-        || {
-            let _ = rig.port.wait_until(WAIT, |s| {
-                s.switches_to_synthetic.get(SwitchReason::Removed) == 1
-            });
-        },
-        WAIT,
-    );
-    ensure!(released, "the dead VF was not released");
-    wait(rig, "released", |s| {
-        s.state == PortState::Synthetic && s.vf_released == 2
-    })?;
-    print_switch(events);
+    match scenario {
+        Scenario::Planned | Scenario::All => eject(rig, events, console, released + 1)?,
+        Scenario::Surprise => {
+            console.line(
+                "surprise removal: the VF vanishes mid-traffic; the port notices and moves at once",
+            );
+            let removed = before.switches_to_synthetic.get(SwitchReason::Removed);
+            let gone = rig.pci.surprise_remove(
+                || {
+                    let _ = rig.port.wait_until(WAIT, |s| {
+                        s.switches_to_synthetic.get(SwitchReason::Removed) == removed + 1
+                    });
+                },
+                WAIT,
+            );
+            ensure!(gone, "the dead VF was not released");
+            wait(rig, "released", |s| {
+                s.state == PortState::Synthetic && s.vf_released == released + 1
+            })?;
+            print_switch(events, console);
+        }
+        Scenario::Flap => {
+            let vf = rig.pci.vf().context("no VF to flap")?;
+            console.line("the VF's link goes down: the port leaves it and keeps it");
+            vf.set_link(false);
+            let back = before.switches_to_synthetic.total();
+            wait(rig, "off the VF on link down", |s| {
+                s.state != PortState::OnVf
+                    && s.vf_link_up == Some(false)
+                    && s.switches_to_synthetic.total() == back + 1
+            })?;
+            print_switch(events, console);
+            hold_phase(events, hold);
+            console.line("the link comes back: the port switches to the VF again");
+            vf.set_link(true);
+            wait(rig, "back on the VF", |s| {
+                s.state == PortState::OnVf && s.switches_to_vf == to_vf + 2
+            })?;
+            ensure!(traffic.wait_progress(2_000, WAIT), "no traffic on the VF");
+            hold_phase(events, hold);
+            eject(rig, events, console, released + 1)?;
+        }
+        Scenario::Servicing => {
+            console.line("host servicing: the VF is taken away and stays away a while");
+            eject(rig, events, console, released + 1)?;
+            ensure!(
+                traffic.wait_progress(5_000, WAIT),
+                "no traffic while the VF was away"
+            );
+            hold_phase(events, hold);
+            console.line("servicing over: the host offers the VF again");
+            onto_the_vf(rig, traffic, console, to_vf + 2)?;
+            hold_phase(events, hold);
+            eject(rig, events, console, released + 2)?;
+        }
+    }
     ensure!(
         traffic.wait_progress(2_000, WAIT),
-        "no traffic after the surprise removal"
+        "no traffic after the VF left"
     );
     hold_phase(events, hold);
+    Ok(())
+}
 
+/// Stops the traffic and reports where every frame went.
+fn finish(rig: &FailoverRig, traffic: Traffic<FailoverQueue>) -> anyhow::Result<()> {
     let (counts, _) = traffic.stop(WAIT, |c| rig.account(c).balanced(c));
     let a = rig.account(&counts);
     report(&counts, &rig.port.stats(), &a);

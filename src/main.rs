@@ -14,6 +14,7 @@ macro_rules! say {
 mod bind;
 mod demo;
 mod failover_demo;
+mod live;
 mod probe;
 mod run;
 mod signals;
@@ -61,8 +62,12 @@ enum Command {
     /// would. The demo opens the synthetic NIC against it, negotiates NVSP and RNDIS, sends
     /// and receives frames on every queue with their contents checked, flaps the link and
     /// prints the counters of both sides. Then it runs a FailoverPort over a second NIC and a
-    /// software SR-IOV VF under traffic both ways: the switch to the VF, a planned removal, a
-    /// re-offer and a surprise removal, with every frame delivered in order or counted.
+    /// software SR-IOV VF under traffic both ways through the --scenario chosen (a planned
+    /// removal, a surprise removal, a link flap, a servicing absence; all by default), each
+    /// starting with the switch to the VF, with every frame delivered in order or counted. A
+    /// live line shows the rates, the data path and the switches (redrawn on a terminal, a
+    /// plain line a second otherwise); --duration repeats the scenarios, --metrics-addr serves
+    /// it all to Prometheus.
     Demo(demo::DemoArgs),
 
     /// Open this guest's synthetic NIC through uio_hv_generic, negotiate with the real host

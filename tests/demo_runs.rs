@@ -30,6 +30,43 @@ fn the_demo_runs_both_parts_to_the_end() {
 }
 
 #[test]
+fn each_scenario_runs_and_duration_repeats_them_under_a_plain_live_line() {
+    let demo = |args: &[&str]| -> String {
+        let out = hvnet()
+            .args(["demo", "--queues", "1", "--frames", "100"])
+            .args(args)
+            .output()
+            .expect("running hvnet");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "hvnet demo {args:?} failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let left = |out: &str, reason: &str| out.matches(&format!("left the VF ({reason})")).count();
+    let flap = demo(&["--scenario", "flap"]);
+    assert_eq!(left(&flap, "link_down"), 1, "{flap}");
+    assert!(flap.contains("switches to the VF 2, back 2"), "{flap}");
+    let servicing = demo(&["--scenario", "servicing"]);
+    assert_eq!(left(&servicing, "release_requested"), 2, "{servicing}");
+    // Repeated until the duration passed; the live line is plain text (not a terminal).
+    let repeated = demo(&["--scenario", "planned", "--duration", "2"]);
+    assert!(left(&repeated, "release_requested") >= 2, "{repeated}");
+    assert!(
+        repeated
+            .lines()
+            .any(|l| l.starts_with('[') && l.contains("switches to VF")),
+        "{repeated}"
+    );
+    assert!(
+        !repeated.contains('\x1b'),
+        "escape sequences without a terminal"
+    );
+}
+
+#[test]
 fn a_bad_option_is_refused_with_a_message() {
     let out = hvnet()
         .args(["demo", "--queues", "0"])
