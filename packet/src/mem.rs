@@ -716,6 +716,32 @@ impl SharedMemory {
         Ok(unsafe { AtomicU64::from_ptr(ptr.cast()) })
     }
 
+    /// The `count` naturally aligned 64-bit words at `offset`, as atomics shared with the peer:
+    /// for a ring of fixed-size descriptors, bounds and alignment are checked once for the
+    /// whole ring instead of at every access. As with [`atomic_u64`](Self::atomic_u64), the
+    /// words must only be accessed atomically, as whole words, while the peer may use them
+    /// (this module's own copies of them are such accesses).
+    pub fn atomic_u64s(&self, offset: usize, count: usize) -> Result<&[AtomicU64], MemError> {
+        let len = count.checked_mul(WORD).ok_or(MemError::OutOfBounds {
+            offset,
+            len: usize::MAX,
+            size: self.len,
+        })?;
+        self.check(offset, len)?;
+        let ptr = self.ptr(offset);
+        if !(ptr as usize).is_multiple_of(WORD) {
+            return Err(MemError::Misaligned {
+                offset,
+                align: WORD,
+            });
+        }
+        // SAFETY: `count` words in bounds (so at most the mapping's length, below
+        // `isize::MAX`), non-null and aligned; the mapping lives as long as `self`. AtomicU64
+        // has the size and alignment of u64, and every bit pattern is valid; its interior
+        // mutability lets the peer and our own atomic copies change the words meanwhile.
+        Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), count) })
+    }
+
     /// An exclusive byte slice over `offset..offset+len`.
     ///
     /// # Safety
@@ -814,6 +840,31 @@ mod tests {
         ));
         assert!(mem.atomic_u64(4092).is_err());
         assert!(matches!(SharedMemory::memfd("z", 0), Err(MemError::Empty)));
+        assert!(matches!(
+            mem.atomic_u64s(4, 2),
+            Err(MemError::Misaligned { .. })
+        ));
+        assert!(matches!(
+            mem.atomic_u64s(4088, 2),
+            Err(MemError::OutOfBounds { .. })
+        ));
+        assert!(mem.atomic_u64s(0, usize::MAX).is_err());
+    }
+
+    #[test]
+    fn atomic_word_slices_see_the_bytes_copies_write() {
+        let mem = SharedMemory::anonymous(4096).unwrap();
+        let view = mem.subregion(64, 128).unwrap();
+        let words = view.atomic_u64s(8, 15).unwrap();
+        assert_eq!(words.len(), 15);
+        assert!(view.atomic_u64s(8, 16).is_err(), "one word past the view");
+        mem.write(72, &0x1122_3344_5566_7788u64.to_ne_bytes())
+            .unwrap();
+        assert_eq!(words[0].load(Ordering::Relaxed), 0x1122_3344_5566_7788);
+        words[14].store(0xAB, Ordering::Relaxed);
+        let mut back = [0u8; 8];
+        mem.read(64 + 8 + 14 * 8, &mut back).unwrap();
+        assert_eq!(u64::from_ne_bytes(back), 0xAB);
     }
 
     /// The byte a copy test expects at absolute offset `at` from the writer with `key`.

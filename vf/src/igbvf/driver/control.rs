@@ -396,7 +396,7 @@ impl Igbvf {
             for queue in &self.queues {
                 let mut inner = queue.lock();
                 inner.reclaim_tx();
-                pending += inner.tx.in_flight;
+                pending += inner.tx.in_flight.len();
             }
             if pending == 0 || gone || self.clock().now() >= deadline {
                 break;

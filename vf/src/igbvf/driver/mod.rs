@@ -2,7 +2,8 @@
 //!
 //! Modules: [`IgbvfConfig`] and [`Clock`] here; `error` ([`IgbvfError`]); `mailbox_io` (the
 //! `V2PMAILBOX` handshake performed on registers, bounded by the clock); `mac` (whose MAC the
-//! VF uses); `queue`, `rx` and `tx` (rings, [`IgbvfQueue`], the [`crate::port::VfQueue`]);
+//! VF uses); `queue`, `ring`, `rx` and `tx` (rings, [`IgbvfQueue`], the
+//! [`crate::port::VfQueue`]);
 //! `control` ([`Igbvf`], the [`crate::port::VfPort`]).
 //!
 //! Lifecycle: [`Igbvf::open`] resets the function (`CTRL.RST`), waits for the PF (`RESET`
@@ -45,6 +46,7 @@ mod error;
 mod mac;
 mod mailbox_io;
 mod queue;
+mod ring;
 mod rx;
 mod tx;
 
@@ -129,7 +131,8 @@ pub const MAX_LINK_WAIT: Duration = Duration::from_secs(3600);
 pub struct IgbvfConfig {
     /// Queue pairs, `1..=2`.
     pub queues: u16,
-    /// Descriptors per ring, a multiple of 8 in `8..=4096`.
+    /// Descriptors per ring, a power of two in `8..=4096` (the device wants a multiple of 8;
+    /// the driver advances its ring indices with a mask).
     pub ring_size: u16,
     /// MTU in bytes (`68..=9000`); above 1500 the PF is asked for large frames (`SET_LPE`).
     pub mtu: usize,
@@ -177,10 +180,10 @@ impl IgbvfConfig {
                 format!("{} not in 1..=2", self.queues),
             ));
         }
-        if self.ring_size < 8 || self.ring_size > 4096 || !self.ring_size.is_multiple_of(8) {
+        if !(8..=4096).contains(&self.ring_size) || !self.ring_size.is_power_of_two() {
             return Err(config_error(
                 "ring_size",
-                format!("{} is not a multiple of 8 in 8..=4096", self.ring_size),
+                format!("{} is not a power of two in 8..=4096", self.ring_size),
             ));
         }
         if !(68..=9000).contains(&self.mtu) {

@@ -10,21 +10,23 @@
 //! `tx_lost` exactly once, by `forget_tx`, when the ring can no longer complete it: at the PF
 //! reset (reported by the control thread), at removal (the control thread's, or the queue's
 //! own when [`VfQueue::tx_pending`] reads `TDH` as all ones), and at the end of `stop` or
-//! `release`. `forget_tx` empties the slots, so a second call counts nothing.
+//! `release`. `forget_tx` empties the ring, so a second call counts nothing.
 //!
 //! Buffer ownership: every RX slot holds the [`Packet`] whose bus address is posted in its
 //! descriptor; the packet leaves the slot only when the device has written it back (`DD`).
-//! Every TX slot between `next_clean` and `next_use` holds the packet the device is reading,
-//! until its `DD`. A packet dropped returns to its pool.
+//! The TX ring's `in_flight` holds, oldest first, the packets of the descriptors before
+//! `next_use` that the device is reading, each until its `DD`. A packet dropped returns to its pool.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::Instant;
 
-use packet::{Packet, Pool, PortQueue, SharedMemory};
+use packet::{Packet, Pool, PortQueue};
 use parking_lot::Mutex;
 
 use super::error::IgbvfError;
+use super::ring::{self, DescRing};
 use super::{Clock, IgbvfConfig};
 use crate::device::{ALL_ONES, RegisterIo, VfDevice};
 use crate::igbvf::descriptors::DESC_SIZE;
@@ -77,11 +79,13 @@ pub(crate) enum QueueState {
 /// The RX ring.
 #[derive(Debug)]
 pub(crate) struct RxRing {
-    pub(crate) mem: SharedMemory,
-    /// Always full: a slot's packet is swapped out only for a fresh one.
+    pub(crate) ring: DescRing,
+    /// Always full: a slot's packet is swapped out only for a fresh one. Every slot's packet
+    /// is empty with the default headroom (as `Pool::alloc` makes it): nothing changes it
+    /// while it is posted.
     pub(crate) slots: Vec<Packet>,
     pub(crate) pool: Pool,
-    /// Next descriptor to look at; the tail register is always one behind it.
+    /// Next descriptor to look at (`< size`); the tail register is always one behind it.
     pub(crate) next: usize,
     /// Packet buffer size posted to the device (`SRRCTL.BSIZEPKT`).
     pub(crate) buf_size: usize,
@@ -90,14 +94,13 @@ pub(crate) struct RxRing {
 /// The TX ring.
 #[derive(Debug)]
 pub(crate) struct TxRing {
-    pub(crate) mem: SharedMemory,
-    pub(crate) slots: Vec<Option<Packet>>,
-    /// Next descriptor to fill; the tail register.
+    pub(crate) ring: DescRing,
+    /// The packets of the descriptors the device has not completed, oldest first: the last
+    /// is posted at `next_use - 1`. At most `size - 1` (its capacity is `size`, so it never
+    /// allocates).
+    pub(crate) in_flight: VecDeque<Packet>,
+    /// Next descriptor to fill (`< size`); the tail register.
     pub(crate) next_use: usize,
-    /// Oldest descriptor not yet completed.
-    pub(crate) next_clean: usize,
-    /// Descriptors between `next_clean` and `next_use`.
-    pub(crate) in_flight: usize,
 }
 
 /// Everything of one queue pair, behind the queue's lock.
@@ -112,30 +115,8 @@ pub(crate) struct QueueInner {
     pub(crate) rx: RxRing,
     pub(crate) tx: TxRing,
     pub(crate) counters: QueueCounters,
-    pub(crate) max_tx_frame: usize,
-}
-
-/// Copies descriptor `index` of `ring` into `bytes` once the device has written it back: its
-/// `DD` bit (bit 0 of the word at `status_offset`) is seen with `Acquire`, then an `Acquire`
-/// fence, then the descriptor is copied once for the caller to validate. `false` while the
-/// device still owns it (or the ring is too short to hold it).
-#[inline]
-pub(crate) fn written_back(
-    ring: &SharedMemory,
-    index: usize,
-    status_offset: usize,
-    bytes: &mut [u8; DESC_SIZE],
-) -> bool {
-    let offset = index * DESC_SIZE;
-    let done = match ring.atomic_u32(offset + status_offset) {
-        Ok(status) => status.load(Ordering::Acquire) & 1 != 0,
-        Err(_) => false,
-    };
-    if !done {
-        return false;
-    }
-    fence(Ordering::Acquire);
-    ring.read(offset, bytes).is_ok()
+    /// Longest frame `tx_burst` sends ([`IgbvfConfig::max_tx_frame`], at most 9014).
+    pub(crate) max_tx_frame: u16,
 }
 
 /// Which pools' buffers the device can DMA from, asked of the device once per pool.
@@ -188,7 +169,7 @@ fn alloc_ring(
     device: &dyn VfDevice,
     queue: Queue,
     descriptors: usize,
-) -> Result<SharedMemory, IgbvfError> {
+) -> Result<DescRing, IgbvfError> {
     let bytes = descriptors * DESC_SIZE;
     let mem = device
         .dma_alloc(bytes + RING_ALIGN as usize)
@@ -204,6 +185,7 @@ fn alloc_ring(
         (RING_ALIGN - misalign) as usize
     };
     mem.subregion(skip, bytes)
+        .and_then(|mem| DescRing::new(mem, descriptors))
         .map_err(|source| IgbvfError::Memory {
             device: device.name().to_owned(),
             queue: queue.index(),
@@ -262,21 +244,20 @@ impl QueueInner {
             reach,
             state: QueueState::Resetting,
             rx: RxRing {
-                mem: rx_mem,
+                ring: rx_mem,
                 slots,
                 pool,
                 next: 0,
                 buf_size: config.rx_buf_size,
             },
             tx: TxRing {
-                mem: tx_mem,
-                slots: (0..size).map(|_| None).collect(),
+                ring: tx_mem,
+                in_flight: VecDeque::with_capacity(size),
                 next_use: 0,
-                next_clean: 0,
-                in_flight: 0,
             },
             counters: QueueCounters::default(),
-            max_tx_frame: config.max_tx_frame(),
+            // The MTU is at most 9000 (`IgbvfConfig::validate`).
+            max_tx_frame: u16::try_from(config.max_tx_frame()).unwrap_or(u16::MAX),
         })
     }
 
@@ -286,11 +267,9 @@ impl QueueInner {
     /// after the device is gone) were sent: they are reclaimed first, not counted as lost.
     pub(crate) fn forget_tx(&mut self) {
         self.reclaim_tx();
-        let lost = self.tx.slots.iter_mut().filter_map(Option::take).count();
-        self.counters.tx_lost += lost as u64;
+        self.counters.tx_lost += self.tx.in_flight.len() as u64;
+        self.tx.in_flight.clear();
         self.tx.next_use = 0;
-        self.tx.next_clean = 0;
-        self.tx.in_flight = 0;
     }
 
     /// Reclaims completions and returns the frames still in flight. A running queue whose
@@ -299,43 +278,30 @@ impl QueueInner {
     /// the control thread counts them (at the end of `stop`, bounded by its deadline, or
     /// already done at a reset or removal).
     pub(crate) fn tx_pending(&mut self) -> usize {
-        if self.tx.in_flight == 0 {
+        if self.tx.in_flight.is_empty() {
             return 0;
         }
         self.reclaim_tx();
-        if self.tx.in_flight > 0
+        if !self.tx.in_flight.is_empty()
             && self.state == QueueState::Running
             && self.bar.read32(tdh(self.queue)) == ALL_ONES
         {
             self.state = QueueState::Gone;
             self.forget_tx();
         }
-        self.tx.in_flight
+        self.tx.in_flight.len()
     }
 
-    /// Re-arms every RX descriptor with its slot's buffer and clears the TX ring memory. The device must not be using the rings.
-    fn arm_rings(&mut self) -> Result<(), IgbvfError> {
-        let zero = [0u8; DESC_SIZE];
+    /// Re-arms every RX descriptor with its slot's buffer and clears the TX ring memory. The
+    /// device must not be using the rings.
+    fn arm_rings(&mut self) {
         for i in 0..self.rx.slots.len() {
             self.rearm(i);
         }
-        for i in 0..self.tx.slots.len() {
-            self.write_tx_desc(i, &zero)?;
+        for desc in self.tx.ring.descs() {
+            ring::post(desc, [0; DESC_SIZE]);
         }
         self.rx.next = 0;
-        Ok(())
-    }
-
-    fn write_tx_desc(&self, index: usize, bytes: &[u8; DESC_SIZE]) -> Result<(), IgbvfError> {
-        self.tx
-            .mem
-            .write(index * DESC_SIZE, bytes)
-            .map_err(|source| IgbvfError::Memory {
-                device: self.name.clone(),
-                queue: self.queue.index(),
-                op: "write descriptor",
-                source,
-            })
     }
 
     /// Programs both rings into the (freshly reset) function and enables them, waiting at
@@ -346,7 +312,7 @@ impl QueueInner {
         deadline: Instant,
     ) -> Result<(), IgbvfError> {
         self.forget_tx();
-        self.arm_rings()?;
+        self.arm_rings();
         let q = self.queue;
         let bar = self.bar.clone();
         let size = self.rx.slots.len();
@@ -359,7 +325,7 @@ impl QueueInner {
             })?;
 
         // TX first, as Linux igbvf does.
-        let tx_base = self.tx.mem.bus_addr(0);
+        let tx_base = self.tx.ring.memory().bus_addr(0);
         bar.write32(txdctl(q), 0);
         bar.write32(tdbal(q), tx_base as u32);
         bar.write32(tdbah(q), (tx_base >> 32) as u32);
@@ -369,7 +335,7 @@ impl QueueInner {
         bar.write32(txdctl(q), txdctl::ENABLE | txdctl::thresholds(8, 1, 16));
         self.wait_bits(clock, deadline, txdctl(q), txdctl::ENABLE)?;
 
-        let rx_base = self.rx.mem.bus_addr(0);
+        let rx_base = self.rx.ring.memory().bus_addr(0);
         bar.write32(rxdctl(q), 0);
         bar.write32(rdbal(q), rx_base as u32);
         bar.write32(rdbah(q), (rx_base >> 32) as u32);

@@ -1,11 +1,12 @@
 //! Receive: harvesting written-back RX descriptors.
 //!
-//! Ordering: for each descriptor the status word is loaded with `Acquire` to see `DD`; an
-//! `Acquire` fence follows, and only then are the 16 bytes copied out once and parsed (the
-//! device writes `DD` last, so everything in the copy is at least as new as the `DD` seen).
-//! Re-armed descriptors are written with plain stores; a `SeqCst` fence orders them before the
-//! single `RDT` write at the end of the burst, so the device never fetches a half-written
-//! descriptor.
+//! Ordering: for each descriptor the word holding the status (bytes 8..16) is loaded once with
+//! `Acquire` to see `DD`, and that load is also the copy of those bytes; an `Acquire` fence
+//! follows, and only then is the other word copied, and the 16 bytes parsed (the device writes
+//! `DD` last, so everything in the copy is at least as new as the `DD` seen; see
+//! `ring::written_back`). Re-armed descriptors are written with plain stores; a `SeqCst` fence
+//! orders them before the single `RDT` write at the end of the burst, so the device never
+//! fetches a half-written descriptor.
 //!
 //! The device is untrusted: a write-back the parser rejects is counted in
 //! `rx_descriptor_errors` and its slot re-armed with the same buffer; the length used is the
@@ -19,56 +20,64 @@ use std::sync::atomic::{Ordering, fence};
 
 use packet::Packet;
 
-use super::queue::{QueueInner, written_back};
-use crate::igbvf::descriptors::{AdvRxDescRead, DESC_SIZE, RxChaining, RxWriteback};
+use super::queue::QueueInner;
+use super::ring::{self, Desc};
+use crate::igbvf::descriptors::{
+    AdvRxDescRead, DescriptorError, RxChaining, RxCompletion, RxWriteback,
+};
 use crate::igbvf::regs::rdt;
 
-/// Offset of the `status_error` word in a write-back descriptor.
-const STATUS_OFFSET: usize = 8;
+/// `DD` in the little-endian word 1 of a write-back: bit 0 of `status_error`, the word's
+/// first 4 bytes.
+const DD: u64 = crate::igbvf::descriptors::rx_status::DD as u64;
 
 impl QueueInner {
     /// Harvests up to `max` frames into `out`; see the module docs.
     pub(crate) fn rx_burst(&mut self, out: &mut Vec<Packet>, max: usize, queue: u16) -> usize {
-        let size = self.rx.slots.len();
+        let rx = &mut self.rx;
+        let descs = rx.ring.descs();
+        let mask = rx.ring.mask();
+        let mut next = rx.next;
         let mut handed = 0;
         let mut cleaned = 0;
         let mut bytes_total = 0u64;
-        while handed < max && cleaned < size {
-            let i = self.rx.next;
-            let mut bytes = [0u8; DESC_SIZE];
-            if !written_back(&self.rx.mem, i, STATUS_OFFSET, &mut bytes) {
+        // At most one lap, so a device that keeps writing back cannot hold the poller.
+        while cleaned < descs.len() && handed < max {
+            let i = next & mask;
+            let Some(bytes) = ring::written_back(&descs[i], DD) else {
                 break;
-            }
-            match RxWriteback::parse(&bytes, self.rx.buf_size, RxChaining::SingleDescriptor) {
-                // DD vanished between the peek and the copy: the device still owns it.
-                Ok(None) => break,
-                Err(_) => self.counters.rx_descriptor_errors += 1,
-                Ok(Some(c)) if c.frame_error => self.counters.rx_frame_errors += 1,
-                Ok(Some(c)) => match self.rx.pool.alloc() {
-                    None => self.counters.rx_no_buffer += 1,
+            };
+            let slot = &mut rx.slots[i];
+            match RxWriteback::parse(&bytes, rx.buf_size, RxChaining::SingleDescriptor) {
+                Ok(Some(c)) if !c.frame_error => match rx.pool.alloc() {
                     Some(fresh) => {
-                        let mut frame = std::mem::replace(&mut self.rx.slots[i], fresh);
+                        // The frame is completed in its slot, then handed out with one move.
                         // `parse` bounded the length by the posted buffer size, which the
                         // packet's buffer holds after its headroom.
-                        frame.set_len(usize::from(c.length));
-                        frame.meta.queue = queue;
-                        frame.meta.vlan_tci = c.vlan;
+                        slot.set_len(usize::from(c.length));
+                        slot.meta.queue = queue;
+                        slot.meta.vlan_tci = c.vlan;
                         bytes_total += u64::from(c.length);
-                        out.push(frame);
+                        out.push(std::mem::replace(slot, fresh));
                         handed += 1;
                     }
+                    None => self.counters.rx_no_buffer += 1,
                 },
+                // `DD` is set in the copy, so `parse` never says the device still owns it.
+                rejected => count_rejected(&mut self.counters, rejected),
             }
-            self.rearm(i);
-            self.rx.next = (i + 1) % size;
+            // The slot's packet is empty (a fresh one, or the one posted, untouched).
+            post(&descs[i], slot);
+            next = i + 1;
             cleaned += 1;
         }
         if cleaned > 0 {
+            rx.next = next & mask;
             self.counters.rx_packets += handed as u64;
             self.counters.rx_bytes += bytes_total;
             // Re-armed descriptors before the tail moves past them.
             fence(Ordering::SeqCst);
-            let tail = (self.rx.next + size - 1) % size;
+            let tail = next.wrapping_sub(1) & mask;
             self.bar.write32(rdt(self.queue), tail as u32);
         }
         handed
@@ -83,21 +92,19 @@ impl QueueInner {
     /// Only for a ring a PF reset stopped, whose frames nobody will read: the
     /// re-initialisation re-arms every slot and restarts the ring from descriptor 0.
     pub(crate) fn discard_rx(&mut self) {
-        let size = self.rx.slots.len();
-        for _ in 0..size {
+        let descs = self.rx.ring.descs();
+        let mask = self.rx.ring.mask();
+        for _ in 0..descs.len() {
             let i = self.rx.next;
-            let mut bytes = [0u8; DESC_SIZE];
-            if !written_back(&self.rx.mem, i, STATUS_OFFSET, &mut bytes) {
+            let Some(bytes) = ring::written_back(&descs[i], DD) else {
                 break;
-            }
+            };
             match RxWriteback::parse(&bytes, self.rx.buf_size, RxChaining::SingleDescriptor) {
-                Ok(None) => break,
-                Err(_) => self.counters.rx_descriptor_errors += 1,
-                Ok(Some(c)) if c.frame_error => self.counters.rx_frame_errors += 1,
-                Ok(Some(_)) => self.counters.rx_dropped_reset += 1,
+                Ok(Some(c)) if !c.frame_error => self.counters.rx_dropped_reset += 1,
+                rejected => count_rejected(&mut self.counters, rejected),
             }
-            self.rearm(i);
-            self.rx.next = (i + 1) % size;
+            post(&descs[i], &self.rx.slots[i]);
+            self.rx.next = (i + 1) & mask;
         }
     }
 
@@ -106,8 +113,31 @@ impl QueueInner {
     pub(crate) fn rearm(&mut self, i: usize) {
         let packet = &mut self.rx.slots[i];
         packet.reset();
-        let desc = AdvRxDescRead::one_buffer(packet.bus_addr());
-        // The offset is inside the ring (i < slots.len()), so this cannot fail.
-        let _ = self.rx.mem.write(i * DESC_SIZE, &desc.to_bytes());
+        post(&self.rx.ring.descs()[i], packet);
+    }
+}
+
+/// Posts `packet`'s buffer in `desc` (one buffer, header address 0, which clears `DD`).
+#[inline]
+fn post(desc: &Desc, packet: &Packet) {
+    ring::post(
+        desc,
+        AdvRxDescRead::one_buffer(packet.bus_addr()).to_bytes(),
+    );
+}
+
+/// Counts a write-back that hands out no frame: rejected by the parser, or a frame the device
+/// flagged as errored. Rare, so out of the burst's loop.
+#[cold]
+fn count_rejected(
+    counters: &mut super::QueueCounters,
+    parsed: Result<Option<RxCompletion>, DescriptorError>,
+) {
+    match parsed {
+        Err(_) => counters.rx_descriptor_errors += 1,
+        Ok(Some(c)) if c.frame_error => counters.rx_frame_errors += 1,
+        // Only ever called with `DD` set (a device that still owns the descriptor is not
+        // counted), and with good frames handled by the caller.
+        Ok(_) => {}
     }
 }

@@ -476,6 +476,59 @@ fn tx_burst_posts_the_packets_bus_addresses_and_reclaims_after_dd() {
 }
 
 #[test]
+fn a_mixed_burst_is_posted_in_order_with_one_tail_write() {
+    let (dev, port, mut queues) = open();
+    let own = queues[0].pool().clone();
+    let other = tx_pool(&dev);
+    let foreign = Pool::new(SharedMemory::anonymous(4 * 2048).unwrap(), 2048).unwrap();
+    let mut frames = vec![
+        own.alloc_from(&frame(60, 1)).unwrap(),
+        other.alloc_from(&frame(61, 2)).unwrap(),
+        own.alloc().unwrap(),
+        foreign.alloc_from(&frame(62, 3)).unwrap(),
+        own.alloc_from(&frame(63, 4)).unwrap(),
+    ];
+    assert_eq!(queues[0].tx_burst(&mut frames), 5);
+    assert!(frames.is_empty());
+    assert_eq!(dev.reg(tdt(Q0)), 4);
+    for partial in 1..4 {
+        assert!(!dev.wrote(tdt(Q0), partial), "one tail write per burst");
+    }
+    let ring = tx_ring(&dev);
+    for (i, (len, seed)) in [(60, 1), (61, 2), (62, 3), (63, 4)].into_iter().enumerate() {
+        let desc: AdvTxDataDesc = zerocopy::transmute!(read_desc(&ring, i));
+        let data = desc.decode();
+        let mut bytes = vec![0u8; usize::from(data.length)];
+        dev.dma_read(data.buffer_addr, &mut bytes);
+        assert_eq!(bytes, frame(len, seed), "descriptor {i}");
+    }
+    let c = queues[0].counters();
+    assert_eq!((c.tx_dropped, c.tx_bounced), (1, 1));
+    for i in 0..4 {
+        ring.write(i * DESC_SIZE, &TxWriteback::done().to_bytes())
+            .unwrap();
+    }
+    assert_eq!(queues[0].tx_burst(&mut Vec::new()), 0);
+    let stats = port.stats();
+    assert_eq!((stats.tx_packets, stats.tx_bytes), (4, 60 + 61 + 62 + 63));
+    assert_eq!(other.available(), other.capacity());
+    assert_eq!(foreign.available(), foreign.capacity());
+}
+
+#[test]
+fn a_whole_burst_taken_leaves_the_callers_vec_empty_with_its_buffer() {
+    let (dev, _port, mut queues) = open();
+    let pool = tx_pool(&dev);
+    let mut frames = Vec::with_capacity(32);
+    frames.extend((0..4).map(|i| pool.alloc_from(&frame(64, i)).unwrap()));
+    let buffer = frames.as_ptr();
+    assert_eq!(queues[0].tx_burst(&mut frames), 4);
+    assert!(frames.is_empty());
+    assert!(frames.capacity() >= 32, "the caller keeps its capacity");
+    assert_eq!(frames.as_ptr(), buffer, "and its buffer: nothing allocated");
+}
+
+#[test]
 fn tx_burst_leaves_what_does_not_fit_and_drops_oversized_frames() {
     let (dev, port, mut queues) = open_with(
         IgbvfConfig {
@@ -718,6 +771,11 @@ fn config_validation_rejects_what_the_hardware_cannot_do() {
         },
         IgbvfConfig {
             ring_size: 100,
+            ..IgbvfConfig::default()
+        },
+        IgbvfConfig {
+            // A multiple of 8 the device takes, but the ring indices advance with a mask.
+            ring_size: 24,
             ..IgbvfConfig::default()
         },
         IgbvfConfig {
