@@ -19,6 +19,7 @@ mod probe;
 mod run;
 mod signals;
 mod sim_host;
+mod stats;
 
 use std::ffi::OsString;
 use std::time::{Duration, Instant};
@@ -95,6 +96,11 @@ enum Command {
     /// Against `hvnet sim-host --root DIR`: LD_PRELOAD=libhvnet_sim_uio.so hvnet run
     /// --sysfs-root DIR --dev-root DIR/dev … (docs/sim-host.md).
     Run(run::RunArgs),
+
+    /// Show the metrics of a running `hvnet run`, `hvnet demo` or `hvnet sim-host`: read from
+    /// its --metrics-addr and listed by the catalogue (docs/metrics.md), each metric with its
+    /// series; --json for scripts. Example: hvnet stats --metrics-addr 9464
+    Stats(stats::StatsArgs),
 
     /// Serve the simulated Hyper-V host to other processes: a NetVSC any netvsc client can
     /// attach to, as on a Hyper-V guest with the device bound to uio_hv_generic.
@@ -246,6 +252,7 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Probe(args) => probe::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Stats(args) => stats::run(&args),
         Command::SimHost(args) => sim_host::run(&args),
         Command::Bind(args) => bind::run_bind(&args),
         Command::Unbind(args) => bind::run_unbind(&args),

@@ -9,7 +9,8 @@
 //!   [`record_failback`] for the duration histograms;
 //! - [`publisher`]: the thread that samples the ports every period ([`Publisher`]);
 //! - [`endpoint`]: the listen-address policy (loopback by default, a wildcard only when
-//!   public) and the recorder with its HTTP listener.
+//!   public) and the recorder with its HTTP listener;
+//! - [`exposition`]: the text exposition read back (`hvnet stats`).
 //!
 //! The pollers never call `metrics`: they keep plain per-queue counters that the publisher's
 //! sample closure reads (DESIGN §3). This crate depends on no other hvnet crate; the program
@@ -17,6 +18,7 @@
 
 pub mod catalogue;
 pub mod endpoint;
+pub mod exposition;
 pub mod model;
 pub mod publisher;
 
