@@ -1,11 +1,18 @@
 //! `hvnet sim-host`: the simulated Hyper-V host served to other processes (see
-//! `integration::sim_host`).
+//! `integration::sim_host`). With `--metrics-addr` a sampler thread exports the host's own
+//! counters (the catalogue's `hvnet_sim_host_` metrics, docs/metrics.md) once a second, for CI
+//! dashboards: [`host_series`] maps them, [`HostSampler`] runs it.
 
 use std::path::PathBuf;
+use std::sync::mpsc;
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use integration::host::HostStats;
+use integration::sim_host::uio::UioNodeStats;
 use integration::sim_host::{DEFAULT_INSTANCE, SimHostConfig, SimHostServer};
+use telemetry::catalogue::{self, Kind, Metric};
 
 /// The preload library's file name, looked for next to the `hvnet` executable.
 pub const PRELOAD: &str = "libhvnet_sim_uio.so";
@@ -55,6 +62,10 @@ pub struct SimHostArgs {
         value_parser = clap::value_parser!(u32).range(1..=86_400)
     )]
     duration: Option<u32>,
+
+    /// The Prometheus endpoint: the host's own counters (`hvnet_sim_host_…`).
+    #[command(flatten)]
+    metrics: crate::run::metrics::MetricsArgs,
 }
 
 /// What `hvnet sim-host` does besides serving.
@@ -139,9 +150,12 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
     let Some(root) = &args.root else {
         anyhow::bail!("--root DIR is required");
     };
+    // A refused address ends the program here, before anything is published.
+    args.metrics.checked();
     // Before any thread starts: every thread inherits the blocked mask, so the signal waits
     // for the main thread.
     crate::signals::block_termination().context("blocking SIGINT and SIGTERM")?;
+    let serving = args.metrics.serve()?;
     std::fs::create_dir_all(root).with_context(|| format!("creating {}", root.display()))?;
     let root = root
         .canonicalize()
@@ -196,27 +210,37 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
             server.mac()
         );
     }
-    say!("ready (SIGINT or SIGTERM stops the host and removes the tree)");
     let end = args
         .duration
         .map(|s| packet::deadline::after(Instant::now(), Duration::from_secs(s.into())));
-    let reason = loop {
-        let wait = match end {
-            Some(end) => {
-                let left = end.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break "--duration".to_string();
-                }
-                left.min(Duration::from_millis(500))
-            }
-            None => Duration::from_millis(500),
+    let reason = std::thread::scope(|scope| -> anyhow::Result<String> {
+        // Stopped (and joined by the scope) however the wait ends.
+        let _sampler = match serving {
+            Some(_) => Some(
+                HostSampler::start(scope, &server, SAMPLE_PERIOD)
+                    .context("starting the metrics sampler")?,
+            ),
+            None => None,
         };
-        if let Some(signal) =
-            crate::signals::wait_termination(wait).context("waiting for a signal")?
-        {
-            break signal.to_string();
+        say!("ready (SIGINT or SIGTERM stops the host and removes the tree)");
+        loop {
+            let wait = match end {
+                Some(end) => {
+                    let left = end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Ok("--duration".to_string());
+                    }
+                    left.min(Duration::from_millis(500))
+                }
+                None => Duration::from_millis(500),
+            };
+            if let Some(signal) =
+                crate::signals::wait_termination(wait).context("waiting for a signal")?
+            {
+                return Ok(signal.to_string());
+            }
         }
-    };
+    })?;
     let node = server.node_stats();
     let host = server.host().stats();
     if let Some(vf) = server.vf_port() {
@@ -263,6 +287,181 @@ pub fn run(args: &SimHostArgs) -> anyhow::Result<()> {
             .unwrap_or_default()
     );
     Ok(())
+}
+
+/// How often the sampler exports the host's counters.
+const SAMPLE_PERIOD: Duration = Duration::from_secs(1);
+
+/// A value of one series: a counter's total or a gauge's level.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Value {
+    Total(u64),
+    Level(f64),
+}
+
+/// One series of a `hvnet_sim_host_` metric: the metric, its labels in the catalogue's
+/// order, its value.
+#[derive(Clone, Debug, PartialEq)]
+struct Series {
+    metric: &'static Metric,
+    labels: Vec<(&'static str, String)>,
+    value: Value,
+}
+
+fn flag(on: bool) -> Value {
+    Value::Level(if on { 1.0 } else { 0.0 })
+}
+
+/// The served host's counters as series of the catalogue's `hvnet_sim_host_` metrics: every
+/// frame count and drop of `host` in exactly one series, `device` the NetVSC's instance GUID.
+fn host_series(device: &str, host: &HostStats, node: &UioNodeStats) -> Vec<Series> {
+    use catalogue as c;
+    let one = |metric: &'static Metric, value: Value| Series {
+        metric,
+        labels: vec![("device", device.to_owned())],
+        value,
+    };
+    let mut series = vec![
+        one(
+            &c::SIM_HOST_FRAMES_TO_GUEST,
+            Value::Total(host.rx_delivered),
+        ),
+        one(
+            &c::SIM_HOST_FRAMES_FROM_GUEST,
+            Value::Total(host.tx_packets),
+        ),
+        one(&c::SIM_HOST_FRAMES_TO_VF, Value::Total(host.rx_to_vf)),
+        one(&c::SIM_HOST_FRAMES_FROM_VF, Value::Total(host.tx_from_vf)),
+    ];
+    for (direction, reason, n) in [
+        ("to_guest", "ring_full", host.rx_dropped_ring_full),
+        ("to_guest", "no_buffer", host.rx_dropped_no_buffer),
+        ("to_guest", "filtered", host.rx_dropped_filtered),
+        ("to_guest", "oversize", host.rx_dropped_oversize),
+        ("to_guest", "no_queue", host.rx_dropped_no_queue),
+        ("to_guest", "revoked", host.rx_dropped_revoked),
+        ("to_guest", "vf_refused", host.rx_dropped_vf),
+        ("from_guest", "port_full", host.tx_dropped_port_full),
+        ("from_guest", "send_failed", host.tx_failed),
+    ] {
+        series.push(Series {
+            metric: &c::SIM_HOST_DROPPED,
+            labels: vec![
+                ("device", device.to_owned()),
+                ("direction", direction.to_owned()),
+                ("reason", reason.to_owned()),
+            ],
+            value: Value::Total(n),
+        });
+    }
+    for (path, on) in [("synthetic", !host.data_path_vf), ("vf", host.data_path_vf)] {
+        series.push(Series {
+            metric: &c::SIM_HOST_DATA_PATH,
+            labels: vec![("device", device.to_owned()), ("path", path.to_owned())],
+            value: flag(on),
+        });
+    }
+    series.extend([
+        one(
+            &c::SIM_HOST_DATA_PATH_SWITCHES,
+            Value::Total(host.data_path_switches_total),
+        ),
+        one(
+            &c::SIM_HOST_SWITCH_FLUSH_TIMEOUTS,
+            Value::Total(host.switch_flush_timeouts),
+        ),
+        one(
+            &c::SIM_HOST_VF_ASSOCIATIONS,
+            Value::Total(host.vf_associations),
+        ),
+        one(
+            &c::SIM_HOST_PROTOCOL_ERRORS,
+            Value::Total(host.protocol_errors),
+        ),
+        one(&c::SIM_HOST_CHANNEL_ALIVE, flag(host.channel_alive)),
+        one(&c::SIM_HOST_REOPENS, Value::Total(host.reopens)),
+        one(&c::SIM_HOST_SESSIONS, Value::Total(node.sessions)),
+        one(&c::SIM_HOST_CLIENTS, Value::Level(node.clients as f64)),
+        one(
+            &c::SIM_HOST_FAULTS_INJECTED,
+            Value::Total(host.faults_injected),
+        ),
+    ]);
+    series
+}
+
+/// Exports `series` to the current recorder (counters with `absolute`, gauges with `set`).
+fn emit(series: &[Series]) {
+    for s in series {
+        let m = s.metric;
+        debug_assert!(
+            s.labels
+                .iter()
+                .map(|(k, _)| *k)
+                .eq(m.labels.iter().copied())
+                && s.labels.iter().all(|(k, v)| m.allows(k, v)),
+            "{}: labels outside the catalogue: {:?}",
+            m.name,
+            s.labels
+        );
+        let labels: Vec<metrics::Label> = s
+            .labels
+            .iter()
+            .map(|(k, v)| metrics::Label::new(*k, v.clone()))
+            .collect();
+        match (m.kind, s.value) {
+            (Kind::Counter, Value::Total(n)) => metrics::counter!(m.name, labels).absolute(n),
+            (Kind::Gauge, Value::Level(v)) => metrics::gauge!(m.name, labels).set(v),
+            (kind, value) => debug_assert!(false, "{}: a {kind:?} given {value:?}", m.name),
+        }
+    }
+}
+
+/// The thread that exports the served host's counters every period, from a
+/// `std::thread::scope` (it borrows the server). Dropping it stops the thread; its scope
+/// joins it.
+struct HostSampler<'scope> {
+    /// Dropped to stop the thread (its wait ends as soon as the sender is gone).
+    stop: Option<mpsc::Sender<()>>,
+    _thread: ScopedJoinHandle<'scope, ()>,
+}
+
+impl<'scope> HostSampler<'scope> {
+    /// Starts the thread (`hvnet-metrics`): a sample at once, then one per `period`.
+    fn start<'env>(
+        scope: &'scope Scope<'scope, 'env>,
+        server: &'env SimHostServer,
+        period: Duration,
+    ) -> std::io::Result<Self> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("hvnet-metrics".into())
+            .spawn_scoped(scope, move || {
+                let device = server.instance().to_owned();
+                loop {
+                    emit(&host_series(
+                        &device,
+                        &server.host().stats(),
+                        &server.node_stats(),
+                    ));
+                    // The sampling period; a stop (the sender dropped) ends it at once.
+                    match stopped.recv_timeout(period) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })?;
+        Ok(Self {
+            stop: Some(stop),
+            _thread: thread,
+        })
+    }
+}
+
+impl Drop for HostSampler<'_> {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+    }
 }
 
 /// The longest wait a script may hold (a day).
@@ -312,6 +511,130 @@ fn serde_json_ok(answer: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_counters_render_as_the_catalogue_says_each_drop_in_one_series() {
+        let host = HostStats {
+            rx_delivered: 1,
+            tx_packets: 2,
+            rx_to_vf: 3,
+            tx_from_vf: 4,
+            rx_dropped_ring_full: 11,
+            rx_dropped_no_buffer: 12,
+            rx_dropped_filtered: 13,
+            rx_dropped_oversize: 14,
+            rx_dropped_no_queue: 15,
+            rx_dropped_revoked: 16,
+            rx_dropped_vf: 17,
+            tx_dropped_port_full: 18,
+            tx_failed: 19,
+            data_path_vf: true,
+            data_path_switches_total: 5,
+            switch_flush_timeouts: 6,
+            vf_associations: 7,
+            protocol_errors: 8,
+            channel_alive: true,
+            reopens: 9,
+            faults_injected: 10,
+            ..HostStats::default()
+        };
+        let node = UioNodeStats {
+            sessions: 20,
+            clients: 1,
+            ..UioNodeStats::default()
+        };
+        let series = host_series("guid", &host, &node);
+        // Every drop counter of the host in one series; their sum is the host's.
+        let drops: Vec<_> = series
+            .iter()
+            .filter(|s| s.metric.name == "hvnet_sim_host_dropped_total")
+            .collect();
+        assert_eq!(drops.len(), catalogue::SIM_HOST_DROP_REASONS.len());
+        let total: u64 = drops
+            .iter()
+            .map(|s| match s.value {
+                Value::Total(n) => n,
+                Value::Level(_) => panic!("a drop gauge"),
+            })
+            .sum();
+        assert_eq!(total, (11..=19).sum::<u64>());
+        // Each sim-host metric of the catalogue is exported, and nothing else.
+        let names: std::collections::BTreeSet<_> = series.iter().map(|s| s.metric.name).collect();
+        let sim_host: std::collections::BTreeSet<_> = catalogue::ALL
+            .iter()
+            .map(|m| m.name)
+            .filter(|n| n.starts_with("hvnet_sim_host_"))
+            .collect();
+        assert_eq!(names, sim_host);
+
+        let recorder = telemetry::endpoint::recorder();
+        metrics::with_local_recorder(&recorder, || {
+            catalogue::describe();
+            emit(&series);
+        });
+        let text = recorder.handle().render();
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+        };
+        assert_eq!(
+            value(r#"hvnet_sim_host_frames_to_guest_total{device="guid"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"hvnet_sim_host_frames_from_guest_total{device="guid"}"#),
+            2.0
+        );
+        assert_eq!(
+            value(r#"hvnet_sim_host_frames_to_vf_total{device="guid"}"#),
+            3.0
+        );
+        assert_eq!(
+            value(r#"hvnet_sim_host_frames_from_vf_total{device="guid"}"#),
+            4.0
+        );
+        assert_eq!(
+            value(
+                r#"hvnet_sim_host_dropped_total{device="guid",direction="to_guest",reason="vf_refused"}"#
+            ),
+            17.0
+        );
+        assert_eq!(
+            value(
+                r#"hvnet_sim_host_dropped_total{device="guid",direction="from_guest",reason="send_failed"}"#
+            ),
+            19.0
+        );
+        assert_eq!(
+            value(r#"hvnet_sim_host_data_path{device="guid",path="vf"}"#),
+            1.0
+        );
+        assert_eq!(
+            value(r#"hvnet_sim_host_data_path{device="guid",path="synthetic"}"#),
+            0.0
+        );
+        assert_eq!(
+            value(r#"hvnet_sim_host_vf_associations_total{device="guid"}"#),
+            7.0
+        );
+        assert_eq!(
+            value(r#"hvnet_sim_host_protocol_errors_total{device="guid"}"#),
+            8.0
+        );
+        assert_eq!(value(r#"hvnet_sim_host_channel_alive{device="guid"}"#), 1.0);
+        assert_eq!(value(r#"hvnet_sim_host_reopens_total{device="guid"}"#), 9.0);
+        assert_eq!(
+            value(r#"hvnet_sim_host_sessions_total{device="guid"}"#),
+            20.0
+        );
+        assert_eq!(value(r#"hvnet_sim_host_clients{device="guid"}"#), 1.0);
+        assert!(
+            text.contains("# TYPE hvnet_sim_host_dropped_total counter")
+                && text.contains("# HELP hvnet_sim_host_data_path "),
+            "{text}"
+        );
+    }
 
     #[test]
     fn scripts_parse_and_bad_lines_say_where() {

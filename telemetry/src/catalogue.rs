@@ -1,4 +1,5 @@
-//! The catalogue: every metric hvnet exports, in one table ([`ALL`]).
+//! The catalogue: every metric hvnet exports, in one table ([`ALL`]): the port's (`hvnet run`,
+//! `hvnet demo`) and, prefixed `hvnet_sim_host_`, the simulated host's (`hvnet sim-host`).
 //!
 //! Names are written out in full, suffixes included (`_total` on counters, `_seconds` and
 //! `_bytes` for the base units), and the exporter's recommended naming is left off, so the
@@ -397,6 +398,160 @@ pub const WAIT_TIMEOUTS: Metric = Metric {
     values: &[("wait", WAITS)],
 };
 
+/// Where a frame the simulated host dropped was going (`hvnet sim-host`).
+pub const SIM_HOST_DIRECTIONS: &[&str] = &["to_guest", "from_guest"];
+/// Why the simulated host dropped a frame (`hvnet sim-host`).
+pub const SIM_HOST_DROP_REASONS: &[&str] = &[
+    "ring_full",
+    "no_buffer",
+    "filtered",
+    "oversize",
+    "no_queue",
+    "revoked",
+    "vf_refused",
+    "port_full",
+    "send_failed",
+];
+
+/// `hvnet sim-host`: frames delivered to the guest on the synthetic path.
+pub const SIM_HOST_FRAMES_TO_GUEST: Metric = Metric {
+    name: "hvnet_sim_host_frames_to_guest_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: frames the simulated host delivered to the guest through VMBus (the synthetic path).",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: frames the guest sent on the synthetic path.
+pub const SIM_HOST_FRAMES_FROM_GUEST: Metric = Metric {
+    name: "hvnet_sim_host_frames_from_guest_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: frames the guest sent through VMBus that the simulated host accepted and forwarded to its vSwitch.",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: frames for the guest steered to the VF.
+pub const SIM_HOST_FRAMES_TO_VF: Metric = Metric {
+    name: "hvnet_sim_host_frames_to_vf_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: frames for the guest the vSwitch steered to the VF (accepted by its wire).",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: frames the VF sent into the vSwitch.
+pub const SIM_HOST_FRAMES_FROM_VF: Metric = Metric {
+    name: "hvnet_sim_host_frames_from_vf_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: frames the guest's VF transmitted into the vSwitch.",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: frames dropped, by direction and reason.
+pub const SIM_HOST_DROPPED: Metric = Metric {
+    name: "hvnet_sim_host_dropped_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: frames the simulated host dropped, by direction and reason: to_guest (ring_full: the guest's receive ring stayed full, no_buffer: no receive sub-allocation was free, filtered: the guest's packet filter was 0, oversize: bigger than a sub-allocation, no_queue: its queue's channel was not open, revoked: the guest had revoked its receive buffer, vf_refused: steered to a VF that did not take it), from_guest (port_full: the external port could not hold it, send_failed: the send was completed with a failure).",
+    labels: &["device", "direction", "reason"],
+    values: &[
+        ("direction", SIM_HOST_DIRECTIONS),
+        ("reason", SIM_HOST_DROP_REASONS),
+    ],
+};
+/// `hvnet sim-host`: the host's data path as a state set.
+pub const SIM_HOST_DATA_PATH: Metric = Metric {
+    name: "hvnet_sim_host_data_path",
+    kind: Kind::Gauge,
+    unit: Unit::Boolean,
+    help: "hvnet sim-host: where the simulated host sends the guest's traffic: 1 on the series of the current path (synthetic or vf, as the guest last asked with NVSP 129), 0 on the other.",
+    labels: DEVICE_PATH,
+    values: &[("path", PATHS)],
+};
+/// `hvnet sim-host`: data-path changes.
+pub const SIM_HOST_DATA_PATH_SWITCHES: Metric = Metric {
+    name: "hvnet_sim_host_data_path_switches_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: changes of the simulated host's data path, either way.",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: switches completed before the old path was flushed.
+pub const SIM_HOST_SWITCH_FLUSH_TIMEOUTS: Metric = Metric {
+    name: "hvnet_sim_host_switch_flush_timeouts_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: data-path switches the simulated host completed without the old path flushed within its bound.",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: VF associations offered.
+pub const SIM_HOST_VF_ASSOCIATIONS: Metric = Metric {
+    name: "hvnet_sim_host_vf_associations_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: VF associations (NVSP 128 with a VF) the simulated host sent.",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: guest protocol violations.
+pub const SIM_HOST_PROTOCOL_ERRORS: Metric = Metric {
+    name: "hvnet_sim_host_protocol_errors_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: guest protocol violations that stopped the simulated host's NetVSP worker until the guest reopened the channel.",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: whether the NetVSP worker serves the channel.
+pub const SIM_HOST_CHANNEL_ALIVE: Metric = Metric {
+    name: "hvnet_sim_host_channel_alive",
+    kind: Kind::Gauge,
+    unit: Unit::Boolean,
+    help: "hvnet sim-host: 1 while the simulated host's NetVSP worker serves the channel, 0 after a protocol error or a worker-stopping fault until the guest reopens it.",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: channel reopens.
+pub const SIM_HOST_REOPENS: Metric = Metric {
+    name: "hvnet_sim_host_reopens_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: channel reopens the simulated host acknowledged.",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: client sessions.
+pub const SIM_HOST_SESSIONS: Metric = Metric {
+    name: "hvnet_sim_host_sessions_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: client sessions started on the device node (a client attaching after the previous one left).",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: clients connected.
+pub const SIM_HOST_CLIENTS: Metric = Metric {
+    name: "hvnet_sim_host_clients",
+    kind: Kind::Gauge,
+    unit: Unit::Count,
+    help: "hvnet sim-host: connections to the device node open now.",
+    labels: DEVICE,
+    values: &[],
+};
+/// `hvnet sim-host`: faults injected.
+pub const SIM_HOST_FAULTS_INJECTED: Metric = Metric {
+    name: "hvnet_sim_host_faults_injected_total",
+    kind: Kind::Counter,
+    unit: Unit::Count,
+    help: "hvnet sim-host: faults injected into the simulated host (ctl fault).",
+    labels: DEVICE,
+    values: &[],
+};
+
 /// Every metric, in the order of the reference table.
 pub const ALL: &[Metric] = &[
     RX_PACKETS,
@@ -428,6 +583,21 @@ pub const ALL: &[Metric] = &[
     WATCHDOG_FAILURES,
     HOST_PROTOCOL_ERRORS,
     WAIT_TIMEOUTS,
+    SIM_HOST_FRAMES_TO_GUEST,
+    SIM_HOST_FRAMES_FROM_GUEST,
+    SIM_HOST_FRAMES_TO_VF,
+    SIM_HOST_FRAMES_FROM_VF,
+    SIM_HOST_DROPPED,
+    SIM_HOST_DATA_PATH,
+    SIM_HOST_DATA_PATH_SWITCHES,
+    SIM_HOST_SWITCH_FLUSH_TIMEOUTS,
+    SIM_HOST_VF_ASSOCIATIONS,
+    SIM_HOST_PROTOCOL_ERRORS,
+    SIM_HOST_CHANNEL_ALIVE,
+    SIM_HOST_REOPENS,
+    SIM_HOST_SESSIONS,
+    SIM_HOST_CLIENTS,
+    SIM_HOST_FAULTS_INJECTED,
 ];
 
 /// Bucket bounds of the duration histograms, in seconds: 1, 2.5 and 5 per decade from 10 µs
@@ -464,8 +634,10 @@ pub fn markdown() -> String {
          edit. Regenerate: HVNET_BLESS=1 cargo test -p telemetry --test docs -->\n\n",
     );
     s.push_str(
-        "`hvnet run` and `hvnet demo` serve these on `--metrics-addr HOST:PORT` (Prometheus text \
-         format, any path, e.g. `/metrics`). The address is loopback unless given otherwise: \
+        "`hvnet run` and `hvnet demo` serve the port's metrics on `--metrics-addr HOST:PORT`, \
+         `hvnet sim-host` the simulated host's own (the `hvnet_sim_host_` ones, for CI \
+         dashboards), in the Prometheus text format on any path (e.g. `/metrics`). The address \
+         is loopback unless given otherwise: \
          `--metrics-addr 9464` means `127.0.0.1:9464`, a host without a port gets port 9464, and a \
          wildcard address (`0.0.0.0`, `::`) is refused unless `--metrics-public` is given. A \
          publisher thread samples the counters the pollers keep (no metrics call per packet) \
@@ -475,6 +647,13 @@ pub fn markdown() -> String {
         "Labels: `device` is the NetVSC's instance GUID (`hvnet demo`: `demo`), `queue` the queue \
          index, `path` `synthetic` or `vf`. Counters start at 0 when the process starts. The two \
          duration histograms have buckets from 10 µs to 10 s (1, 2.5, 5 per decade).\n\n",
+    );
+    s.push_str(
+        "A Grafana dashboard over these (rates per path, drops, the data-path timeline, the \
+         failover and failback histograms, switches by reason) is \
+         `docs/grafana/hvnet-dashboard.json`: import it and pick a Prometheus data source. A test \
+         (`tests/grafana_dashboard.rs`) fails when one of its queries names a metric or a label \
+         this table does not have.\n\n",
     );
     s.push_str("| name | type | unit | labels | help |\n|---|---|---|---|---|\n");
     for m in ALL {
