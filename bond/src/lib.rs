@@ -17,7 +17,8 @@
 //! - [`provider`]: finding a VF by its slot, binding it to `vfio-pci`, opening it (or its
 //!   kernel interface, for VFs hvnet has no driver for);
 //! - [`events`]: [`FailoverEvent`], [`FailoverStats`];
-//! - [`clock`] and [`config`].
+//! - [`clock`] and [`config`];
+//! - `metrics` (feature `telemetry`): the port's counters as telemetry's model.
 //!
 //! Lifecycle: [`FailoverPort::open`] takes the opened NIC and its queues, starts the control
 //! thread and returns the port and its queues. Frames for transmit come from
@@ -39,6 +40,8 @@ mod control;
 mod error;
 pub mod events;
 mod link;
+#[cfg(feature = "telemetry")]
+pub mod metrics;
 pub mod provider;
 mod queue;
 

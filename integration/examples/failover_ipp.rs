@@ -10,7 +10,12 @@
 //! workload, so `scripts/bench-ipp` can compare the cost on the VF after a failback with the
 //! cost before (deterministic, unlike packets per second on a shared 2-core machine).
 //!
-//! Usage: `failover_ipp <tx|rx> <frame bytes 60..=1514> <frames> [failback]`.
+//! With `telemetry` as an argument a metrics recorder is installed and the port's publisher
+//! (`bond::metrics::port_sample`, what `hvnet run --metrics-addr` runs) samples the port every
+//! millisecond through the counted workload, so `scripts/bench-ipp` shows what telemetry costs
+//! the data path: the publisher runs on its own thread and the pollers make no metrics call.
+//!
+//! Usage: `failover_ipp <tx|rx> <frame bytes 60..=1514> <frames> [failback] [telemetry]`.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -32,12 +37,17 @@ fn failover_rx_burst(queue: &mut FailoverQueue, out: &mut Vec<Packet>) -> usize 
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: failover_ipp <tx|rx> <frame bytes 60..=1514> <frames> [failback]";
-    let (dir, len, count, failback) = match args.as_slice() {
-        [_, dir, len, count] => (dir, len, count, false),
-        [_, dir, len, count, f] if f == "failback" => (dir, len, count, true),
-        _ => panic!("{usage}"),
+    let usage =
+        "usage: failover_ipp <tx|rx> <frame bytes 60..=1514> <frames> [failback] [telemetry]";
+    let [_, dir, len, count, options @ ..] = args.as_slice() else {
+        panic!("{usage}");
     };
+    assert!(
+        options.iter().all(|o| o == "failback" || o == "telemetry"),
+        "{usage}"
+    );
+    let failback = options.iter().any(|o| o == "failback");
+    let telemetry = options.iter().any(|o| o == "telemetry");
     let len: usize = len.parse().expect(usage);
     let count: u64 = count.parse().expect(usage);
     assert!((60..=1514).contains(&len), "{usage}");
@@ -74,6 +84,40 @@ fn main() {
             s.state == PortState::OnVf && s.switches_to_vf == 2
         });
     }
+    let upkeep = telemetry.then(|| {
+        let recorder = telemetry::endpoint::recorder();
+        let handle = recorder.handle();
+        metrics::set_global_recorder(recorder).expect("the only recorder");
+        handle
+    });
+    let labels = bond::metrics::PortLabels::new("bench");
+    std::thread::scope(|s| {
+        let publisher = upkeep.map(|handle| {
+            let config = telemetry::PublisherConfig {
+                period: Duration::from_millis(1),
+                upkeep: Some(handle),
+            };
+            let (labels, port) = (&labels, &rig.port);
+            telemetry::Publisher::scoped(s, config, move || {
+                vec![bond::metrics::port_sample(labels, port, |_| "igbvf".into())]
+            })
+            .expect("the publisher starts")
+        });
+        workload(&rig, &mut queue, dir, len, count, deadline, usage);
+        drop(publisher);
+    });
+}
+
+/// The counted workload: `count` frames of `len` bytes through the port on the VF.
+fn workload(
+    rig: &FailoverRig,
+    queue: &mut FailoverQueue,
+    dir: &str,
+    len: usize,
+    count: u64,
+    deadline: Instant,
+    usage: &str,
+) {
     let mut out = Vec::with_capacity(64);
     for _ in 0..4 {
         queue.rx_burst(&mut out, 64);
@@ -89,7 +133,7 @@ fn main() {
     let mac = rig.port.mac();
     let mut frame = vec![0x5au8; len];
     let mut done = 0u64;
-    match dir.as_str() {
+    match dir {
         "tx" => {
             frame[0..6].copy_from_slice(&PEER_MAC.0);
             frame[6..12].copy_from_slice(&mac.0);
@@ -99,11 +143,11 @@ fn main() {
                 while done + (burst.len() as u64) < count && burst.len() < 32 {
                     burst.push(pool.alloc_from(&frame).expect("pool"));
                 }
-                done += failover_tx_burst(&mut queue, &mut burst) as u64;
+                done += failover_tx_burst(queue, &mut burst) as u64;
                 wait(&|| vf.stats().tx_frames >= done);
                 while rig.host.external().try_recv().is_some() {}
             }
-            failover_tx_burst(&mut queue, &mut burst);
+            failover_tx_burst(queue, &mut burst);
         }
         "rx" => {
             frame[0..6].copy_from_slice(&mac.0);
@@ -117,7 +161,7 @@ fn main() {
                 injected += n;
                 wait(&|| vf.stats().rx_frames >= injected);
                 while done < injected {
-                    done += failover_rx_burst(&mut queue, &mut out) as u64;
+                    done += failover_rx_burst(queue, &mut out) as u64;
                     out.clear();
                     assert!(Instant::now() < deadline, "the port stalled");
                 }
