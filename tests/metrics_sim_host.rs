@@ -6,37 +6,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
-}
-
-/// `GET /metrics` over HTTP/1.0; the body, or `None` when nothing answers.
-fn scrape(addr: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .ok()?;
-    stream
-        .write_all(format!("GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    assert!(head.split_whitespace().nth(1) == Some("200"), "{head}");
-    Some(body.to_string())
-}
 
 /// The value of the one series `series` (name and labels exactly as rendered).
 fn value(text: &str, series: &str) -> Option<f64> {
@@ -44,58 +18,11 @@ fn value(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// `promtool check metrics` on `text` when promtool is there; off CI a missing promtool is a
-/// notice, in CI a failure. (It needs no root, unlike `common::runnable`'s tests.)
-fn promtool_accepts(text: &str) {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("promtool").is_file()));
-    if !found {
-        let why = "promtool is not installed (apt-get install prometheus)";
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the promtool check of the sim-host's exposition cannot run in CI: {why}"
-        );
-        eprintln!("NOTICE: skipping the promtool check of the sim-host's exposition: {why}");
-        return;
-    }
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting promtool");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed ({}):\n{}{}\non:\n{text}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn temp_root(name: &str) -> PathBuf {
     let root =
         std::env::temp_dir().join(format!("hvnet-sim-metrics-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     root
-}
-
-/// A child process killed if the test fails before it ends.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Scrapes `addr` (bounded, at most 50 ms apart, paced by `out`'s lines) until `done` says

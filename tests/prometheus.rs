@@ -11,8 +11,6 @@
 mod common;
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,31 +28,6 @@ const DEMO_BOUND: Duration = Duration::from_secs(240);
 /// A range that covers the whole run in the queries made after it.
 const RUN_RANGE: &str = "10m";
 
-/// A loopback port nobody listens on now.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
-}
-
-/// Whether the test can run: `prometheus` on PATH. Off CI a missing server skips the test
-/// with a notice; in CI it fails it (as `common::runnable`, without its need for root).
-fn prometheus_available() -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("prometheus").is_file()));
-    if found {
-        return true;
-    }
-    let why = "prometheus is not installed (apt-get install prometheus)";
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "the Prometheus server test cannot run in CI: {why}"
-    );
-    eprintln!("NOTICE: skipping the Prometheus server test: {why}");
-    false
-}
-
 /// Percent-encodes `s` for a query string (everything but RFC 3986's unreserved bytes).
 fn url_encode(s: &str) -> String {
     s.bytes()
@@ -65,23 +38,6 @@ fn url_encode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
-}
-
-/// `GET path` over HTTP/1.0 (no chunked answer): the status and the body, or `None` when
-/// nothing answers.
-fn get(addr: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(addr).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .ok()?;
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).ok()?;
-    let (head, body) = answer.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_string()))
 }
 
 /// A Prometheus server in a temporary directory (its config, its TSDB, its log), killed and
@@ -142,7 +98,7 @@ impl Prometheus {
                     prometheus.log()
                 );
             }
-            if get(&prometheus.addr, "/-/ready").is_some_and(|(status, _)| status == 200) {
+            if http_get(&prometheus.addr, "/-/ready").is_some_and(|(status, _)| status == 200) {
                 return prometheus;
             }
             assert!(
@@ -165,7 +121,7 @@ impl Prometheus {
             .map(|(k, v)| format!("{k}={}", url_encode(v)))
             .collect();
         let path = format!("/api/v1/{path}?{}", query.join("&"));
-        let (status, body) = get(&self.addr, &path)
+        let (status, body) = http_get(&self.addr, &path)
             .unwrap_or_else(|| panic!("prometheus did not answer {path}:\n{}", self.log()));
         let answer: Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
@@ -213,27 +169,6 @@ impl Drop for Prometheus {
     }
 }
 
-/// A child process killed if the test fails before it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The demo's count of switches (to the VF, back to synthetic) from its summary line
-/// `  switches to the VF N, back M, VFs attached …`.
-fn switches(lines: &[String]) -> Option<(u64, u64)> {
-    lines.iter().find_map(|l| {
-        let rest = l.trim().strip_prefix("switches to the VF ")?;
-        let (to_vf, rest) = rest.split_once(", back ")?;
-        let back = rest.split(',').next()?;
-        Some((to_vf.parse().ok()?, back.parse().ok()?))
-    })
-}
-
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -258,9 +193,20 @@ fn dashboard_queries() -> Vec<(String, String)> {
     out
 }
 
+/// The demo's count of switches (to the VF, back to synthetic) from its summary line
+/// `  switches to the VF N, back M, VFs attached …`.
+fn switches(lines: &[String]) -> Option<(u64, u64)> {
+    lines.iter().find_map(|l| {
+        let rest = l.trim().strip_prefix("switches to the VF ")?;
+        let (to_vf, rest) = rest.split_once(", back ")?;
+        let back = rest.split(',').next()?;
+        Some((to_vf.parse().ok()?, back.parse().ok()?))
+    })
+}
+
 #[test]
 fn prometheus_scrapes_the_demo_and_counts_every_failover_it_printed() {
-    if !prometheus_available() {
+    if !tool_available("Prometheus server test", "prometheus", "prometheus") {
         return;
     }
     let target = format!("127.0.0.1:{}", free_port());

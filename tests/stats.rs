@@ -3,27 +3,9 @@
 
 mod common;
 
-use std::net::TcpListener;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 
 use common::*;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
-}
-
-/// A child killed if the test fails first.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// `hvnet stats ARGS`: (success, stdout, stderr).
 fn stats(args: &[&str]) -> (bool, String, String) {

@@ -234,3 +234,97 @@ pub fn runnable(test: &str, tools: &[(&str, &str)]) -> bool {
     eprintln!("NOTICE: skipping the {test}: {why}");
     false
 }
+
+/// A loopback port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// `GET path` from `addr` over HTTP/1.0 (so no chunked answer): the status and the body, or
+/// `None` when nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    assert!(
+        !head.to_ascii_lowercase().contains("chunked"),
+        "a chunked answer to HTTP/1.0: {head}"
+    );
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// `GET /metrics` from `addr`, which must answer 200: the body, or `None` when nothing
+/// answers.
+pub fn scrape(addr: &str) -> Option<String> {
+    let (status, body) = http_get(addr, "/metrics")?;
+    assert_eq!(status, 200, "{addr} answered {status}: {body}");
+    Some(body)
+}
+
+/// Whether `tool` (from `package`) is on PATH, for a test that needs no root: off CI a
+/// missing one is a notice and the caller skips; in CI it fails the test.
+pub fn tool_available(test: &str, tool: &str, package: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
+    if found {
+        return true;
+    }
+    let why = format!("{tool} is not installed (apt-get install {package})");
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the {test} cannot run in CI: {why}"
+    );
+    eprintln!("NOTICE: skipping the {test}: {why}");
+    false
+}
+
+/// `promtool check metrics` on `text` (when promtool is there: in CI it must be).
+pub fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    if !tool_available("promtool check of the exposition", "promtool", "prometheus") {
+        return;
+    }
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting promtool");
+    child
+        .stdin
+        .take()
+        .expect("promtool's input")
+        .write_all(text.as_bytes())
+        .expect("writing to promtool");
+    let out = child.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({}):\n{}{}\non:\n{text}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A child process killed (and waited for) if the test ends before it does.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
