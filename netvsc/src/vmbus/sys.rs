@@ -100,9 +100,8 @@ pub(crate) fn poll_readable(
     Ok(n as usize)
 }
 
-/// The size `fstat` gives the open file `fd` (a sysfs binary attribute's size, as for a
-/// subchannel's `ring`).
-pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+/// `fstat` of the open file `fd`.
+fn stat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     // SAFETY: an all-zero `stat` is a valid value for `fstat` to fill; the fd is borrowed for
     // the call.
     let (rc, st) = unsafe {
@@ -113,7 +112,20 @@ pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(st.st_size.max(0) as u64)
+    Ok(st)
+}
+
+/// The size `fstat` gives the open file `fd` (a sysfs binary attribute's size, as for a
+/// subchannel's `ring`).
+pub(crate) fn file_size(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    Ok(stat(fd)?.st_size.max(0) as u64)
+}
+
+/// The size of `fd` if it is a regular file (a stand-in for a device node, as tests and
+/// fakes use), `None` for a device or a socket (whose size says nothing of what maps).
+pub(crate) fn regular_file_size(fd: BorrowedFd<'_>) -> io::Result<Option<u64>> {
+    let st = stat(fd)?;
+    Ok((st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(st.st_size.max(0) as u64))
 }
 
 /// The system page size (the stride of uio map offsets).

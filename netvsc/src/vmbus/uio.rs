@@ -323,9 +323,27 @@ impl UioDevice {
         let node = config.dev_root.join(uio);
         let fd = sys::open_rw(&node).map_err(|e| node_open_error(&node, &info.instance, e))?;
         let page = sys::page_size();
+        // A regular file standing in for the node must hold every map: touching a page of a
+        // mapping past the end of a file is SIGBUS, not an error.
+        let regular = sys::regular_file_size(fd.as_fd())
+            .map_err(|e| node_open_error(&node, &info.instance, e))?;
         let map = |index: usize| {
             let map = &maps.maps[index];
             let offset = index * page;
+            if let Some(len) = regular
+                && (offset as u64).saturating_add(map.size as u64) > len
+            {
+                return Err(DeviceError::BadMap {
+                    device: uio.to_string(),
+                    index,
+                    reason: format!(
+                        "{} is a regular file of {len:#x} bytes, shorter than {:?} ({:#x} bytes at offset {offset:#x})",
+                        node.display(),
+                        map.name,
+                        map.size
+                    ),
+                });
+            }
             SharedMemory::map_fd(fd.as_fd(), offset as u64, map.size, 0).map_err(|e| {
                 DeviceError::BadMap {
                     device: uio.to_string(),
