@@ -602,6 +602,12 @@ impl SharedMemory {
         }
     }
 
+    /// The address of the view's first byte, for handing the region to the kernel (an AF_XDP
+    /// UMEM registration); reading or writing through it is the caller's `unsafe` to argue.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.ptr(0)
+    }
+
     /// Pointer to byte `offset` of this view; the caller has bounds-checked `offset..offset+len`.
     #[inline]
     fn ptr(&self, offset: usize) -> *mut u8 {

@@ -49,6 +49,7 @@
 pub mod fence;
 mod port;
 mod queue;
+pub mod xdp;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod netns;
@@ -66,6 +67,7 @@ use parking_lot::RwLock;
 
 pub use port::KernelVfPort;
 pub use queue::KernelVfQueue;
+pub use xdp::{XdpConfig, XdpInfo, XdpMode, XdpVfQueue};
 
 /// Ethernet header bytes.
 const ETH_HEADER: usize = 14;
@@ -169,9 +171,11 @@ struct Shared {
     /// The interface's name at open (for errors and logs).
     ifname: String,
     mtu: usize,
-    /// The packet socket; `None` once released. Bursts hold the read lock for their length,
-    /// so release closes the socket only between bursts.
+    /// The packet socket; `None` once released, and with the AF_XDP transport. Bursts hold
+    /// the read lock for their length, so release closes the socket only between bursts.
     socket: RwLock<Option<OwnedFd>>,
+    /// The AF_XDP transport's sockets and program, if it is the one in use.
+    xdp: Option<xdp::Sockets>,
     /// Set by `stop` and `release`: the queue hands out and takes nothing more.
     stopped: AtomicBool,
     /// Set by the queue when the socket reported the device down or gone: the port looks at
@@ -180,16 +184,33 @@ struct Shared {
     counters: Counters,
 }
 
+/// Whether `frame` fits `mtu`: an Ethernet header, at most `mtu` bytes of payload, and one
+/// more tag's worth if it carries an 802.1Q or 802.1ad tag.
+fn fits(mtu: usize, frame: &[u8]) -> bool {
+    if frame.len() < ETH_HEADER {
+        return false;
+    }
+    let tagged = matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
+    let limit = mtu + ETH_HEADER + if tagged { VLAN_TAG } else { 0 };
+    frame.len() <= limit
+}
+
 impl Shared {
-    /// Whether `frame` fits the MTU: an Ethernet header, at most `mtu` bytes of payload, and
-    /// one more tag's worth if it carries an 802.1Q or 802.1ad tag.
+    /// Whether `frame` fits the MTU (see [`fits`]).
     fn fits(&self, frame: &[u8]) -> bool {
-        if frame.len() < ETH_HEADER {
-            return false;
+        fits(self.mtu, frame)
+    }
+
+    /// A socket said the device is down or gone: the port looks at it next `service`.
+    fn socket_failed(&self, error: &io::Error) {
+        if !self.socket_error.swap(true, Ordering::AcqRel) {
+            tracing::debug!(
+                target: "hvnet::vf",
+                ifname = self.ifname,
+                %error,
+                "kernel VF socket error"
+            );
         }
-        let tagged = matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8);
-        let limit = self.mtu + ETH_HEADER + if tagged { VLAN_TAG } else { 0 };
-        frame.len() <= limit
     }
 }
 
@@ -197,9 +218,16 @@ impl Shared {
 #[derive(Debug)]
 pub struct KernelVf;
 
+/// What [`KernelVf::prepare`] checked and changed, for the transport to build on.
+struct Prepared {
+    index: u32,
+    monitor: OwnedFd,
+    restore: port::Restore,
+}
+
 impl KernelVf {
     /// Opens the VF whose kernel interface is `ifname` (in the calling thread's network
-    /// namespace): its control handle and its one queue.
+    /// namespace) with a packet socket: its control handle and its one queue.
     pub fn open(
         ifname: &str,
         config: KernelVfConfig,
@@ -212,24 +240,10 @@ impl KernelVf {
             ifname: ifname.to_string(),
             message,
         };
-        if config.mtu < 68 || config.mtu > 65_535 {
-            return Err(config_error(format!(
-                "MTU {} is not 68 to 65535",
-                config.mtu
-            )));
-        }
         if config.pool_buffers == 0 {
             return Err(config_error("the receive pool needs buffers".into()));
         }
-        let index = netdev::interface_index(ifname).map_err(fail("looking it up"))?;
-        let found = netdev::interface_mac(ifname).map_err(fail("reading its MAC"))?;
-        if found != config.mac {
-            return Err(KernelVfError::MacMismatch {
-                ifname: ifname.to_string(),
-                found,
-                expected: config.mac,
-            });
-        }
+        Self::check_mtu(ifname, config.mtu)?;
         let buf_size = packet::pool::HEADROOM + config.mtu + ETH_HEADER + VLAN_TAG;
         let buf_size = buf_size.next_multiple_of(64);
         let memory_error = |source| KernelVfError::Memory {
@@ -244,29 +258,12 @@ impl KernelVf {
             buf_size,
         )
         .map_err(memory_error)?;
-        let monitor = netdev::open_link_monitor().map_err(fail("opening a link monitor"))?;
-        // From here on the interface may be changed: `restore` undoes it on every way out.
-        let mut restore = port::Restore {
+        let Prepared {
             index,
-            mtu: None,
-            brought_up: false,
-            fence: None,
-        };
+            monitor,
+            mut restore,
+        } = Self::prepare(ifname, &config, config.fence_stack)?;
         let opened = (|| {
-            let mtu = netdev::interface_mtu(ifname).map_err(fail("reading its MTU"))?;
-            if mtu as usize != config.mtu {
-                netdev::set_mtu(ifname, config.mtu as u32).map_err(fail("setting its MTU"))?;
-                restore.mtu = Some(mtu);
-            }
-            if config.fence_stack {
-                restore.fence = Some(
-                    fence::raise(ifname, index).map_err(fail("fencing the kernel stack off it"))?,
-                );
-            }
-            // Up before the socket binds: a socket bound to a down interface starts with an
-            // error pending.
-            let was_up = netdev::set_interface_up(ifname, true).map_err(fail("bringing it up"))?;
-            restore.brought_up = !was_up;
             let socket =
                 netdev::open_packet_socket(ifname).map_err(fail("opening a packet socket"))?;
             netdev::enable_packet_auxdata(std::os::fd::AsFd::as_fd(&socket))
@@ -282,17 +279,13 @@ impl KernelVf {
         })();
         let (socket, flags) = match opened {
             Ok(opened) => opened,
-            Err(e) => {
-                if let Err(error) = restore.apply(ifname) {
-                    tracing::warn!(target: "hvnet::vf", ifname, %error, "restoring the interface");
-                }
-                return Err(e);
-            }
+            Err(e) => return Err(Self::undo(ifname, &mut restore, e)),
         };
         let shared = Arc::new(Shared {
             ifname: ifname.to_string(),
             mtu: config.mtu,
             socket: RwLock::new(Some(socket)),
+            xdp: None,
             stopped: AtomicBool::new(false),
             socket_error: AtomicBool::new(false),
             counters: Counters::default(),
@@ -309,5 +302,245 @@ impl KernelVf {
         );
         let port = KernelVfPort::new(shared.clone(), config.mac, monitor, restore, link_up);
         Ok((port, vec![KernelVfQueue::new(shared, pool)]))
+    }
+
+    /// Opens the VF whose kernel interface is `ifname` with AF_XDP (see [`xdp`]): its control
+    /// handle and one queue per socket (`xdp.queues`, or fewer if the interface has fewer).
+    /// `config.pool_buffers`, `socket_buffer` and `fence_stack` are not used: each socket's
+    /// UMEM is its pool, and redirected frames never reach the kernel's stack.
+    pub fn open_xdp(
+        ifname: &str,
+        config: KernelVfConfig,
+        xdp: XdpConfig,
+    ) -> Result<(KernelVfPort, Vec<XdpVfQueue>), KernelVfError> {
+        let fail = |op: &'static str| {
+            let ifname = ifname.to_string();
+            move |source| KernelVfError::Interface { ifname, op, source }
+        };
+        let config_error = |message: String| KernelVfError::Config {
+            ifname: ifname.to_string(),
+            message,
+        };
+        Self::check_mtu(ifname, config.mtu)?;
+        let chunk = xdp::chunk_size(config.mtu).ok_or_else(|| {
+            config_error(format!(
+                "MTU {} needs frames larger than a page: the AF_XDP transport takes at most {}",
+                config.mtu,
+                4096 - xdp::XDP_PACKET_HEADROOM - ETH_HEADER - VLAN_TAG
+            ))
+        })?;
+        if !xdp.ring_size.is_power_of_two() || !(64..=16_384).contains(&xdp.ring_size) {
+            return Err(config_error(format!(
+                "ring size {} is not a power of two from 64 to 16384",
+                xdp.ring_size
+            )));
+        }
+        if (xdp.chunks as u64) < 2 * xdp.ring_size as u64 {
+            return Err(config_error(format!(
+                "{} chunks cannot keep a {}-entry fill ring full (at least twice the ring size)",
+                xdp.chunks, xdp.ring_size
+            )));
+        }
+        if xdp.queues == 0 || xdp.queues as u32 > xdp::MAP_ENTRIES {
+            return Err(config_error(format!(
+                "{} queues: 1 to {} are served",
+                xdp.queues,
+                xdp::MAP_ENTRIES
+            )));
+        }
+        // Checked before anything is changed: the program needs CAP_BPF and CAP_NET_ADMIN.
+        let program = xdp::Program::load().map_err(fail("setting up XDP"))?;
+        let Prepared {
+            index,
+            monitor,
+            mut restore,
+        } = Self::prepare(ifname, &config, false)?;
+        let opened = (|| {
+            let features = match xdp::xdp_features(index) {
+                Ok(features) => features,
+                Err(error) => {
+                    tracing::debug!(target: "hvnet::vf", ifname, %error, "reading xdp_features");
+                    None
+                }
+            };
+            let can_redirect = features.map(|f| f.can_redirect());
+            let native = match xdp.mode {
+                XdpMode::Native if can_redirect == Some(false) => {
+                    return Err(config_error(
+                        "the driver's native XDP cannot redirect to a socket (its xdp_features \
+                         lack REDIRECT): use generic mode"
+                            .into(),
+                    ));
+                }
+                XdpMode::Native => true,
+                XdpMode::Generic => false,
+                XdpMode::Auto => can_redirect == Some(true),
+            };
+            let (link, native) = match program.attach(index, native) {
+                Ok(link) => (link, native),
+                Err(error) if native && xdp.mode == XdpMode::Auto => {
+                    tracing::warn!(
+                        target: "hvnet::vf",
+                        ifname,
+                        %error,
+                        "native XDP refused: generic mode"
+                    );
+                    let link = program
+                        .attach(index, false)
+                        .map_err(fail("attaching the XDP program (generic)"))?;
+                    (link, false)
+                }
+                Err(error) => return Err(fail("attaching the XDP program")(error)),
+            };
+            let mut sockets = Vec::new();
+            for queue in 0..xdp.queues {
+                let setup = xdp::XskSetup {
+                    ifindex: index,
+                    queue,
+                    ring_size: xdp.ring_size,
+                    chunks: xdp.chunks,
+                    chunk,
+                    mtu: config.mtu,
+                    copy: !native || xdp.force_copy,
+                };
+                match xdp::Xsk::open(setup) {
+                    Ok(xsk) => sockets.push(xsk),
+                    // The interface has no queue `queue`: serve the ones it has.
+                    Err(e) if queue > 0 && e.raw_os_error() == Some(libc::EINVAL) => break,
+                    Err(e) => return Err(fail("opening its AF_XDP sockets")(e)),
+                }
+            }
+            for xsk in &sockets {
+                xdp::sys::xskmap_set(
+                    std::os::fd::AsFd::as_fd(&program.map),
+                    xsk.queue as u32,
+                    xsk.fd(),
+                )
+                .map_err(fail("adding a socket to the XSKMAP"))?;
+            }
+            let flags = netdev::interface_flags(ifname).map_err(fail("reading its flags"))?;
+            Ok((sockets, link, native, flags))
+        })();
+        let (sockets, link, native, flags) = match opened {
+            Ok(opened) => opened,
+            Err(e) => return Err(Self::undo(ifname, &mut restore, e)),
+        };
+        let info = XdpInfo {
+            native,
+            zero_copy: sockets.iter().all(|x| x.zero_copy),
+            queues: sockets.len() as u16,
+        };
+        let pools: Vec<Pool> = sockets.iter().map(|x| x.pool().clone()).collect();
+        let shared = Arc::new(Shared {
+            ifname: ifname.to_string(),
+            mtu: config.mtu,
+            socket: RwLock::new(None),
+            xdp: Some(xdp::Sockets {
+                queues: sockets
+                    .into_iter()
+                    .map(|x| parking_lot::Mutex::new(Some(x)))
+                    .collect(),
+                program,
+                link: parking_lot::Mutex::new(Some(link)),
+                info,
+                retired: parking_lot::Mutex::new(xdp::XskCounters::default()),
+            }),
+            stopped: AtomicBool::new(false),
+            socket_error: AtomicBool::new(false),
+            counters: Counters::default(),
+        });
+        let link_up = flags.up() && flags.running();
+        tracing::info!(
+            target: "hvnet::vf",
+            ifname,
+            index,
+            mac = %config.mac,
+            mtu = config.mtu,
+            link_up,
+            queues = info.queues,
+            "kernel VF open (AF_XDP, {})",
+            info.describe()
+        );
+        let port = KernelVfPort::new(shared.clone(), config.mac, monitor, restore, link_up);
+        let queues = pools
+            .into_iter()
+            .enumerate()
+            .map(|(i, pool)| XdpVfQueue::new(shared.clone(), i as u16, pool))
+            .collect();
+        Ok((port, queues))
+    }
+
+    fn check_mtu(ifname: &str, mtu: usize) -> Result<(), KernelVfError> {
+        if !(68..=65_535).contains(&mtu) {
+            return Err(KernelVfError::Config {
+                ifname: ifname.to_string(),
+                message: format!("MTU {mtu} is not 68 to 65535"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the interface is the VF asked for (its MAC), opens a link monitor, and gives
+    /// it the MTU asked for, the fence (if `fence`) and the up state; what it changed is in
+    /// the returned `restore`, undone on error here.
+    fn prepare(
+        ifname: &str,
+        config: &KernelVfConfig,
+        fence: bool,
+    ) -> Result<Prepared, KernelVfError> {
+        let fail = |op: &'static str| {
+            let ifname = ifname.to_string();
+            move |source| KernelVfError::Interface { ifname, op, source }
+        };
+        let index = netdev::interface_index(ifname).map_err(fail("looking it up"))?;
+        let found = netdev::interface_mac(ifname).map_err(fail("reading its MAC"))?;
+        if found != config.mac {
+            return Err(KernelVfError::MacMismatch {
+                ifname: ifname.to_string(),
+                found,
+                expected: config.mac,
+            });
+        }
+        let monitor = netdev::open_link_monitor().map_err(fail("opening a link monitor"))?;
+        // From here on the interface may be changed: `restore` undoes it on every way out.
+        let mut restore = port::Restore {
+            index,
+            mtu: None,
+            brought_up: false,
+            fence: None,
+        };
+        let changed = (|| {
+            let mtu = netdev::interface_mtu(ifname).map_err(fail("reading its MTU"))?;
+            if mtu as usize != config.mtu {
+                netdev::set_mtu(ifname, config.mtu as u32).map_err(fail("setting its MTU"))?;
+                restore.mtu = Some(mtu);
+            }
+            if fence {
+                restore.fence = Some(
+                    fence::raise(ifname, index).map_err(fail("fencing the kernel stack off it"))?,
+                );
+            }
+            // Up before a socket binds: a socket bound to a down interface starts with an
+            // error pending.
+            let was_up = netdev::set_interface_up(ifname, true).map_err(fail("bringing it up"))?;
+            restore.brought_up = !was_up;
+            Ok(())
+        })();
+        match changed {
+            Ok(()) => Ok(Prepared {
+                index,
+                monitor,
+                restore,
+            }),
+            Err(e) => Err(Self::undo(ifname, &mut restore, e)),
+        }
+    }
+
+    /// Undoes what `prepare` changed after `error`; the error.
+    fn undo(ifname: &str, restore: &mut port::Restore, error: KernelVfError) -> KernelVfError {
+        if let Err(e) = restore.apply(ifname) {
+            tracing::warn!(target: "hvnet::vf", ifname, error = %e, "restoring the interface");
+        }
+        error
     }
 }

@@ -108,6 +108,12 @@ impl KernelVfPort {
         self.state.lock().restore.index
     }
 
+    /// What the AF_XDP transport ended up with (native or generic XDP, zero-copy or copy);
+    /// `None` with a packet socket.
+    pub fn xdp_info(&self) -> Option<super::XdpInfo> {
+        self.shared.xdp.as_ref().map(|x| x.info)
+    }
+
     /// Compares the interface with `state`; the events that makes.
     fn look(&self, state: &mut State) -> Vec<VfEvent> {
         if state.removed || state.released {
@@ -160,7 +166,8 @@ impl KernelVfPort {
         vec![VfEvent::Removed]
     }
 
-    /// Adds the kernel's drops on the socket since the last look to `rx_no_buffer`.
+    /// Adds the kernel's drops on the socket since the last look to `rx_no_buffer` (the
+    /// AF_XDP sockets' are read with their counters).
     fn collect_drops(&self) {
         let socket = self.shared.socket.read();
         if let Some(fd) = socket.as_ref()
@@ -185,7 +192,7 @@ impl VfPort for KernelVfPort {
     }
 
     fn queue_count(&self) -> u16 {
-        1
+        self.shared.xdp.as_ref().map_or(1, |x| x.info.queues)
     }
 
     /// Looks at the interface; when nothing changed, waits at most `timeout` for the link
@@ -220,12 +227,17 @@ impl VfPort for KernelVfPort {
         self.look(&mut state)
     }
 
-    /// Stops the queue. Nothing to wait for: frames `send()` accepted are the kernel's, which
-    /// transmits them or counts them in the interface's `tx_dropped`. Frames still in the
-    /// socket's receive queue are not handed out any more (a planned removal drains them
-    /// before it stops the VF).
-    fn stop(&self, _timeout: Duration) -> Result<(), DeviceError> {
+    /// Stops the queues. With a packet socket there is nothing to wait for: frames `send()`
+    /// accepted are the kernel's, which transmits them or counts them in the interface's
+    /// `tx_dropped`; frames still in the socket's receive queue are not handed out any more
+    /// (a planned removal drains them before it stops the VF). With AF_XDP the frames on
+    /// each TX ring are waited for (at most `timeout`) and what did not complete is counted
+    /// in `tx_lost`; frames left on an RX ring are counted in `rx_dropped_reset`.
+    fn stop(&self, timeout: Duration) -> Result<(), DeviceError> {
         self.shared.stopped.store(true, Ordering::Release);
+        if let Some(xdp) = &self.shared.xdp {
+            xdp.stop(std::time::Instant::now() + timeout);
+        }
         Ok(())
     }
 
@@ -235,6 +247,9 @@ impl VfPort for KernelVfPort {
         self.shared.stopped.store(true, Ordering::Release);
         self.collect_drops();
         drop(self.shared.socket.write().take());
+        if let Some(xdp) = &self.shared.xdp {
+            xdp.release();
+        }
         let mut state = self.state.lock();
         if state.released {
             return Ok(());
@@ -255,6 +270,21 @@ impl VfPort for KernelVfPort {
 
     fn stats(&self) -> VfPortStats {
         self.collect_drops();
+        if let Some(xdp) = &self.shared.xdp {
+            let c = xdp.counters();
+            return VfPortStats {
+                rx_packets: c.rx_packets,
+                rx_bytes: c.rx_bytes,
+                tx_packets: c.tx_packets,
+                tx_bytes: c.tx_bytes,
+                rx_descriptor_errors: c.rx_descriptor_errors,
+                rx_frame_errors: c.rx_frame_errors,
+                rx_no_buffer: c.rx_no_buffer,
+                rx_dropped_reset: c.rx_dropped_stop,
+                tx_lost: c.tx_lost,
+                ..VfPortStats::default()
+            };
+        }
         let c = &self.shared.counters;
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         VfPortStats {

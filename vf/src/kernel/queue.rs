@@ -36,14 +36,7 @@ impl KernelVfQueue {
 
     /// The socket said the device is down or gone: the port looks at it next `service`.
     fn socket_failed(&self, error: &io::Error) {
-        if !self.shared.socket_error.swap(true, Ordering::AcqRel) {
-            tracing::debug!(
-                target: "hvnet::vf",
-                ifname = self.shared.ifname,
-                %error,
-                "kernel VF socket error"
-            );
-        }
+        self.shared.socket_failed(error);
     }
 
     /// The bytes to send for `p`: its frame, or a copy with the VLAN tag its metadata asks
