@@ -546,6 +546,17 @@ fn intervals(result: &serde_json::Value) -> (Vec<f64>, u64) {
 
 #[test]
 fn iperf3_through_hvnet_run_keeps_going_while_the_vf_leaves_and_comes_back() {
+    iperf3_across_vf_moves("kernel", "[AF_PACKET]");
+}
+
+#[test]
+fn iperf3_through_hvnet_run_over_af_xdp_keeps_going_while_the_vf_leaves_and_comes_back() {
+    iperf3_across_vf_moves("afxdp", "[AF_XDP: native XDP, copy]");
+}
+
+/// TCP and UDP through `hvnet run --tap` with the VF on `backend` (whose VF name ends in
+/// `transport`) while the VF leaves and comes back.
+fn iperf3_across_vf_moves(backend: &str, transport: &str) {
     if !runnable(
         "run --tap with a VF test",
         &[("ip", "iproute2"), ("iperf3", "iperf3")],
@@ -553,8 +564,9 @@ fn iperf3_through_hvnet_run_keeps_going_while_the_vf_leaves_and_comes_back() {
         return;
     }
     let preload = preload();
-    let sides = TwoSides::with_vf("vf");
-    let mut running = sides.run(&preload, &["--tap", "hvg0", "--vf-backend", "kernel"]);
+    // Namespaces named per backend: the two tests run side by side.
+    let sides = TwoSides::with_vf(if backend == "kernel" { "vf" } else { "vfx" });
+    let mut running = sides.run(&preload, &["--tap", "hvg0", "--vf-backend", backend]);
     let (g, h, root) = (&sides.guest_ns, &sides.host_ns, &sides.root);
     g.run(&["ip", "addr", "add", "10.201.0.2/24", "dev", "hvg0"]);
     let on_the_vf = |running: &mut Running| {
@@ -568,6 +580,9 @@ fn iperf3_through_hvnet_run_keeps_going_while_the_vf_leaves_and_comes_back() {
         });
     };
     ctl(root, &["offer-vf", "7"]);
+    running.out.wait("hvnet run", "the VF's transport", |l| {
+        (l.contains("VF registering:") && l.contains(transport)).then_some(0)
+    });
     on_the_vf(&mut running);
     // Frames through the VF: `from_vf` the guest sent on it, `to_vf` the host steered to it.
     let through_the_vf = |counter: &str, at_least: u64| {

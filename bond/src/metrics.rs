@@ -54,25 +54,41 @@ impl PortLabels {
     /// The VF in use as the model has it; `driver` names the driver that runs the VF at
     /// `pci_address` (looked up once per address).
     fn vf(&self, stats: &FailoverStats, driver: impl FnOnce(&str) -> String) -> Option<VfInfo> {
-        let pci_address = stats.vf.clone()?;
+        let name = stats.vf.clone()?;
         let serial = self
             .serial
             .lock()
             .as_ref()
-            .filter(|(address, _)| *address == pci_address)
+            .filter(|(device, _)| *device == name)
             .map(|(_, serial)| *serial);
+        let (pci_address, transport) = vf_name_parts(&name);
         let driver = self
             .drivers
             .lock()
-            .entry(pci_address.clone())
-            .or_insert_with(|| driver(&pci_address))
+            .entry(name.clone())
+            .or_insert_with(|| match transport {
+                Some(transport) => format!("{} ({transport})", driver(pci_address)),
+                None => driver(pci_address),
+            })
             .clone();
         Some(VfInfo {
-            pci_address,
+            pci_address: pci_address.to_owned(),
             serial,
             driver,
         })
     }
+}
+
+/// A VF's name as the providers give it — its PCI address (or, without one, its interface),
+/// then ` (interface)` and ` [transport]` for a VF the kernel keeps — split into the address
+/// and the transport.
+pub fn vf_name_parts(name: &str) -> (&str, Option<&str>) {
+    let (device, transport) = match name.strip_suffix(']').and_then(|n| n.rsplit_once(" [")) {
+        Some((device, transport)) => (device, Some(transport)),
+        None => (name, None),
+    };
+    let address = device.split_once(" (").map_or(device, |(a, _)| a);
+    (address, transport)
 }
 
 /// The driver that runs the VF at `bdf` under `sysfs_root`: hvnet's own when it is bound to
@@ -213,6 +229,27 @@ mod tests {
     use netvsc::nic::QueueStats;
 
     use super::*;
+
+    #[test]
+    fn vf_names_split_into_address_and_transport() {
+        assert_eq!(vf_name_parts("0000:00:02.0"), ("0000:00:02.0", None));
+        assert_eq!(
+            vf_name_parts("1d7c:00:02.0 (eth1) [AF_XDP: native XDP, zero-copy]"),
+            ("1d7c:00:02.0", Some("AF_XDP: native XDP, zero-copy"))
+        );
+        assert_eq!(vf_name_parts("vf0 [AF_PACKET]"), ("vf0", Some("AF_PACKET")));
+        let labels = PortLabels::new("dev");
+        let stats = FailoverStats {
+            vf: Some("1d7c:00:02.0 (eth1) [AF_XDP: generic XDP, copy]".into()),
+            ..FailoverStats::default()
+        };
+        let info = labels.vf(&stats, |bdf| format!("driver-of-{bdf}")).unwrap();
+        assert_eq!(info.pci_address, "1d7c:00:02.0");
+        assert_eq!(
+            info.driver,
+            "driver-of-1d7c:00:02.0 (AF_XDP: generic XDP, copy)"
+        );
+    }
 
     #[test]
     fn every_counter_lands_in_one_series_with_its_reason() {

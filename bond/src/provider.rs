@@ -24,12 +24,14 @@
 //! keeps it. [`KernelVfProvider`] finds that interface ([`find_vf_interface`]: the slot's
 //! functions' `net/` entries first, then, with no slot, a function or an interface under
 //! `class/net` with the NIC's MAC, skipping TUN/TAP devices, synthetic NICs (`hv_netvsc`) and
-//! interfaces stacked on another) and opens it with `vf::kernel` (a packet socket, copy mode),
-//! writing nothing to sysfs. The interfaces are read from a sysfs root of their own
+//! interfaces stacked on another) and opens it with `vf::kernel` — over AF_XDP (an XDP
+//! program redirecting to one socket per queue, zero-copy where the driver has it) or, as the
+//! portable fallback, a packet socket — writing nothing to sysfs. The interfaces are read from a sysfs root of their own
 //! (`net_sysfs_root`): the one mounted for the port's network namespace, which need not be the
 //! tree the PCI slots are read from (the simulated host publishes slots but no `class/net`).
 //! [`AutoVfProvider`] picks per function: hvnet's VFIO driver for [`SUPPORTED_VFS`], the
-//! kernel backend for everything else.
+//! kernel backend (AF_XDP, falling back to a packet socket where AF_XDP cannot be set up) for
+//! everything else.
 
 use std::fmt::Debug;
 use std::io;
@@ -38,7 +40,7 @@ use std::sync::Arc;
 
 use packet::MacAddr;
 use vf::igbvf::{Igbvf, IgbvfConfig};
-use vf::kernel::{KernelVf, KernelVfConfig};
+use vf::kernel::{KernelVf, KernelVfConfig, XdpConfig};
 use vf::port::{VfPort, VfQueue};
 use vf::vfio::{VfioConfig, VfioDevice};
 
@@ -609,20 +611,37 @@ pub struct KernelVfProvider {
     pub net_sysfs_root: PathBuf,
     /// Backend settings; `mtu` and `mac` are taken from the port's request.
     pub kernel: KernelVfConfig,
+    /// AF_XDP's settings (`queues` is taken from the port's request); `None` for a packet
+    /// socket.
+    pub xdp: Option<XdpConfig>,
+    /// With `xdp`: when AF_XDP cannot be set up (a kernel without XDP sockets, no CAP_BPF),
+    /// open the VF with a packet socket instead of failing.
+    pub packet_fallback: bool,
 }
 
 impl Default for KernelVfProvider {
-    /// `/sys` for both roots, the backend's defaults.
+    /// `/sys` for both roots, the backend's defaults: a packet socket.
     fn default() -> Self {
         Self {
             pci_sysfs_root: PathBuf::from("/sys"),
             net_sysfs_root: PathBuf::from("/sys"),
             kernel: KernelVfConfig::default(),
+            xdp: None,
+            packet_fallback: false,
         }
     }
 }
 
 impl KernelVfProvider {
+    /// AF_XDP with its defaults (auto mode), falling back to a packet socket.
+    pub fn afxdp() -> Self {
+        Self {
+            xdp: Some(XdpConfig::default()),
+            packet_fallback: true,
+            ..Self::default()
+        }
+    }
+
     /// Opens `found` for `request`.
     fn open(&self, found: VfInterface, request: &VfRequest) -> Result<AttachedVf, ProbeError> {
         let name = match &found.function {
@@ -634,13 +653,41 @@ impl KernelVfProvider {
             mac: request.mac,
             ..self.kernel.clone()
         };
-        let (port, queues) =
-            KernelVf::open(&found.ifname, config).map_err(|e| ProbeError::Open {
-                device: name.clone(),
-                message: error_chain(&e),
-            })?;
+        let open_error = |e: &dyn std::error::Error| ProbeError::Open {
+            device: name.clone(),
+            message: error_chain(e),
+        };
+        if let Some(xdp) = &self.xdp {
+            let xdp = XdpConfig {
+                queues: request.queues.max(1),
+                ..xdp.clone()
+            };
+            match KernelVf::open_xdp(&found.ifname, config.clone(), xdp) {
+                Ok((port, queues)) => {
+                    let transport = port
+                        .xdp_info()
+                        .map_or_else(String::new, |info| info.describe());
+                    return Ok(AttachedVf {
+                        name: format!("{name} [AF_XDP: {transport}]"),
+                        port: Arc::new(port),
+                        queues: queues
+                            .into_iter()
+                            .map(|q| Box::new(q) as Box<dyn VfQueue>)
+                            .collect(),
+                    });
+                }
+                Err(e) if self.packet_fallback => tracing::warn!(
+                    target: "hvnet::bond",
+                    device = name,
+                    error = error_chain(&e),
+                    "AF_XDP cannot be set up: a packet socket instead"
+                ),
+                Err(e) => return Err(open_error(&e)),
+            }
+        }
+        let (port, queues) = KernelVf::open(&found.ifname, config).map_err(|e| open_error(&e))?;
         Ok(AttachedVf {
-            name,
+            name: format!("{name} [AF_PACKET]"),
             port: Arc::new(port),
             queues: queues
                 .into_iter()
@@ -678,7 +725,7 @@ impl VfProvider for KernelVfProvider {
 pub enum VfBackend {
     /// hvnet's own driver through VFIO (a function in [`SUPPORTED_VFS`]).
     Vfio,
-    /// The kernel's driver, frames over a packet socket on its interface.
+    /// The kernel's driver, frames over AF_XDP or a packet socket on its interface.
     Kernel,
 }
 
@@ -696,11 +743,12 @@ pub struct AutoVfProvider {
 }
 
 impl AutoVfProvider {
-    /// No-IOMMU VFIO for hvnet's drivers, the kernel backend for the rest, `/sys` for both.
+    /// No-IOMMU VFIO for hvnet's drivers, AF_XDP (or a packet socket where AF_XDP cannot be
+    /// set up) for the rest, `/sys` for both.
     pub fn new() -> Self {
         Self {
             vfio: VfioIgbvfProvider::no_iommu(),
-            kernel: KernelVfProvider::default(),
+            kernel: KernelVfProvider::afxdp(),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The failover port with a VF the kernel keeps (`vf::kernel`, found by
-//! `bond::KernelVfProvider`): the VF is one end of a veth pair (`vf0`, with the synthetic
+//! `bond::KernelVfProvider`), over both of its transports — a packet socket (AF_PACKET) and
+//! AF_XDP, in native and in generic XDP mode: the VF is one end of a veth pair (`vf0`, with the synthetic
 //! NIC's MAC) whose other end (`host0`) is the simulated host's VF wire
 //! (`integration::sim_host::vf_iface::VfIfacePort`, what `hvnet sim-host --vf-iface` uses):
 //! down until the host offers the VF, up while it does, down when it removes it.
@@ -15,7 +16,7 @@
 //! peer, where `tx_dropped` is the kernel's count of frames the VF's interface dropped because
 //! its far end was down (the link-down reason). A surprise removal strands some, counted here.
 //!
-//! What holds for this backend (no VFIO request IRQ: the kernel owns the device): in
+//! What holds for both transports (no VFIO request IRQ: the kernel owns the device): in
 //! OpenVMM's order (association first) a planned removal loses nothing. In Azure's order
 //! (the device goes first) the host stops steering to the VF before it goes, so nothing is
 //! lost towards the guest, but frames the guest sends on the VF between the link dropping
@@ -35,6 +36,7 @@ use integration::host::{HostConfig, SimHost};
 use integration::sim_host::vf_iface::VfIfacePort;
 use netvsc::nic::{NicConfig, SyntheticNic};
 use vf::kernel::netns::{self, in_new_namespace, ip};
+use vf::kernel::{XdpConfig, XdpMode};
 
 /// Upper bound of every wait (a hang fails the test, it never blocks it).
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -42,6 +44,15 @@ const SERIAL: u32 = 7;
 const PHASE_FRAMES: u64 = 2_000;
 const VF: &str = "vf0";
 const HOST_END: &str = "host0";
+
+/// Which transport the kernel VF backend uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    /// A packet socket.
+    Packet,
+    /// AF_XDP with the XDP program in this mode.
+    Xdp(XdpMode),
+}
 
 /// A failover port over the simulated host's NIC, with the kernel VF provider, the VF on a
 /// veth whose far end is the host's VF wire. Fields drop in order: the port first.
@@ -56,7 +67,7 @@ struct KernelRig {
 impl KernelRig {
     /// Makes the veth and starts the host, its VF wire, the NIC and the port (in the calling
     /// thread's namespace).
-    fn start() -> Self {
+    fn start(transport: Transport) -> Self {
         // No IPv6 in the namespace: its neighbour discovery would be frames in the traffic.
         for conf in ["all", "default"] {
             let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{conf}/disable_ipv6"), "1");
@@ -79,6 +90,15 @@ impl KernelRig {
             // No PCI tree: the VF is found by its MAC among the namespace's interfaces.
             pci_sysfs_root: PathBuf::from("/nonexistent-hvnet-pci"),
             net_sysfs_root: PathBuf::from("/sys"),
+            xdp: match transport {
+                Transport::Packet => None,
+                Transport::Xdp(mode) => Some(XdpConfig {
+                    mode,
+                    ring_size: 512,
+                    chunks: 2048,
+                    ..XdpConfig::default()
+                }),
+            },
             ..KernelVfProvider::default()
         };
         let failover = FailoverConfig {
@@ -232,16 +252,30 @@ impl Accounting {
     }
 }
 
-/// Runs `body` on a fresh rig in a namespace of its own, if the machine allows.
-fn with_rig(test: &'static str, body: impl FnOnce(KernelRig) + Send + 'static) {
+/// Runs `body` on a fresh rig with `transport` in a namespace of its own, if the machine
+/// allows.
+fn with_rig(
+    test: &'static str,
+    transport: Transport,
+    body: impl FnOnce(KernelRig) + Send + 'static,
+) {
     if !netns::runnable(test) {
         return;
     }
-    in_new_namespace(test, move || body(KernelRig::start()));
+    in_new_namespace(test, move || body(KernelRig::start(transport)));
+}
+
+/// The VF's name as the port reports it: the interface, then the transport.
+fn vf_name(transport: Transport) -> &'static str {
+    match transport {
+        Transport::Packet => "vf0 [AF_PACKET]",
+        Transport::Xdp(XdpMode::Generic) => "vf0 [AF_XDP: generic XDP, copy]",
+        Transport::Xdp(_) => "vf0 [AF_XDP: native XDP, copy]",
+    }
 }
 
 /// Planned removal in `order` under traffic: lossless, in order, back on synthetic.
-fn planned_removal(mut rig: KernelRig, eject_first: bool) {
+fn planned_removal(mut rig: KernelRig, transport: Transport, eject_first: bool) {
     let traffic = rig.traffic();
     assert!(
         traffic.wait_progress(PHASE_FRAMES, DEADLINE),
@@ -258,7 +292,7 @@ fn planned_removal(mut rig: KernelRig, eject_first: bool) {
     assert!(wire.to_vf > 0, "the host never steered to the VF: {wire:?}");
     assert!(wire.from_vf > 0, "the guest never sent on the VF: {wire:?}");
     let port = rig.port.stats();
-    assert_eq!(port.vf.as_deref(), Some(VF), "{port:?}");
+    assert_eq!(port.vf.as_deref(), Some(vf_name(transport)), "{port:?}");
 
     if eject_first {
         // Azure's order (sim-host ctl `remove-vf --order eject-first`): the device goes (the
@@ -313,21 +347,157 @@ fn planned_removal(mut rig: KernelRig, eject_first: bool) {
 
 #[test]
 fn kernel_vf_switch_and_planned_removal_association_first_lose_nothing() {
-    with_rig("kernel_vf_planned_association_first", |rig| {
-        planned_removal(rig, false)
+    let t = Transport::Packet;
+    with_rig("kernel_vf_planned_association_first", t, move |rig| {
+        planned_removal(rig, t, false)
     });
 }
 
 #[test]
 fn kernel_vf_planned_removal_eject_first_loses_only_the_counted_link_down_window() {
-    with_rig("kernel_vf_planned_eject_first", |rig| {
-        planned_removal(rig, true)
+    let t = Transport::Packet;
+    with_rig("kernel_vf_planned_eject_first", t, move |rig| {
+        planned_removal(rig, t, true)
+    });
+}
+
+#[test]
+fn afxdp_native_switch_and_planned_removal_association_first_lose_nothing() {
+    let t = Transport::Xdp(XdpMode::Native);
+    with_rig("afxdp_native_planned_association_first", t, move |rig| {
+        planned_removal(rig, t, false)
+    });
+}
+
+#[test]
+fn afxdp_generic_switch_and_planned_removal_association_first_lose_nothing() {
+    let t = Transport::Xdp(XdpMode::Generic);
+    with_rig("afxdp_generic_planned_association_first", t, move |rig| {
+        planned_removal(rig, t, false)
+    });
+}
+
+#[test]
+fn afxdp_native_planned_removal_eject_first_loses_only_the_counted_link_down_window() {
+    let t = Transport::Xdp(XdpMode::Native);
+    with_rig("afxdp_native_planned_eject_first", t, move |rig| {
+        planned_removal(rig, t, true)
+    });
+}
+
+#[test]
+fn afxdp_generic_planned_removal_eject_first_loses_only_the_counted_link_down_window() {
+    let t = Transport::Xdp(XdpMode::Generic);
+    with_rig("afxdp_generic_planned_eject_first", t, move |rig| {
+        planned_removal(rig, t, true)
     });
 }
 
 #[test]
 fn kernel_vf_surprise_removal_is_counted_and_never_hangs() {
-    with_rig("kernel_vf_surprise", |mut rig| {
+    with_rig("kernel_vf_surprise", Transport::Packet, surprise_removal);
+}
+
+#[test]
+fn afxdp_native_surprise_removal_is_counted_and_never_hangs() {
+    let t = Transport::Xdp(XdpMode::Native);
+    with_rig("afxdp_native_surprise", t, surprise_removal);
+}
+
+#[test]
+fn afxdp_generic_surprise_removal_is_counted_and_never_hangs() {
+    let t = Transport::Xdp(XdpMode::Generic);
+    with_rig("afxdp_generic_surprise", t, surprise_removal);
+}
+
+/// The VF's link goes down under traffic (its device dies under the host, which keeps
+/// steering to it for a while: those frames are refused and counted) and comes back: the
+/// port leaves the VF, returns to it on the same sockets, and every frame is accounted for,
+/// in order.
+#[test]
+fn afxdp_link_down_and_up_under_traffic_leaves_and_returns_to_the_vf() {
+    let t = Transport::Xdp(XdpMode::Native);
+    with_rig("afxdp_link_down_up", t, |mut rig| {
+        let traffic = rig.traffic();
+        rig.offer();
+        assert!(
+            traffic.wait_progress(PHASE_FRAMES, DEADLINE),
+            "{:?}",
+            traffic.counts()
+        );
+        rig.wire.fail().unwrap();
+        rig.wait_port("off the VF at link down", |s| {
+            // Off the data path, the VF kept (attached, its link down).
+            s.switches_to_synthetic.get(SwitchReason::LinkDown) == 1
+                && s.state == PortState::VfAttaching
+        });
+        assert!(
+            traffic.wait_progress(PHASE_FRAMES, DEADLINE),
+            "{:?}",
+            traffic.counts()
+        );
+        rig.wire.plug().unwrap();
+        rig.wait_port("back on the VF at link up", |s| {
+            s.state == PortState::OnVf && s.switches_to_vf == 2
+        });
+        assert!(
+            traffic.wait_progress(PHASE_FRAMES, DEADLINE),
+            "{:?}",
+            traffic.counts()
+        );
+        let (counts, a) = rig.finish(traffic);
+        eprintln!("link down/up: {a:?}");
+        assert_eq!(counts.guest_reordered + counts.peer_reordered, 0);
+        let stats = rig.port.stats();
+        assert_eq!(stats.vf_attached, 1, "the same VF, not reopened: {stats:?}");
+    });
+}
+
+/// The host removes the VF (planned), the port runs without one, then the host offers it
+/// again: new sockets on the new offer, and nothing lost in either move.
+#[test]
+fn afxdp_vf_absent_then_offered_again_loses_nothing() {
+    let t = Transport::Xdp(XdpMode::Native);
+    with_rig("afxdp_reoffer", t, |mut rig| {
+        let traffic = rig.traffic();
+        rig.offer();
+        assert!(
+            traffic.wait_progress(PHASE_FRAMES, DEADLINE),
+            "{:?}",
+            traffic.counts()
+        );
+        rig.host.remove_vf();
+        rig.wait_port("the VF released", |s| s.vf_released == 1);
+        rig.wire.unplug().unwrap();
+        rig.wait_port("on synthetic", |s| s.state == PortState::Synthetic);
+        assert!(
+            traffic.wait_progress(PHASE_FRAMES, DEADLINE),
+            "{:?}",
+            traffic.counts()
+        );
+        rig.offer();
+        assert!(
+            traffic.wait_progress(PHASE_FRAMES, DEADLINE),
+            "{:?}",
+            traffic.counts()
+        );
+        let wire = rig.wire.stats();
+        let (counts, a) = rig.finish(traffic);
+        assert!(a.lossless(), "{a:?} {counts:?}");
+        let port_full = rig.host.stats().tx_dropped_port_full;
+        assert_eq!(counts.guest_sent - counts.peer_received - port_full, 0);
+        let stats = rig.port.stats();
+        assert_eq!(
+            (stats.vf_attached, stats.switches_to_vf),
+            (2, 2),
+            "{stats:?}"
+        );
+        assert!(wire.from_vf > 0 && wire.to_vf > 0, "{wire:?}");
+    });
+}
+
+fn surprise_removal(mut rig: KernelRig) {
+    {
         let traffic = rig.traffic();
         rig.offer();
         assert!(
@@ -369,7 +539,7 @@ fn kernel_vf_surprise_removal_is_counted_and_never_hangs() {
         let stats = rig.port.stats();
         assert_eq!(stats.vf_attached, 1);
         assert_eq!(stats.state, PortState::Synthetic);
-    });
+    }
 }
 
 #[test]
@@ -396,7 +566,7 @@ fn kernel_vf_provider_finds_the_vf_by_mac_and_skips_a_tap_with_it() {
             .probe(SERIAL, &request)
             .expect("probing")
             .expect("the VF is found");
-        assert_eq!(vf.name, VF);
+        assert_eq!(vf.name, "vf0 [AF_PACKET]");
         assert_eq!(vf.port.mac(), mac);
         assert_eq!(vf.queues.len(), 1);
         vf.port.release().unwrap();

@@ -70,13 +70,40 @@ pub enum VfPolicy {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum VfBackend {
-    /// hvnet's own VFIO driver for the VFs it has one for (igbvf), the kernel's netdev for
-    /// any other.
+    /// hvnet's own VFIO driver for the VFs it has one for (igbvf), AF_XDP on the kernel's
+    /// netdev for any other (a packet socket where AF_XDP cannot be set up).
     Auto,
     /// Only hvnet's VFIO drivers; other VFs are left alone and counted.
     Vfio,
-    /// Only the kernel's netdev (AF_PACKET), whatever the VF.
+    /// AF_XDP on the kernel's netdev, whatever the VF.
+    Afxdp,
+    /// A packet socket (AF_PACKET) on the kernel's netdev, whatever the VF: the portable
+    /// fallback and AF_XDP's baseline.
     Kernel,
+}
+
+/// Where the AF_XDP backend runs its XDP program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpModeSetting {
+    /// Native where the driver's XDP can redirect (mlx5, MANA), generic otherwise (ixgbevf,
+    /// iavf).
+    Auto,
+    /// In the driver's receive path; refused when the driver cannot redirect.
+    Native,
+    /// After the kernel built the skb: every interface has it.
+    Generic,
+}
+
+impl XdpModeSetting {
+    /// The backend's mode.
+    pub fn mode(self) -> vf::kernel::XdpMode {
+        match self {
+            XdpModeSetting::Auto => vf::kernel::XdpMode::Auto,
+            XdpModeSetting::Native => vf::kernel::XdpMode::Native,
+            XdpModeSetting::Generic => vf::kernel::XdpMode::Generic,
+        }
+    }
 }
 
 /// A list of CPUs, written as the kernel writes them: `0-3,6`.
@@ -136,6 +163,8 @@ pub struct Settings {
     pub vf: Option<VfPolicy>,
     /// VF backend.
     pub vf_backend: Option<VfBackend>,
+    /// AF_XDP's XDP mode.
+    pub xdp_mode: Option<XdpModeSetting>,
     /// Pollers' CPUs.
     pub cpus: Option<String>,
     /// sysfs root.
@@ -184,6 +213,7 @@ impl Settings {
             mtu: over.mtu.or(self.mtu),
             vf: over.vf.or(self.vf),
             vf_backend: over.vf_backend.or(self.vf_backend),
+            xdp_mode: over.xdp_mode.or(self.xdp_mode),
             cpus: over.cpus.or(self.cpus),
             sysfs_root: over.sysfs_root.or(self.sysfs_root),
             dev_root: over.dev_root.or(self.dev_root),
@@ -230,6 +260,8 @@ pub struct RunConfig {
     pub vf: VfPolicy,
     /// VF backend.
     pub vf_backend: VfBackend,
+    /// AF_XDP's XDP mode.
+    pub xdp_mode: XdpModeSetting,
     /// Pollers' CPUs (poller *i* on the *i mod n*-th); empty: not pinned.
     pub cpus: CpuList,
     /// sysfs root.
@@ -375,6 +407,7 @@ impl RunConfig {
             mtu,
             vf: s.vf.unwrap_or(VfPolicy::On),
             vf_backend: s.vf_backend.unwrap_or(VfBackend::Auto),
+            xdp_mode: s.xdp_mode.unwrap_or(XdpModeSetting::Auto),
             cpus,
             sysfs_root: s.sysfs_root.unwrap_or_else(|| "/sys".into()),
             dev_root: s.dev_root.unwrap_or_else(|| "/dev".into()),

@@ -37,7 +37,7 @@ use netvsc::nic::{NicConfig, SyntheticNic};
 use netvsc::vmbus::uio::{Guid, UioConfig, UioDevice};
 
 use capture::Capture;
-use config::{Application, ForwardMode, RunConfig, Settings, VfBackend, VfPolicy};
+use config::{Application, ForwardMode, RunConfig, Settings, VfBackend, VfPolicy, XdpModeSetting};
 use poller::{Lane, Phase, Scratch};
 use stats::{PortTotals, QueueCounters, Rates};
 
@@ -76,10 +76,18 @@ pub struct RunArgs {
     vf: Option<VfPolicy>,
 
     /// Which backend drives the VF: auto (the default: hvnet's own VFIO driver for an Intel
-    /// 82576/I350 VF, the kernel's netdev through AF_PACKET for any other — mlx5, MANA,
-    /// ixgbevf, iavf), vfio (hvnet's drivers only), kernel (the netdev only).
+    /// 82576/I350 VF, AF_XDP on the kernel's netdev for any other — mlx5, MANA, ixgbevf,
+    /// iavf — or a packet socket where AF_XDP cannot be set up), vfio (hvnet's drivers
+    /// only), afxdp (AF_XDP on the netdev, whatever the VF), kernel (a packet socket on the
+    /// netdev: the portable fallback).
     #[arg(long, value_enum, value_name = "BACKEND")]
     vf_backend: Option<VfBackend>,
+
+    /// Where the AF_XDP backend's XDP program runs: auto (the default: native where the
+    /// driver's XDP can redirect to a socket, as mlx5's and MANA's can; generic otherwise,
+    /// as for ixgbevf and iavf), native, generic.
+    #[arg(long, value_enum, value_name = "MODE")]
+    xdp_mode: Option<XdpModeSetting>,
 
     /// CPUs for the pollers, e.g. 2-3 (poller i on the i-th, round robin); default: not pinned.
     #[arg(long, value_name = "LIST")]
@@ -152,6 +160,7 @@ impl RunArgs {
             mtu: self.mtu,
             vf: self.vf,
             vf_backend: self.vf_backend,
+            xdp_mode: self.xdp_mode,
             cpus: self.cpus.clone(),
             sysfs_root: self.sysfs_root.clone(),
             dev_root: self.dev_root.clone(),
@@ -220,14 +229,24 @@ fn open_port(
             vfio.vfio.dev_root = config.dev_root.clone();
             // The kernel's interfaces are the namespace's own, under /sys whatever the root
             // the NetVSC was found under (hvnet sim-host's tree has no class/net).
+            let xdp = vf::kernel::XdpConfig {
+                mode: config.xdp_mode.mode(),
+                ..vf::kernel::XdpConfig::default()
+            };
             let kernel = KernelVfProvider {
                 pci_sysfs_root: config.sysfs_root.clone(),
+                xdp: Some(xdp),
+                packet_fallback: backend == VfBackend::Auto,
                 ..KernelVfProvider::default()
             };
             match backend {
                 VfBackend::Auto => Arc::new(AutoVfProvider { vfio, kernel }),
                 VfBackend::Vfio => Arc::new(vfio),
-                VfBackend::Kernel => Arc::new(kernel),
+                VfBackend::Afxdp => Arc::new(kernel),
+                VfBackend::Kernel => Arc::new(KernelVfProvider {
+                    xdp: None,
+                    ..kernel
+                }),
             }
         }
     };

@@ -249,7 +249,7 @@ pub const VF_INFO: Metric = Metric {
     name: "hvnet_vf_info",
     kind: Kind::Gauge,
     unit: Unit::Boolean,
-    help: "1 for the VF attached now, 0 for a VF attached before: its PCI address, association serial (empty when not seen) and the driver that runs it.",
+    help: "1 for the VF attached now, 0 for a VF attached before: its PCI address (its interface when it has none), association serial (empty when not seen) and the driver that runs it — for a VF the kernel keeps, with hvnet's transport: AF_XDP (native or generic XDP, zero-copy or copy) or AF_PACKET.",
     labels: &["device", "pci_address", "serial", "driver"],
     values: &[],
 };
