@@ -168,7 +168,7 @@ enum Command {
     /// what `hvnet bind` would do with each.
     ///
     /// Writes nothing. Actions read like "bind to vfio-pci (igbvf)", "leave on mlx5_core: no
-    /// hvnet driver; hvnet run uses it through the kernel (AF_PACKET)" or "refuse: carries the default route (on eth0)
+    /// hvnet driver; hvnet run uses it through the kernel (AF_XDP)" or "refuse: carries the default route (on eth0)
     /// (use --force)". A VF belongs to the NetVSC whose MAC its interface has; its slot is
     /// named by the serial the host associates it with. Examples:
     ///

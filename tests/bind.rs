@@ -579,7 +579,7 @@ fn on_azure_the_mlx5_vf_is_left_on_its_driver_and_reported() {
     );
     assert!(
         stdout(&out).contains(&format!(
-            "#   VF {MLX5_ETH1} 15b3:1016 slot 2: leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_PACKET)"
+            "#   VF {MLX5_ETH1} 15b3:1016 slot 2: leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_XDP)"
         )),
         "{}",
         stdout(&out)
@@ -607,7 +607,7 @@ fn status_on_azure_shows_every_nic_and_vf_and_what_bind_would_do() {
         &format!(
             "  VF {MLX5_ETH0}  15b3:1016  driver mlx5_core  slot 1  interface enP28497s1  MAC {ETH0_MAC}"
         ),
-        "    hvnet would: leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_PACKET)",
+        "    hvnet would: leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_XDP)",
         &format!("NetVSC {ETH1}  driver hv_netvsc  interface eth1  MAC {ETH1_MAC}"),
         "  hvnet would: bind to uio_hv_generic",
         &format!(
@@ -635,7 +635,7 @@ fn status_on_azure_shows_every_nic_and_vf_and_what_bind_would_do() {
     assert_eq!(vf["found_by"], "mac");
     assert_eq!(
         vf["action"],
-        "leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_PACKET)"
+        "leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_XDP)"
     );
     assert!(
         json["netvscs"][0]["action"]

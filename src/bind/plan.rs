@@ -28,8 +28,8 @@ use super::survey::{
 };
 
 /// What `hvnet run` does with a VF hvnet has no driver for: it uses it through its kernel
-/// driver (`--vf-backend auto`).
-pub const KERNEL_VF_PATH: &str = "hvnet run uses it through the kernel (AF_PACKET)";
+/// driver (`--vf-backend auto`: AF_XDP, or a packet socket where AF_XDP cannot be set up).
+pub const KERNEL_VF_PATH: &str = "hvnet run uses it through the kernel (AF_XDP)";
 
 /// What `hvnet bind` takes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -721,7 +721,7 @@ mod tests {
         let vf = &decisions.netvscs[1].vfs[0];
         assert_eq!(
             vf.action.describe(&vf.vf.function),
-            "leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_PACKET)"
+            "leave on mlx5_core: no hvnet driver; hvnet run uses it through the kernel (AF_XDP)"
         );
         let plan = bind_plan(&survey, decisions, &options()).unwrap();
         assert!(

@@ -27,6 +27,10 @@ pub struct VfStatus {
     pub found_by: Option<FoundBy>,
     /// What `hvnet bind` would do.
     pub action: String,
+    /// For a VF hvnet has no driver for, read from its interface's driver (`xdp_features`):
+    /// how `hvnet run` would reach it over AF_XDP. `None` off the live system or without an
+    /// interface.
+    pub afxdp: Option<String>,
 }
 
 /// One NetVSC.
@@ -69,11 +73,37 @@ pub struct Status {
     pub other_vfs: Vec<VfStatus>,
 }
 
-fn vf_status(function: &PciFunction, found_by: Option<FoundBy>, action: &VfAction) -> VfStatus {
+/// How `hvnet run --vf-backend auto` would run AF_XDP on `interface`, from what its driver's
+/// XDP can do.
+fn afxdp_plan(interface: &str) -> Option<String> {
+    let index = packet::netdev::interface_index(interface).ok()?;
+    Some(match vf::kernel::xdp::xdp_features(index) {
+        Ok(Some(f)) if f.can_redirect() => format!(
+            "native XDP (its driver redirects to sockets), {}",
+            if f.zero_copy() { "zero-copy" } else { "copy mode" }
+        ),
+        Ok(Some(_)) => "generic XDP (its driver's native XDP cannot redirect), copy mode".into(),
+        Ok(None) | Err(_) => {
+            "generic XDP (the kernel does not say what its driver's XDP can do), copy mode".into()
+        }
+    })
+}
+
+fn vf_status(
+    function: &PciFunction,
+    found_by: Option<FoundBy>,
+    action: &VfAction,
+    live: bool,
+) -> VfStatus {
+    let hvnet_driver = function.id.and_then(|id| id.hvnet_driver());
+    let afxdp = match (&function.interface, hvnet_driver, live) {
+        (Some(interface), None, true) => afxdp_plan(&interface.name),
+        _ => None,
+    };
     VfStatus {
         pci_address: function.bdf.clone(),
         id: function.id.map(|id| id.to_string()),
-        hvnet_driver: function.id.and_then(|id| id.hvnet_driver()),
+        hvnet_driver,
         driver: function.driver.clone(),
         serial: function.serial,
         interface: function.interface.as_ref().map(|i| i.name.clone()),
@@ -84,12 +114,15 @@ fn vf_status(function: &PciFunction, found_by: Option<FoundBy>, action: &VfActio
             .map(|m| m.to_string()),
         found_by,
         action: action.describe(function),
+        afxdp,
     }
 }
 
 /// The report of `survey` with the `decisions` of a default `hvnet bind`.
 pub fn status(survey: &Survey, decisions: &Decisions, state_file: Option<String>) -> Status {
     let system = &survey.system;
+    // Interfaces are only asked about on the machine's own tree.
+    let live = survey.root == std::path::Path::new("/sys");
     Status {
         sysfs_root: survey.root.display().to_string(),
         iommu: system.iommu,
@@ -115,14 +148,14 @@ pub fn status(survey: &Survey, decisions: &Decisions, state_file: Option<String>
                 vfs: plan
                     .vfs
                     .iter()
-                    .map(|v| vf_status(&v.vf.function, Some(v.vf.found_by), &v.action))
+                    .map(|v| vf_status(&v.vf.function, Some(v.vf.found_by), &v.action, live))
                     .collect(),
             })
             .collect(),
         other_vfs: decisions
             .others
             .iter()
-            .map(|(f, action)| vf_status(f, None, action))
+            .map(|(f, action)| vf_status(f, None, action, live))
             .collect(),
     }
 }
@@ -137,7 +170,7 @@ fn vf_lines(vf: &VfStatus, indent: &str) -> Vec<String> {
         (Some(id), None) => id.clone(),
         (None, _) => "?:?".into(),
     };
-    vec![
+    let mut lines = vec![
         format!(
             "{indent}VF {}  {id}  driver {}  slot {}  interface {}  MAC {}",
             vf.pci_address,
@@ -147,7 +180,11 @@ fn vf_lines(vf: &VfStatus, indent: &str) -> Vec<String> {
             opt(&vf.mac),
         ),
         format!("{indent}  hvnet would: {}", vf.action),
-    ]
+    ];
+    if let Some(afxdp) = &vf.afxdp {
+        lines.push(format!("{indent}  hvnet run would use AF_XDP: {afxdp}"));
+    }
+    lines
 }
 
 /// The report as lines of text.
