@@ -40,7 +40,7 @@ use std::sync::Arc;
 
 use packet::MacAddr;
 use vf::igbvf::{Igbvf, IgbvfConfig};
-use vf::kernel::{KernelVf, KernelVfConfig, XdpConfig};
+use vf::kernel::{KernelVf, KernelVfConfig, XdpConfig, XdpProgram};
 use vf::port::{VfPort, VfQueue};
 use vf::vfio::{VfioConfig, VfioDevice};
 
@@ -617,6 +617,27 @@ pub struct KernelVfProvider {
     /// With `xdp`: when AF_XDP cannot be set up (a kernel without XDP sockets, no CAP_BPF),
     /// open the VF with a packet socket instead of failing.
     pub packet_fallback: bool,
+    /// The XDP program, loaded at the first VF and kept for the next ones (shared by clones).
+    pub xdp_program: XdpProgramCache,
+}
+
+/// The XDP program a [`KernelVfProvider`] loaded, kept for every VF after the first: loading
+/// needs CAP_BPF and CAP_NET_ADMIN, attaching a loaded one needs nothing, so a VF that arrives
+/// later is served with CAP_NET_RAW alone (for its sockets).
+#[derive(Clone, Debug, Default)]
+pub struct XdpProgramCache(Arc<parking_lot::Mutex<Option<Arc<XdpProgram>>>>);
+
+impl XdpProgramCache {
+    /// The program, loaded now if it was not before.
+    pub fn get(&self) -> io::Result<Arc<XdpProgram>> {
+        let mut slot = self.0.lock();
+        if let Some(program) = slot.as_ref() {
+            return Ok(program.clone());
+        }
+        let program = Arc::new(XdpProgram::load()?);
+        *slot = Some(program.clone());
+        Ok(program)
+    }
 }
 
 impl Default for KernelVfProvider {
@@ -628,6 +649,7 @@ impl Default for KernelVfProvider {
             kernel: KernelVfConfig::default(),
             xdp: None,
             packet_fallback: false,
+            xdp_program: XdpProgramCache::default(),
         }
     }
 }
@@ -662,7 +684,18 @@ impl KernelVfProvider {
                 queues: request.queues.max(1),
                 ..xdp.clone()
             };
-            match KernelVf::open_xdp(&found.ifname, config.clone(), xdp) {
+            let opened = self
+                .xdp_program
+                .get()
+                .map_err(|source| vf::kernel::KernelVfError::Interface {
+                    ifname: found.ifname.clone(),
+                    op: "setting up XDP",
+                    source,
+                })
+                .and_then(|program| {
+                    KernelVf::open_xdp_with(&found.ifname, config.clone(), xdp, program)
+                });
+            match opened {
                 Ok((port, queues)) => {
                     let transport = port
                         .xdp_info()

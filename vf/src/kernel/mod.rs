@@ -67,7 +67,7 @@ use parking_lot::RwLock;
 
 pub use port::KernelVfPort;
 pub use queue::KernelVfQueue;
-pub use xdp::{XdpConfig, XdpInfo, XdpMode, XdpVfQueue};
+pub use xdp::{XdpConfig, XdpInfo, XdpMode, XdpProgram, XdpVfQueue};
 
 /// Ethernet header bytes.
 const ETH_HEADER: usize = 14;
@@ -307,11 +307,30 @@ impl KernelVf {
     /// Opens the VF whose kernel interface is `ifname` with AF_XDP (see [`xdp`]): its control
     /// handle and one queue per socket (`xdp.queues`, or fewer if the interface has fewer).
     /// `config.pool_buffers`, `socket_buffer` and `fence_stack` are not used: each socket's
-    /// UMEM is its pool, and redirected frames never reach the kernel's stack.
+    /// UMEM is its pool, and redirected frames never reach the kernel's stack. Loads a
+    /// program of its own (CAP_BPF and CAP_NET_ADMIN); see [`open_xdp_with`](Self::open_xdp_with).
     pub fn open_xdp(
         ifname: &str,
         config: KernelVfConfig,
         xdp: XdpConfig,
+    ) -> Result<(KernelVfPort, Vec<XdpVfQueue>), KernelVfError> {
+        let program = XdpProgram::load().map_err(|source| KernelVfError::Interface {
+            ifname: ifname.to_string(),
+            op: "setting up XDP",
+            source,
+        })?;
+        Self::open_xdp_with(ifname, config, xdp, Arc::new(program))
+    }
+
+    /// [`open_xdp`](Self::open_xdp) with a program loaded before (and shared by the VFs one
+    /// after another; each release empties the map slots it filled). Needs CAP_NET_RAW (the
+    /// sockets), and CAP_NET_ADMIN only when the interface's MTU or state must change; the
+    /// UMEMs count against RLIMIT_MEMLOCK unless CAP_IPC_LOCK.
+    pub fn open_xdp_with(
+        ifname: &str,
+        config: KernelVfConfig,
+        xdp: XdpConfig,
+        program: Arc<XdpProgram>,
     ) -> Result<(KernelVfPort, Vec<XdpVfQueue>), KernelVfError> {
         let fail = |op: &'static str| {
             let ifname = ifname.to_string();
@@ -348,8 +367,6 @@ impl KernelVf {
                 xdp::MAP_ENTRIES
             )));
         }
-        // Checked before anything is changed: the program needs CAP_BPF and CAP_NET_ADMIN.
-        let program = xdp::Program::load().map_err(fail("setting up XDP"))?;
         let Prepared {
             index,
             monitor,

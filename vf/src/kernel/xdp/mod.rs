@@ -186,14 +186,18 @@ pub fn program(map_fd: i32) -> [sys::BpfInsn; 6] {
     ]
 }
 
-/// The program and its map, loaded (not attached).
+/// The redirect program and its XSKMAP, loaded (not attached). Loading needs CAP_BPF and
+/// CAP_NET_ADMIN; attaching a loaded program (through a BPF link) and putting sockets in its
+/// map need no capability. So a program loaded once at start, and shared, lets every later
+/// VF arrival be served with CAP_NET_RAW alone (its sockets) — see
+/// [`KernelVf::open_xdp_with`](super::KernelVf::open_xdp_with).
 #[derive(Debug)]
-pub(super) struct Program {
-    pub map: OwnedFd,
-    pub prog: OwnedFd,
+pub struct XdpProgram {
+    pub(super) map: OwnedFd,
+    pub(super) prog: OwnedFd,
 }
 
-impl Program {
+impl XdpProgram {
     /// Creates the map and loads the program (needs CAP_BPF and CAP_NET_ADMIN).
     pub fn load() -> io::Result<Self> {
         let map = sys::create_xskmap(MAP_NAME, MAP_ENTRIES)
@@ -221,7 +225,7 @@ pub(super) struct Sockets {
     /// One socket per queue; `None` once released.
     pub queues: Vec<parking_lot::Mutex<Option<Xsk>>>,
     /// The program and its map (kept for the link's life).
-    pub program: Program,
+    pub program: std::sync::Arc<XdpProgram>,
     /// The link that attaches the program; closing it detaches it.
     pub link: parking_lot::Mutex<Option<OwnedFd>>,
     /// What the transport ended up with.

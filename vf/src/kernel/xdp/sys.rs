@@ -578,3 +578,49 @@ pub fn genetlink_socket() -> io::Result<OwnedFd> {
     }
     Ok(owned(raw as libc::c_long))
 }
+
+/// `CAP_NET_RAW`.
+#[cfg(test)]
+pub const CAP_NET_RAW: u32 = 13;
+
+/// Leaves the calling thread (capabilities are per thread) with only the capabilities in
+/// `keep`, effective and permitted, none inheritable. It cannot take the others back.
+#[cfg(test)]
+pub fn keep_only_capabilities(keep: &[u32]) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    // _LINUX_CAPABILITY_VERSION_3: two 32-bit words of each set.
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    for &cap in keep {
+        let word = &mut data[(cap / 32) as usize];
+        word.effective |= 1 << (cap % 32);
+        word.permitted |= 1 << (cap % 32);
+    }
+    // SAFETY: `header` and `data` are owned here, of the layout capset(2) reads for version 3
+    // (a header and two data words); the kernel only reads them.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

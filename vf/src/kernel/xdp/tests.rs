@@ -398,6 +398,42 @@ fn a_hundred_open_release_and_removal_cycles_leak_no_fd_socket_program_or_umem()
     });
 }
 
+/// With the program loaded beforehand, a thread left with CAP_NET_RAW alone serves a VF:
+/// attaching (through a link), the sockets, the map, the frames. Without the program it is
+/// refused with a clear error.
+#[test]
+fn with_the_program_loaded_at_start_a_vf_needs_only_cap_net_raw() {
+    with_veth("afxdp_least_privilege", || {
+        let program = std::sync::Arc::new(XdpProgram::load().expect("loading as root"));
+        sys::keep_only_capabilities(&[sys::CAP_NET_RAW]).expect("dropping capabilities");
+        let config = KernelVfConfig {
+            mtu: 1500,
+            mac: MAC,
+            ..KernelVfConfig::default()
+        };
+        let xdp = XdpConfig {
+            mode: XdpMode::Native,
+            ring_size: 256,
+            chunks: 1024,
+            ..XdpConfig::default()
+        };
+        let refused = KernelVf::open_xdp(VF, config.clone(), xdp.clone()).unwrap_err();
+        assert!(refused.to_string().contains("setting up XDP"), "{refused}");
+        for round in 0..2u32 {
+            let (port, mut queues) =
+                KernelVf::open_xdp_with(VF, config.clone(), xdp.clone(), program.clone())
+                    .expect("serving the VF with CAP_NET_RAW");
+            let peer = peer_socket();
+            netdev::send_frame(peer.as_fd(), &frame(MAC, PEER_MAC, round, 64)).unwrap();
+            let got = rx(&mut queues[0], 1);
+            assert_eq!(tx_all(&mut queues[0], got), 1);
+            assert_eq!(attached_xdp(), "xdp");
+            port.release().unwrap();
+            assert_eq!(attached_xdp(), "", "round {round}");
+        }
+    });
+}
+
 #[test]
 fn bad_settings_are_refused_before_anything_changes() {
     with_veth("afxdp_settings", || {
