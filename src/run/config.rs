@@ -448,6 +448,7 @@ mod tests {
             mtu = 9000
             vf = "off"
             vf-backend = "kernel"
+            xdp-mode = "generic"
             cpus = "2-3,6"
             sysfs-root = "/tmp/sim"
             dev-root = "/tmp/sim/dev"
@@ -470,6 +471,7 @@ mod tests {
         );
         assert_eq!((c.queues, c.mtu, c.vf), (4, 9000, VfPolicy::Off));
         assert_eq!(c.vf_backend, VfBackend::Kernel);
+        assert_eq!(c.xdp_mode, XdpModeSetting::Generic);
         assert_eq!(c.cpus, CpuList(vec![2, 3, 6]));
         assert_eq!(c.sysfs_root, PathBuf::from("/tmp/sim"));
         assert!(matches!(
