@@ -566,7 +566,7 @@ mod tests {
             ),
             (
                 "tap = \"x\"\nvf-backend = \"dpdk\"",
-                "unknown variant `dpdk`, expected one of `auto`, `vfio`, `kernel`",
+                "unknown variant `dpdk`, expected one of `auto`, `vfio`, `afxdp`, `kernel`",
             ),
             (
                 "tap = \"x\"\ntx-first = true",
