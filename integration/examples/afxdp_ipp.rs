@@ -43,10 +43,7 @@ fn main() {
     let len: usize = len.parse().expect(usage);
     let count: u64 = count.parse().expect(usage);
     assert!((60..=1514).contains(&len), "{usage}");
-    assert!(
-        netns::runnable("afxdp_ipp"),
-        "afxdp_ipp needs root and ip"
-    );
+    assert!(netns::runnable("afxdp_ipp"), "afxdp_ipp needs root and ip");
     let done = in_new_namespace("afxdp_ipp", move || run(&dir, len, count, mode));
     println!("packets {done}");
 }

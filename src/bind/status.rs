@@ -80,7 +80,11 @@ fn afxdp_plan(interface: &str) -> Option<String> {
     Some(match vf::kernel::xdp::xdp_features(index) {
         Ok(Some(f)) if f.can_redirect() => format!(
             "native XDP (its driver redirects to sockets), {}",
-            if f.zero_copy() { "zero-copy" } else { "copy mode" }
+            if f.zero_copy() {
+                "zero-copy"
+            } else {
+                "copy mode"
+            }
         ),
         Ok(Some(_)) => "generic XDP (its driver's native XDP cannot redirect), copy mode".into(),
         Ok(None) | Err(_) => {

@@ -41,7 +41,7 @@
 //! offload off on the VF (`ethtool -K <vf> rxvlan off`). A tag asked for out of band on
 //! transmit is inserted in the frame.
 
-mod features;
+pub mod features;
 pub(super) mod queue;
 pub(super) mod ring;
 pub(super) mod sys;
