@@ -250,12 +250,18 @@ impl FailoverQueue {
         };
         let n = vf.lock().rx_burst(out, max);
         QueueCounters::add(&self.shared.counters.rx_vf, n);
-        if n < max
-            && let Some(g) = self.drain_generation.take()
-        {
-            self.shared.link.mark_drained(g, &self.handshake);
+        if n < max && self.drain_generation.is_some() {
+            self.report_drained();
         }
         n
+    }
+
+    /// The VF's receive ring was read until empty while a drain was awaited: report it, once.
+    #[cold]
+    fn report_drained(&mut self) {
+        if let Some(g) = self.drain_generation.take() {
+            self.shared.link.mark_drained(g, &self.handshake);
+        }
     }
 
     fn rx_from_synthetic(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
@@ -288,9 +294,9 @@ impl FailoverQueue {
         let room = HELD_MAX.saturating_sub(self.held.len()).min(max);
         if due && room > 0 {
             self.synthetic_skipped = 0;
-            let mut held = std::mem::take(&mut self.held);
-            let got = self.rx_from_synthetic(&mut held, room);
-            self.held = held;
+            // Straight into `held` (no `take` and put back, which drops an empty vector).
+            let got = self.synthetic.rx_burst(&mut self.held, room);
+            QueueCounters::add(&self.shared.counters.rx_synthetic, got);
             self.synthetic_skip = if got == 0 { SYNTHETIC_IDLE_SKIP } else { 0 };
         }
         if self.held.is_empty() || n == max {
@@ -387,9 +393,8 @@ impl FailoverQueue {
         let n = self.rx_from_vf(out, max);
         let room = HELD_MAX.saturating_sub(self.held.len()).min(max);
         if room > 0 {
-            let mut held = std::mem::take(&mut self.held);
-            self.rx_from_synthetic(&mut held, room);
-            self.held = held;
+            let got = self.synthetic.rx_burst(&mut self.held, room);
+            QueueCounters::add(&self.shared.counters.rx_synthetic, got);
         }
         n
     }

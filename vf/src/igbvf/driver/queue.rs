@@ -13,11 +13,11 @@
 //! `release`. `forget_tx` empties the ring, so a second call counts nothing.
 //!
 //! Buffer ownership: every RX slot holds the [`Packet`] whose bus address is posted in its
-//! descriptor; the packet leaves the slot only when the device has written it back (`DD`).
+//! descriptor; its buffer leaves the slot only when the device has written it back (`DD`).
 //! The TX ring's `in_flight` holds, oldest first, the packets of the descriptors before
-//! `next_use` that the device is reading, each until its `DD`. A packet dropped returns to its pool.
+//! `next_use` that the device is reading, each until its `DD`. A packet dropped (or freed in
+//! a batch) returns to its pool.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{Ordering, fence};
 use std::time::Instant;
@@ -80,7 +80,7 @@ pub(crate) enum QueueState {
 #[derive(Debug)]
 pub(crate) struct RxRing {
     pub(crate) ring: DescRing,
-    /// Always full: a slot's packet is swapped out only for a fresh one. Every slot's packet
+    /// Always full: a slot's buffer is swapped out only for a fresh one. Every slot's packet
     /// is empty with the default headroom (as `Pool::alloc` makes it): nothing changes it
     /// while it is posted.
     pub(crate) slots: Vec<Packet>,
@@ -97,8 +97,9 @@ pub(crate) struct TxRing {
     pub(crate) ring: DescRing,
     /// The packets of the descriptors the device has not completed, oldest first: the last
     /// is posted at `next_use - 1`. At most `size - 1` (its capacity is `size`, so it never
-    /// allocates).
-    pub(crate) in_flight: VecDeque<Packet>,
+    /// allocates). A plain vector: a burst is appended with one copy and a completed run
+    /// freed in one batch from the front (moving what is left, usually nothing, forward).
+    pub(crate) in_flight: Vec<Packet>,
     /// Next descriptor to fill (`< size`); the tail register.
     pub(crate) next_use: usize,
 }
@@ -123,22 +124,33 @@ pub(crate) struct QueueInner {
 #[derive(Debug)]
 pub(crate) struct DmaReach {
     device: Arc<dyn VfDevice>,
-    /// Pools seen so far (the queue's own first) and whether the device reaches them.
+    /// Pools seen so far (the queue's own first) and whether the device reaches them; the
+    /// pool asked about last is last.
     known: Vec<(Pool, bool)>,
+    /// A copy of the last entry of `known`, where the fast path looks without indexing.
+    last: (Pool, bool),
 }
 
 /// Pools a queue remembers (the least recently used is forgotten first).
 const REACH_CACHE: usize = 8;
 
 impl DmaReach {
+    /// Knows the queue's own pool, which the device reaches.
+    fn new(device: Arc<dyn VfDevice>, own: Pool) -> Self {
+        Self {
+            device,
+            known: vec![(own.clone(), true)],
+            last: (own, true),
+        }
+    }
+
     /// Whether the device can read `packet`'s buffer at its bus address.
     #[inline]
     pub(crate) fn reaches(&mut self, packet: &Packet) -> bool {
-        // The pool asked about last first: a burst's frames come from one pool.
-        if let Some((pool, reachable)) = self.known.last()
-            && packet.is_from(pool)
-        {
-            return *reachable;
+        // The pool asked about last first: a burst's frames come from one pool (at first the
+        // queue's own).
+        if packet.is_from(&self.last.0) {
+            return self.last.1;
         }
         self.lookup(packet)
     }
@@ -149,6 +161,7 @@ impl DmaReach {
             // Move it last, where the fast path looks.
             let entry = self.known.remove(i);
             let reachable = entry.1;
+            self.last = entry.clone();
             self.known.push(entry);
             return reachable;
         }
@@ -157,6 +170,7 @@ impl DmaReach {
         if self.known.len() == REACH_CACHE {
             self.known.remove(0);
         }
+        self.last = (pool.clone(), reachable);
         self.known.push((pool, reachable));
         reachable
     }
@@ -233,10 +247,7 @@ impl QueueInner {
             })?;
             slots.push(packet);
         }
-        let reach = DmaReach {
-            device: device.clone(),
-            known: vec![(pool.clone(), true)],
-        };
+        let reach = DmaReach::new(device.clone(), pool.clone());
         Ok(Self {
             name,
             queue,
@@ -252,7 +263,7 @@ impl QueueInner {
             },
             tx: TxRing {
                 ring: tx_mem,
-                in_flight: VecDeque::with_capacity(size),
+                in_flight: Vec::with_capacity(size),
                 next_use: 0,
             },
             counters: QueueCounters::default(),

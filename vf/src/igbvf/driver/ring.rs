@@ -70,6 +70,13 @@ pub(crate) fn post(desc: &Desc, bytes: [u8; DESC_SIZE]) {
     desc[1].store(words[1], Ordering::Relaxed);
 }
 
+/// Whether the device has written `desc` back (`DD` set; see [`written_back`]), without
+/// copying it: a look ahead, to be followed by `written_back` before anything is used.
+#[inline]
+pub(crate) fn is_done(desc: &Desc, dd: u64) -> bool {
+    u64::from_le(desc[1].load(Ordering::Relaxed)) & dd != 0
+}
+
 /// Copies a descriptor once the device has written it back, for the caller to validate.
 /// `dd` is the `DD` bit as it sits in the little-endian value of word 1 (bytes 8..16, which
 /// hold the status word in both write-back formats).

@@ -8,6 +8,16 @@
 //! orders them before the single `RDT` write at the end of the burst, so the device never
 //! fetches a half-written descriptor.
 //!
+//! Buffers: a burst first looks (a plain load of the status word, no copy) how many
+//! descriptors are done, takes that many fresh buffers from the pool in one batch
+//! (`Pool::alloc_bulk`, appended to the caller's `out`), then copies and checks each
+//! descriptor as above. A good frame's buffer is swapped with the next fresh one
+//! (`Packet::swap_buffers`): the frame goes out in the packet already in `out`, the slot keeps
+//! an empty packet over the fresh buffer. Fresh buffers left over (a rejected write-back keeps
+//! its slot's buffer) go back in one batch. The common case is tested once per frame
+//! (`RxWriteback::good_frame`); only a write-back it refuses goes through the full parser, to
+//! be counted.
+//!
 //! The device is untrusted: a write-back the parser rejects is counted in
 //! `rx_descriptor_errors` and its slot re-armed with the same buffer; the length used is the
 //! validated one, never more than the posted buffer.
@@ -23,7 +33,7 @@ use packet::Packet;
 use super::queue::QueueInner;
 use super::ring::{self, Desc};
 use crate::igbvf::descriptors::{
-    AdvRxDescRead, DescriptorError, RxChaining, RxCompletion, RxWriteback,
+    AdvRxDescRead, DESC_SIZE, DescriptorError, RxChaining, RxCompletion, RxWriteback,
 };
 use crate::igbvf::regs::rdt;
 
@@ -35,46 +45,69 @@ impl QueueInner {
     /// Harvests up to `max` frames into `out`; see the module docs.
     pub(crate) fn rx_burst(&mut self, out: &mut Vec<Packet>, max: usize, queue: u16) -> usize {
         let rx = &mut self.rx;
-        let descs = rx.ring.descs();
         let mask = rx.ring.mask();
-        let mut next = rx.next;
+        // Both `size` long, so indices masked with `mask` need no bounds check.
+        let descs = &rx.ring.descs()[..=mask];
+        let slots = &mut rx.slots[..=mask];
+        let start = rx.next;
+        // At most one lap, so a device that keeps writing back cannot hold the poller. First
+        // look: how many descriptors are done, to take their fresh buffers in one batch.
+        let limit = max.min(descs.len());
+        let mut ready = 0;
+        while ready < limit && ring::is_done(&descs[(start + ready) & mask], DD) {
+            ready += 1;
+        }
+        if ready == 0 {
+            return 0;
+        }
+        // The fresh buffers go straight to the end of `out`; each good frame is swapped with
+        // the next of them, so `out` ends with the frames, in ring order.
+        let base = out.len();
+        let got = rx.pool.alloc_bulk(out, ready);
+        let fresh = &mut out[base..];
         let mut handed = 0;
         let mut cleaned = 0;
         let mut bytes_total = 0u64;
-        // At most one lap, so a device that keeps writing back cannot hold the poller.
-        while cleaned < descs.len() && handed < max {
-            let i = next & mask;
+        while cleaned < ready {
+            let i = (start + cleaned) & mask;
+            // Copied once, and only this copy is used. A device that took `DD` back since the
+            // first look ends the burst there.
             let Some(bytes) = ring::written_back(&descs[i], DD) else {
                 break;
             };
-            let slot = &mut rx.slots[i];
-            match RxWriteback::parse(&bytes, rx.buf_size, RxChaining::SingleDescriptor) {
-                Ok(Some(c)) if !c.frame_error => match rx.pool.alloc() {
+            let slot = &mut slots[i];
+            match RxWriteback::good_frame(&bytes, rx.buf_size) {
+                Some(frame) => match fresh.get_mut(handed) {
                     Some(fresh) => {
-                        // The frame is completed in its slot, then handed out with one move.
-                        // `parse` bounded the length by the posted buffer size, which the
-                        // packet's buffer holds after its headroom.
-                        slot.set_len(usize::from(c.length));
-                        slot.meta.queue = queue;
-                        slot.meta.vlan_tci = c.vlan;
-                        bytes_total += u64::from(c.length);
-                        out.push(std::mem::replace(slot, fresh));
+                        // The device wrote into the slot's buffer: that buffer moves to the
+                        // fresh packet, which is handed out; the slot's packet, empty as
+                        // posted, takes the fresh buffer. `good_frame` bounded the length by
+                        // the posted buffer size, which the buffer holds after its headroom.
+                        fresh.swap_buffers(slot);
+                        fresh.set_len(usize::from(frame.length));
+                        fresh.meta.queue = queue;
+                        fresh.meta.vlan_tci = frame.vlan;
+                        bytes_total += u64::from(frame.length);
                         handed += 1;
                     }
                     None => self.counters.rx_no_buffer += 1,
                 },
                 // `DD` is set in the copy, so `parse` never says the device still owns it.
-                rejected => count_rejected(&mut self.counters, rejected),
+                None => count_rejected(&mut self.counters, &bytes, rx.buf_size),
             }
             // The slot's packet is empty (a fresh one, or the one posted, untouched).
             post(&descs[i], slot);
-            next = i + 1;
             cleaned += 1;
         }
+        if handed < got {
+            // Rejected write-backs kept their buffers: the spare fresh ones go back.
+            return_fresh(out, base + handed);
+        }
+        let next = start + cleaned;
+        rx.next = next & mask;
+        self.counters.rx_packets += handed as u64;
+        self.counters.rx_bytes += bytes_total;
         if cleaned > 0 {
-            rx.next = next & mask;
-            self.counters.rx_packets += handed as u64;
-            self.counters.rx_bytes += bytes_total;
             // Re-armed descriptors before the tail moves past them.
             fence(Ordering::SeqCst);
             let tail = next.wrapping_sub(1) & mask;
@@ -101,7 +134,7 @@ impl QueueInner {
             };
             match RxWriteback::parse(&bytes, self.rx.buf_size, RxChaining::SingleDescriptor) {
                 Ok(Some(c)) if !c.frame_error => self.counters.rx_dropped_reset += 1,
-                rejected => count_rejected(&mut self.counters, rejected),
+                rejected => count_parsed(&mut self.counters, rejected),
             }
             post(&descs[i], &self.rx.slots[i]);
             self.rx.next = (i + 1) & mask;
@@ -126,10 +159,27 @@ fn post(desc: &Desc, packet: &Packet) {
     );
 }
 
-/// Counts a write-back that hands out no frame: rejected by the parser, or a frame the device
-/// flagged as errored. Rare, so out of the burst's loop.
+/// Gives the fresh buffers a burst did not use (`out[from..]`) back to their pool. Rare:
+/// only after a rejected or errored write-back, or a device that took `DD` back.
 #[cold]
-fn count_rejected(
+fn return_fresh(out: &mut Vec<Packet>, from: usize) {
+    packet::pool::free_bulk(out.drain(from..));
+}
+
+/// Counts a write-back that hands out no frame (`good_frame` said `None` with `DD` set):
+/// rejected by the parser, or a frame the device flagged as errored. Rare, so out of the
+/// burst's loop.
+#[cold]
+fn count_rejected(counters: &mut super::QueueCounters, bytes: &[u8; DESC_SIZE], buf_size: usize) {
+    count_parsed(
+        counters,
+        RxWriteback::parse(bytes, buf_size, RxChaining::SingleDescriptor),
+    );
+}
+
+/// Counts what `parse` made of a write-back that hands out no frame.
+#[cold]
+fn count_parsed(
     counters: &mut super::QueueCounters,
     parsed: Result<Option<RxCompletion>, DescriptorError>,
 ) {

@@ -5,18 +5,17 @@
 //! other word is copied and the 16 bytes checked with [`TxWriteback::is_done`]
 //! (`ring::written_back`); only then is the packet released to its pool (the device is done
 //! reading it). Reclaim reads write-backs up to the first one not done, then releases that run
-//! of packets and counts them once. New descriptors are written with plain stores; a `SeqCst`
-//! fence orders them (and the frame bytes the caller wrote) before the single `TDT` write of
-//! the burst.
+//! of packets (one batch back to their pools, `packet::pool::free_bulk`) and counts them once.
+//! New descriptors are written with plain stores; a `SeqCst` fence orders them (and the frame
+//! bytes the caller wrote) before the single `TDT` write of the burst.
 //!
 //! One descriptor per frame, with `EOP | IFCS | RS | DEXT` and `DTYP` data; at most
 //! `ring_size - 1` descriptors are in flight, so `TDT == TDH` always means "empty". A frame
 //! that is empty or longer than MTU + 14 bytes is taken, dropped and counted (`tx_dropped`).
-//! Reachability: a frame from the queue's own pool needs no question; any other is asked of
-//! the queue's `DmaReach` (which answers from its last pool first), and bounced when the
-//! device cannot reach it.
+//! Reachability: every frame is asked of the queue's `DmaReach`, which answers a frame from
+//! the pool it was asked about last (at first the queue's own) with one pointer comparison,
+//! and bounced when the device cannot reach it.
 
-use std::collections::VecDeque;
 use std::num::NonZeroU16;
 use std::sync::atomic::{Ordering, fence};
 
@@ -35,11 +34,12 @@ const DD: u64 = (tx_status::DD as u64) << 32;
 impl QueueInner {
     /// Releases every descriptor the device completed, oldest first; returns how many.
     /// Write-backs are read up to the first one not done, then the run's packets go back to
-    /// their pools and are counted, once.
+    /// their pools in one batch and are counted, once.
     pub(crate) fn reclaim_tx(&mut self) -> usize {
         let tx = &mut self.tx;
-        let descs = tx.ring.descs();
         let mask = tx.ring.mask();
+        // `size` long, so indices masked with `mask` need no bounds check.
+        let descs = &tx.ring.descs()[..=mask];
         let oldest = tx.next_use.wrapping_sub(tx.in_flight.len());
         let mut done = 0;
         while done < tx.in_flight.len() {
@@ -48,8 +48,13 @@ impl QueueInner {
                 _ => break,
             }
         }
-        let bytes: usize = tx.in_flight.range(..done).map(Packet::len).sum();
-        tx.in_flight.drain(..done);
+        if done == 0 {
+            return 0;
+        }
+        let bytes: usize = tx.in_flight[..done].iter().map(Packet::len).sum();
+        // One lock per pool for the whole run, not one per frame. The packets still in flight
+        // (those the device has not caught up with yet) move to the front.
+        packet::pool::free_bulk(tx.in_flight.drain(..done));
         self.counters.tx_packets += done as u64;
         self.counters.tx_bytes += bytes as u64;
         done
@@ -61,9 +66,10 @@ impl QueueInner {
     pub(crate) fn tx_burst(&mut self, frames: &mut Vec<Packet>) -> usize {
         self.reclaim_tx();
         let max = self.max_tx_frame;
-        let descs = self.tx.ring.descs();
         let mask = self.tx.ring.mask();
+        let descs = &self.tx.ring.descs()[..=mask];
         let free = mask - self.tx.in_flight.len();
+        let next_use = self.tx.next_use;
         // First pass: how many to take, bouncing the ones the device cannot read, and their
         // descriptors (which the device reads only once the tail moves past them).
         let mut taken = 0;
@@ -76,16 +82,13 @@ impl QueueInner {
             if posted == free {
                 break;
             }
-            // The queue's own pool first: the device reaches it, and it is where frames
-            // normally come from.
-            if !frame.is_from(&self.rx.pool)
-                && !self.reach.reaches(frame)
-                && !bounce(frame, &self.rx.pool, &mut self.counters)
-            {
+            // One pointer comparison for a frame from the pool the last one came from (at
+            // first the queue's own, which the device reaches).
+            if !self.reach.reaches(frame) && !bounce(frame, &self.rx.pool, &mut self.counters) {
                 break;
             }
             let desc = AdvTxDataDesc::frame(frame.bus_addr(), len);
-            ring::post(&descs[(self.tx.next_use + posted) & mask], desc.to_bytes());
+            ring::post(&descs[(next_use + posted) & mask], desc.to_bytes());
             taken += 1;
             posted += 1;
         }
@@ -94,27 +97,30 @@ impl QueueInner {
         }
         // Second pass: the frames posted into the ring's keeping, in the same order; the
         // others dropped.
-        self.counters.tx_dropped += (taken - posted) as u64;
         if taken == frames.len() && taken == posted {
-            // The whole burst, in one copy: the caller's buffer lent to a deque (no
-            // allocation either way), appended, and given back empty.
-            let mut burst = VecDeque::from(std::mem::take(frames));
-            self.tx.in_flight.append(&mut burst);
-            *frames = Vec::from(burst);
+            // The whole burst, in one copy (no allocation: `in_flight` has room for a ring).
+            self.tx.in_flight.append(frames);
         } else {
-            for frame in frames.drain(..taken) {
-                if sendable_len(&frame, max).is_some() {
-                    self.tx.in_flight.push_back(frame);
-                }
-            }
+            self.counters.tx_dropped += (taken - posted) as u64;
+            keep_sendable(frames.drain(..taken), &mut self.tx.in_flight, max);
         }
         if posted > 0 {
-            self.tx.next_use = (self.tx.next_use + posted) & mask;
+            self.tx.next_use = (next_use + posted) & mask;
             // Descriptors and frame bytes before the tail moves past them.
             fence(Ordering::SeqCst);
             self.bar.write32(tdt(self.queue), self.tx.next_use as u32);
         }
         taken
+    }
+}
+
+/// Moves the sendable ones of `frames` into `in_flight`, in order, and drops the others.
+#[cold]
+fn keep_sendable(frames: impl Iterator<Item = Packet>, in_flight: &mut Vec<Packet>, max: u16) {
+    for frame in frames {
+        if sendable_len(&frame, max).is_some() {
+            in_flight.push(frame);
+        }
     }
 }
 
