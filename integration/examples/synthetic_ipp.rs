@@ -76,7 +76,8 @@ fn main() {
                     burst.push(pool.alloc_from(&frame).expect("pool"));
                 }
                 done += guest_tx_burst(queue, &mut burst) as u64;
-                wait_host(&|h| h.tx_completions >= done);
+                // Every frame in, and every send (a section holds several) completed.
+                wait_host(&|h| h.tx_packets >= done && h.tx_completions >= h.tx_sends);
                 while host.external().try_recv().is_some() {}
                 // Collect the completions of this burst (they free sections and slots).
                 guest_rx_burst(queue, &mut out);

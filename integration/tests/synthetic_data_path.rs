@@ -161,8 +161,9 @@ fn a_full_ring_pushes_back_and_loses_nothing_when_the_host_resumes() {
     let dst = MacAddr([0x02, 0, 0, 0, 0, 9]);
     rig.host.inject_fault(Fault::StopReading);
 
-    // Offer far more than a 16 KiB ring holds; tx_burst must stop taking frames.
-    let mut pending: Vec<_> = (0..400)
+    // Offer far more than a 16 KiB ring holds (several frames share a send section: 1200
+    // frames are some 400 sends); tx_burst must stop taking frames.
+    let mut pending: Vec<_> = (0..1200)
         .map(|i| pool.alloc_from(&test_frame(dst, 0, i, 1514)).unwrap())
         .collect();
     let queue = &mut rig.queues[0];
@@ -173,7 +174,7 @@ fn a_full_ring_pushes_back_and_loses_nothing_when_the_host_resumes() {
     assert!(taken > 0, "the ring took nothing");
     assert!(
         !pending.is_empty(),
-        "a stopped host cannot absorb 400 frames"
+        "a stopped host cannot absorb 1200 frames"
     );
     assert!(queue.stats().tx_ring_full > 0 || queue.stats().tx_no_section > 0);
 
@@ -181,7 +182,7 @@ fn a_full_ring_pushes_back_and_loses_nothing_when_the_host_resumes() {
     send_all(queue, pending);
     let deadline = Instant::now() + DEADLINE;
     let mut seq = 0;
-    while seq < 400 {
+    while seq < 1200 {
         let mut sink = Vec::new();
         rig.queues[0].rx_burst(&mut sink, 64);
         if let Some(f) = rig.host.external().recv(Duration::from_millis(10)) {
@@ -190,7 +191,7 @@ fn a_full_ring_pushes_back_and_loses_nothing_when_the_host_resumes() {
         }
         assert!(
             Instant::now() < deadline,
-            "{seq} of 400 frames after resume"
+            "{seq} of 1200 frames after resume"
         );
     }
 }

@@ -92,6 +92,8 @@ pub struct HostStats {
     pub control_messages: u64,
     /// RNDIS status indications sent (link, network change, offload config).
     pub indications: u64,
+    /// Data sends (NVSP 107 on a queue) processed, each holding one or more frames.
+    pub tx_sends: u64,
     /// Sends completed (NVSP 108 written; a duplicated completion counts once).
     pub tx_completions: u64,
     /// Send completions withheld by [`Fault::DropCompletions`](super::Fault::DropCompletions).
@@ -146,6 +148,7 @@ pub(crate) struct StatsCell {
     pub subchannels_open: AtomicU16,
     pub control_messages: AtomicU64,
     pub indications: AtomicU64,
+    pub tx_sends: AtomicU64,
     pub tx_completions: AtomicU64,
     pub tx_completions_dropped: AtomicU64,
     pub rx_completions: AtomicU64,
@@ -252,6 +255,7 @@ impl StatsCell {
             subchannels_open: self.subchannels_open.load(Ordering::Relaxed),
             control_messages: load(&self.control_messages),
             indications: load(&self.indications),
+            tx_sends: load(&self.tx_sends),
             tx_completions: load(&self.tx_completions),
             tx_completions_dropped: load(&self.tx_completions_dropped),
             rx_completions: load(&self.rx_completions),

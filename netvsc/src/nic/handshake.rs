@@ -144,7 +144,11 @@ impl NicShared {
         });
         self.control.reset(0..control as u32);
 
-        self.rndis_initialize(steps.bound())?;
+        let device = self.rndis_initialize(steps.bound())?;
+        let aggregation = super::tx::Aggregation {
+            max_packets: device.max_packets_per_message,
+            alignment_factor: device.packet_alignment_factor,
+        };
         self.query_device(plan.keep_mac, version, steps)?;
 
         let granted = if plan.subchannels > 0 && version >= nvsp::VERSION_5 {
@@ -187,6 +191,7 @@ impl NicShared {
                 start as u32,
                 count,
                 self.gpa_capable,
+                aggregation,
             );
             st.ready = st.chan.is_some();
         }

@@ -574,7 +574,7 @@ impl SyntheticQueue {
         if st.chan.is_none() {
             return 0;
         }
-        st.tx.outstanding()
+        st.tx.outstanding_frames()
     }
 
     fn queue(&self) -> &QueueShared {

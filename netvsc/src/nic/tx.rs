@@ -3,19 +3,26 @@
 //! Each frame is framed as an RNDIS PACKET (44-byte header, plus an 802.1Q PPI when
 //! `meta.vlan_tci` is set) inside NVSP 107 with completion requested:
 //!
-//! - **Section copy**: header and frame are copied into a free section of the send buffer and
-//!   an in-band packet names the section; the pool buffer is released at once. Sections are
-//!   partitioned per queue (`[base, base + count)`, no cross-queue lock); a section is owned by
-//!   the host until the completion that carries its tid.
+//! - **Section copy**: header and frame are copied into a section of the send buffer and an
+//!   in-band packet names the section; the pool buffer is released at once. Frames of one burst
+//!   share a section, as Linux and DPDK pack them (aggregation): each RNDIS PACKET starts on the
+//!   host's alignment (`2^packet_alignment_factor`, the previous message's length grown over
+//!   the padding), at most the host's `max_packets_per_message` in one section, and one NVSP
+//!   107 names them all. A section is sent when the next frame does not fit it, before a frame
+//!   that goes another way (GPA direct, or dropped), and at the end of the burst: a frame never
+//!   waits for the next burst. Sections are partitioned per queue (`[base, base + count)`, no
+//!   cross-queue lock); a section is owned by the host until the completion that carries its
+//!   tid.
 //! - **GPA direct**: the header is pushed into the packet's headroom and one GPA range covers
 //!   header and frame (the pool buffer is contiguous in bus addresses); the packet is held in
 //!   the in-flight table until its completion.
 //!
 //! Invariants: at most [`MAX_OUTSTANDING`] sends per channel are outstanding (the host stops
-//! reading beyond 1024); every frame `transmit` takes is sent or counted in `tx_dropped`; a
-//! completion frees exactly the slot reserved under its tid (a stale or duplicate tid matches
-//! nothing and is counted in `unknown_completions`); a status other than success counts
-//! `tx_failed` and frees the resources all the same.
+//! reading beyond 1024); every frame `transmit` takes is sent or counted in `tx_dropped` (a
+//! section whose NVSP message does not fit the ring gives its frames back: they were not
+//! taken); a completion frees exactly the slot reserved under its tid (a stale or duplicate
+//! tid matches nothing and is counted in `unknown_completions`); a status other than success
+//! counts every frame of that send in `tx_failed` and frees the resources all the same.
 
 use packet::{Packet, Pool, SharedMemory};
 
@@ -34,6 +41,9 @@ pub(crate) const MAX_OUTSTANDING: usize = 1024 - 16;
 /// Largest RNDIS header the guest writes (the header and two PPIs).
 const MAX_HEADER: usize = rndis::PACKET_MESSAGE_SIZE + 2 * rndis::PPI_ELEMENT_SIZE;
 
+/// Padding written in one piece with the next header (larger alignments are filled apart).
+const PAD_MAX: usize = 64;
+
 /// The send buffer and this queue's share of it.
 #[derive(Debug)]
 struct TxSession {
@@ -41,6 +51,36 @@ struct TxSession {
     section_size: usize,
     section_base: u32,
     gpa_capable: bool,
+    /// Most RNDIS packets in one section (the host's `max_packets_per_message`, at least 1).
+    agg_packets: u32,
+    /// Alignment of each packet in a section (`2^packet_alignment_factor`).
+    agg_align: usize,
+}
+
+/// What the host allows in one section (from RNDIS INITIALIZE_CMPLT).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Aggregation {
+    /// `max_packets_per_message`.
+    pub max_packets: u32,
+    /// `packet_alignment_factor` (log2).
+    pub alignment_factor: u32,
+}
+
+/// The section being filled during a burst.
+#[derive(Debug)]
+struct OpenSection {
+    slot: u32,
+    tid: u64,
+    section: u32,
+    /// Bytes written so far.
+    used: usize,
+    /// Where the last message starts in the section, and its length.
+    last_start: usize,
+    last_len: usize,
+    packets: u32,
+    bytes: u64,
+    /// Index in the burst's `taken` of its first frame.
+    first_taken: usize,
 }
 
 /// What happened to one frame.
@@ -50,13 +90,24 @@ enum Outcome {
     Dropped,
     /// Not taken: the burst stops here.
     Stop,
+    /// The open section could not be sent (the ring is full): its frames, from this index in
+    /// `taken` on, were not taken after all; the burst stops here.
+    GiveBack(usize),
 }
 
 /// Transmit state of one queue.
 #[derive(Debug)]
 pub(crate) struct TxState {
     session: Option<TxSession>,
-    sections: SlotTable<()>,
+    /// Sections in flight, each with its frame count.
+    sections: SlotTable<u32>,
+    /// Frames in the sections in flight.
+    section_frames: u64,
+    /// The section this burst is filling.
+    open: Option<OpenSection>,
+    /// Set when sending the open section failed on a corrupt ring: the index in `taken` of its
+    /// first frame (they were not taken).
+    given_back: Option<usize>,
     gpa: SlotTable<Packet>,
     max_frame: usize,
     copy_max: usize,
@@ -66,6 +117,8 @@ pub(crate) struct TxState {
     /// (so the header and the frame are written with one whole-word copy and one that starts on
     /// a word: shared-memory copies cost more where they start or end inside a word).
     header: [u8; MAX_HEADER + 8],
+    /// Padding, then `header`: what `append` writes in one copy.
+    padded: [u8; PAD_MAX + MAX_HEADER + 8],
 }
 
 /// The NVSP 107 message for a data send.
@@ -84,12 +137,16 @@ impl TxState {
         Self {
             session: None,
             sections: SlotTable::new(KIND_SECTION, 0),
+            section_frames: 0,
+            open: None,
+            given_back: None,
             gpa: SlotTable::new(KIND_GPA, 0),
             max_frame,
             copy_max,
             pfns: Vec::with_capacity(8),
             taken: Vec::with_capacity(64),
             header: [0; MAX_HEADER + 8],
+            padded: [0; PAD_MAX + MAX_HEADER + 8],
         }
     }
 
@@ -102,14 +159,20 @@ impl TxState {
         base: u32,
         count: usize,
         gpa_capable: bool,
+        aggregation: Aggregation,
     ) {
         self.sections = SlotTable::new(KIND_SECTION, count);
+        self.section_frames = 0;
+        self.open = None;
         self.gpa = SlotTable::new(KIND_GPA, if gpa_capable { MAX_OUTSTANDING } else { 0 });
         self.session = Some(TxSession {
             sendbuf,
             section_size,
             section_base: base,
             gpa_capable,
+            agg_packets: aggregation.max_packets.clamp(1, 64),
+            // 8 bytes at least (a word: the copies stay word-aligned), a page at most.
+            agg_align: 1 << aggregation.alignment_factor.clamp(3, 12),
         });
     }
 
@@ -117,32 +180,43 @@ impl TxState {
     /// counted as failed: never completed, maybe sent.
     pub(crate) fn detach(&mut self, stats: &mut QueueStats) {
         self.session = None;
-        stats.tx_failed += (self.sections.clear() + self.gpa.clear()) as u64;
+        self.open = None;
+        self.sections.clear();
+        stats.tx_failed += std::mem::take(&mut self.section_frames) + self.gpa.clear() as u64;
     }
 
-    /// Sends outstanding now.
+    /// Sends (NVSP messages) outstanding now.
     pub(crate) fn outstanding(&self) -> usize {
         self.sections.in_use() + self.gpa.in_use()
     }
 
+    /// Frames outstanding now (a section holds several).
+    pub(crate) fn outstanding_frames(&self) -> usize {
+        self.section_frames as usize + self.gpa.in_use()
+    }
+
     /// A completion on this queue: frees the section or in-flight slot reserved under `tid`.
     pub(crate) fn complete(&mut self, tid: u64, payload: &[u8], stats: &mut QueueStats) {
-        let found = match kind_of(tid) {
-            KIND_SECTION => self.sections.complete(tid).is_some(),
+        let frames = match kind_of(tid) {
+            KIND_SECTION => self.sections.complete(tid).map(|(_, n)| {
+                let n = u64::from(n.unwrap_or(0));
+                self.section_frames -= n.min(self.section_frames);
+                n
+            }),
             // Dropping the packet returns its buffer to the pool.
-            KIND_GPA => self.gpa.complete(tid).is_some(),
-            _ => false,
+            KIND_GPA => self.gpa.complete(tid).map(|_| 1),
+            _ => None,
         };
-        if !found {
+        let Some(frames) = frames else {
             stats.unknown_completions += 1;
             return;
-        }
+        };
         let status = match NvspMessage::parse(payload) {
             Ok(NvspMessage::SendRndisPacketComplete(m)) => m.status.get(),
             _ => nvsp::STATUS_NONE,
         };
         if status != nvsp::STATUS_SUCCESS {
-            stats.tx_failed += 1;
+            stats.tx_failed += frames;
         }
     }
 
@@ -167,14 +241,30 @@ impl TxState {
                 stats.tx_quota_full += 1;
                 break;
             }
-            match self.send_one(ch, p, stats, pool) {
+            match self.send_one(ch, p, stats, pool, taken.len()) {
                 Ok(Outcome::Section | Outcome::Dropped) => taken.push(None),
                 Ok(Outcome::Gpa(slot)) => taken.push(Some(slot)),
                 Ok(Outcome::Stop) => break,
+                Ok(Outcome::GiveBack(first)) => {
+                    taken.truncate(first);
+                    break;
+                }
                 Err(e) => {
+                    if let Some(first) = self.given_back.take() {
+                        taken.truncate(first);
+                    }
                     failure = Some(e);
                     break;
                 }
+            }
+        }
+        // The open section goes with this burst.
+        match self.flush(ch, stats) {
+            Ok(Outcome::GiveBack(first)) => taken.truncate(first),
+            Ok(_) => {}
+            Err((first, e)) => {
+                taken.truncate(first);
+                failure.get_or_insert(e);
             }
         }
         let n = taken.len();
@@ -190,18 +280,82 @@ impl TxState {
         }
     }
 
+    /// Sends the open section, if any. `GiveBack(first)` when the ring is full (its frames
+    /// from `taken[first]` on are given back; the host is asked to signal room); an error
+    /// with the same index when the ring is corrupt.
+    fn flush(
+        &mut self,
+        ch: &mut ChannelIo,
+        stats: &mut QueueStats,
+    ) -> Result<Outcome, (usize, RingError)> {
+        let Some(open) = self.open.take() else {
+            return Ok(Outcome::Section);
+        };
+        let (msg, msg_len) = nvsp_send(open.section, open.used as u32);
+        let packet = OutgoingPacket {
+            kind: OutgoingKind::InBand,
+            transaction_id: open.tid,
+            completion_requested: true,
+            payload: &msg[..msg_len],
+        };
+        match ch.out.stage(&packet) {
+            Ok(()) => {
+                self.sections.fill(open.slot, open.packets);
+                self.section_frames += u64::from(open.packets);
+                stats.tx_send_buffer += u64::from(open.packets);
+                stats.tx_packets += u64::from(open.packets);
+                stats.tx_bytes += open.bytes;
+                Ok(Outcome::Section)
+            }
+            Err(e) => {
+                self.sections.release(open.slot);
+                match ring_refused(ch, e, stats) {
+                    Ok(Outcome::Stop) => Ok(Outcome::GiveBack(open.first_taken)),
+                    // Refused for this message alone: its frames are taken and lost.
+                    Ok(_) => {
+                        stats.tx_dropped += u64::from(open.packets);
+                        Ok(Outcome::Section)
+                    }
+                    Err(e) => Err((open.first_taken, e)),
+                }
+            }
+        }
+    }
+
+    /// Sends the open section before a frame that will not join it; `None` when the burst
+    /// goes on, else what `send_one` returns.
+    fn flush_before(
+        &mut self,
+        ch: &mut ChannelIo,
+        stats: &mut QueueStats,
+    ) -> Option<Result<Outcome, RingError>> {
+        match self.flush(ch, stats) {
+            Ok(Outcome::GiveBack(first)) => Some(Ok(Outcome::GiveBack(first))),
+            Ok(_) => None,
+            Err((first, e)) => {
+                // The caller stops at the error; the section's frames were not taken.
+                self.given_back = Some(first);
+                Some(Err(e))
+            }
+        }
+    }
+
     fn send_one(
         &mut self,
         ch: &mut ChannelIo,
         p: &mut Packet,
         stats: &mut QueueStats,
         pool: &Pool,
+        index: usize,
     ) -> Result<Outcome, RingError> {
         let Some(session) = &self.session else {
             return Ok(Outcome::Stop);
         };
         let len = p.len();
         if len == 0 || len > self.max_frame {
+            if let Some(out) = self.flush_before(ch, stats) {
+                return out;
+            }
             stats.tx_dropped += 1;
             return Ok(Outcome::Dropped);
         }
@@ -213,15 +367,46 @@ impl TxState {
         let fits_section = header_len + len <= session.section_size;
         let gpa_ok = session.gpa_capable && p.is_from(pool) && p.headroom() >= header_len;
         if fits_section && (len <= self.copy_max || !gpa_ok) {
-            match self.sections.reserve() {
-                Some((slot, tid)) => return self.send_section(ch, p, &info, slot, tid, stats),
-                None => {
-                    stats.tx_no_section += 1;
-                    if !gpa_ok {
-                        return Ok(Outcome::Stop);
+            // Into the open section if it has room, else into a new one.
+            let (agg_packets, agg_align, section_size) =
+                (session.agg_packets, session.agg_align, session.section_size);
+            let joins = self.open.as_ref().is_some_and(|o| {
+                o.packets < agg_packets
+                    && o.used.next_multiple_of(agg_align) + header_len + len <= section_size
+            });
+            if !joins {
+                if let Some(out) = self.flush_before(ch, stats) {
+                    return out;
+                }
+                match self.sections.reserve() {
+                    Some((slot, tid)) => {
+                        let section = self.session.as_ref().map_or(0, |s| s.section_base) + slot;
+                        self.open = Some(OpenSection {
+                            slot,
+                            tid,
+                            section,
+                            used: 0,
+                            last_start: 0,
+                            last_len: 0,
+                            packets: 0,
+                            bytes: 0,
+                            first_taken: index,
+                        });
+                    }
+                    None => {
+                        stats.tx_no_section += 1;
+                        if !gpa_ok {
+                            return Ok(Outcome::Stop);
+                        }
                     }
                 }
             }
+            if self.open.is_some() {
+                return Ok(self.append(p, &info, stats));
+            }
+        }
+        if let Some(out) = self.flush_before(ch, stats) {
+            return out;
         }
         if !gpa_ok {
             stats.tx_dropped += 1;
@@ -230,56 +415,60 @@ impl TxState {
         self.send_gpa(ch, p, &info, header_len, stats)
     }
 
-    fn send_section(
-        &mut self,
-        ch: &mut ChannelIo,
-        p: &Packet,
-        info: &PacketInfo,
-        slot: u32,
-        tid: u64,
-        stats: &mut QueueStats,
-    ) -> Result<Outcome, RingError> {
-        let Some(session) = &self.session else {
-            return Ok(Outcome::Stop);
+    /// Writes `p` with its RNDIS header into the open section (which has room for it), after
+    /// padding the previous message to the host's alignment.
+    fn append(&mut self, p: &Packet, info: &PacketInfo, stats: &mut QueueStats) -> Outcome {
+        let (Some(session), Some(open)) = (&self.session, self.open.as_mut()) else {
+            return Outcome::Stop;
         };
         let len = p.len();
-        let section = session.section_base + slot;
-        let offset = section as usize * session.section_size;
+        let base = open.section as usize * session.section_size;
+        let start = open.used.next_multiple_of(session.agg_align);
         let written = rndis::write_packet_header(&mut self.header[..MAX_HEADER], len, info)
             .ok()
             .and_then(|h| {
+                let pad = start - open.used;
+                if pad > 0 {
+                    // The previous message grows over the padding (its MessageLength, at byte
+                    // 4 of its header).
+                    let grown = (open.last_len + pad) as u32;
+                    session
+                        .sendbuf
+                        .write(base + open.last_start + 4, &grown.to_le_bytes())
+                        .ok()?;
+                }
+                let offset = base + start;
                 let data = p.data();
                 // Frame bytes that complete the header's last word.
                 let k = ((offset + h).next_multiple_of(8) - (offset + h)).min(len);
                 self.header[h..h + k].copy_from_slice(&data[..k]);
-                session.sendbuf.write(offset, &self.header[..h + k]).ok()?;
+                if pad > 0 && pad <= PAD_MAX {
+                    // The zeroed padding, then the header, in one write.
+                    self.padded[..pad].fill(0);
+                    self.padded[pad..pad + h + k].copy_from_slice(&self.header[..h + k]);
+                    session
+                        .sendbuf
+                        .write(base + open.used, &self.padded[..pad + h + k])
+                        .ok()?;
+                } else {
+                    if pad > 0 {
+                        session.sendbuf.fill(base + open.used, pad, 0).ok()?;
+                    }
+                    session.sendbuf.write(offset, &self.header[..h + k]).ok()?;
+                }
                 session.sendbuf.write(offset + h + k, &data[k..]).ok()?;
                 Some(h + len)
             });
         let Some(size) = written else {
-            self.sections.release(slot);
             stats.tx_dropped += 1;
-            return Ok(Outcome::Dropped);
+            return Outcome::Dropped;
         };
-        let (msg, msg_len) = nvsp_send(section, size as u32);
-        let packet = OutgoingPacket {
-            kind: OutgoingKind::InBand,
-            transaction_id: tid,
-            completion_requested: true,
-            payload: &msg[..msg_len],
-        };
-        match ch.out.stage(&packet) {
-            Ok(()) => {
-                stats.tx_send_buffer += 1;
-                stats.tx_packets += 1;
-                stats.tx_bytes += len as u64;
-                Ok(Outcome::Section)
-            }
-            Err(e) => {
-                self.sections.release(slot);
-                ring_refused(ch, e, stats)
-            }
-        }
+        open.last_start = start;
+        open.last_len = size;
+        open.used = start + size;
+        open.packets += 1;
+        open.bytes += len as u64;
+        Outcome::Section
     }
 
     fn send_gpa(

@@ -413,6 +413,10 @@ impl PacketInfo {
     /// ([`PacketInfo::len`]).
     pub fn write(&self, out: &mut [u8], order: PpiOrder) -> Result<usize, RndisError> {
         let needed = self.len();
+        if needed == 0 {
+            // No PPI: the common data packet.
+            return Ok(0);
+        }
         let available = out.len();
         let out = out.get_mut(..needed).ok_or(RndisError::BufferTooSmall {
             msg_type: super::messages::MESSAGE_TYPE_PACKET_MSG,

@@ -68,6 +68,7 @@ impl Session {
             None => SendOutcome::Status(nvsp::STATUS_FAILURE),
         };
         self.scratch = bytes;
+        bump(&self.stats.tx_sends, 1);
         let (status, then) = match outcome {
             SendOutcome::Status(s) => (s, None),
             SendOutcome::StatusThenFatal(s, reason) => (s, Some(reason)),

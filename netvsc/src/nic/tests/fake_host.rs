@@ -646,12 +646,18 @@ impl Worker {
                 }
                 if control {
                     self.rndis(&bytes);
-                } else if let Ok(RndisMessage::Packet(p)) = RndisMessage::parse(&bytes) {
-                    let frame = p.frame.get(&bytes).unwrap().to_vec();
-                    self.log
-                        .lock()
-                        .frames
-                        .push((frame, section == nvsp::NO_SEND_SECTION));
+                } else {
+                    // A section may hold several packets (aggregation).
+                    for message in rndis::Messages::new(&bytes) {
+                        let Ok((_, message)) = message else { break };
+                        if let Ok(RndisMessage::Packet(p)) = RndisMessage::parse(message) {
+                            let frame = p.frame.get(message).unwrap().to_vec();
+                            self.log
+                                .lock()
+                                .frames
+                                .push((frame, section == nvsp::NO_SEND_SECTION));
+                        }
+                    }
                 }
             }
             NvspMessage::SwitchDataPath(_) => self.complete(tid, None),
