@@ -54,6 +54,7 @@ use std::os::fd::{AsFd, OwnedFd};
 
 pub use features::{XdpFeatures, xdp_features};
 pub use queue::XdpVfQueue;
+pub use xsk::open_umems;
 pub(super) use xsk::{Xsk, XskCounters, XskSetup};
 
 /// Where the XDP program runs.

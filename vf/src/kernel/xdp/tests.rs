@@ -312,12 +312,11 @@ fn deleting_the_vf_is_a_removal_that_strands_nothing_uncounted_and_hangs_nothing
     });
 }
 
-/// Chunks of the leak test's UMEMs: a size no other mapping of the test process has.
+/// Chunks of the leak test's UMEMs.
 const LEAK_CHUNKS: u32 = 1032;
 
 /// What the leak test counts: XDP sockets in the thread's namespace (`/proc/thread-self/net/protocols`),
-/// the process's BPF programs, maps and links (descriptors), and mappings the size of a
-/// leak-test UMEM.
+/// the process's BPF programs, maps and links (descriptors), and the UMEMs this process holds.
 fn footprint() -> (usize, usize, usize) {
     let sockets = std::fs::read_to_string("/proc/thread-self/net/protocols")
         .unwrap()
@@ -332,21 +331,7 @@ fn footprint() -> (usize, usize, usize) {
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
         .filter(|target| target.to_string_lossy().starts_with("anon_inode:bpf"))
         .count();
-    let umem = (LEAK_CHUNKS * 2048) as u64;
-    let umems = std::fs::read_to_string("/proc/self/maps")
-        .unwrap()
-        .lines()
-        .filter(|line| {
-            let range = line.split(' ').next().unwrap_or("");
-            let (a, b) = range.split_once('-').unwrap_or(("0", "0"));
-            let (a, b) = (
-                u64::from_str_radix(a, 16).unwrap_or(0),
-                u64::from_str_radix(b, 16).unwrap_or(0),
-            );
-            b.wrapping_sub(a) == umem
-        })
-        .count();
-    (sockets, bpf, umems)
+    (sockets, bpf, open_umems())
 }
 
 #[test]

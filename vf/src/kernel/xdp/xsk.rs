@@ -6,6 +6,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use packet::{MemError, Packet, Pool, SharedMemory};
@@ -18,6 +19,14 @@ use crate::kernel::{ETH_HEADER, VLAN_TAG, fits};
 const BIND_BUSY_WAIT: Duration = Duration::from_secs(2);
 /// Kick attempts per transmit burst (in copy mode the kernel sends at most a batch per call).
 const KICKS_PER_BURST: usize = 8;
+
+/// UMEMs this process has registered and not yet released (sockets open).
+static OPEN_UMEMS: AtomicUsize = AtomicUsize::new(0);
+
+/// UMEMs this process has registered and not yet released: each open socket has one.
+pub fn open_umems() -> usize {
+    OPEN_UMEMS.load(Ordering::Acquire)
+}
 
 /// What one socket counted (its queue's poller writes them under the queue's lock).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -153,6 +162,7 @@ impl Xsk {
         )
         .ok_or_else(bad_layout)?;
         let capacity = pool.capacity();
+        OPEN_UMEMS.fetch_add(1, Ordering::AcqRel);
         let mut xsk = Self {
             rx,
             tx,
@@ -438,6 +448,12 @@ impl Xsk {
             }
             self.in_flight_count = 0;
         }
+    }
+}
+
+impl Drop for Xsk {
+    fn drop(&mut self) {
+        OPEN_UMEMS.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
