@@ -57,6 +57,8 @@ pub struct Xsk {
     /// Frames on the TX ring not completed yet, by chunk.
     in_flight: Vec<Option<Packet>>,
     in_flight_count: usize,
+    /// Packets on their way between the pool and the tables (kept for its capacity).
+    scratch: Vec<Packet>,
     pool: Pool,
     chunk: u64,
     mtu: usize,
@@ -172,6 +174,7 @@ impl Xsk {
             posted: std::iter::repeat_with(|| None).take(capacity).collect(),
             in_flight: std::iter::repeat_with(|| None).take(capacity).collect(),
             in_flight_count: 0,
+            scratch: Vec::with_capacity(setup.ring_size as usize),
             pool,
             chunk: setup.chunk as u64,
             mtu: setup.mtu,
@@ -221,16 +224,17 @@ impl Xsk {
     /// Posts free buffers on the fill ring until it is full or the pool is empty.
     pub fn refill(&mut self) {
         let free = self.fill.free();
+        // Taken from the pool in one go (one lock), then parked by chunk.
+        let mut fresh = std::mem::take(&mut self.scratch);
+        self.pool.alloc_bulk(&mut fresh, free as usize);
         let mut n = 0;
-        while n < free {
-            let Some(p) = self.pool.alloc() else {
-                break;
-            };
+        for p in fresh.drain(..) {
             let index = self.chunk_of(&p);
             self.fill.write(n, index as u64 * self.chunk);
             self.posted[index] = Some(p);
             n += 1;
         }
+        self.scratch = fresh;
         self.fill.submit(n);
         if self.zero_copy && n > 0 && self.fill.needs_wakeup() {
             let _ = sys::kick_rx(self.fd.as_fd());
@@ -283,6 +287,10 @@ impl Xsk {
     /// Takes back the buffers of completed transmits.
     pub fn reap(&mut self) {
         let n = self.completion.available();
+        if n == 0 {
+            return;
+        }
+        let mut done = std::mem::take(&mut self.scratch);
         for i in 0..n {
             let addr = self.completion.read(i);
             let index = (addr / self.chunk) as usize;
@@ -291,12 +299,16 @@ impl Xsk {
                     self.in_flight_count -= 1;
                     self.counters.tx_packets += 1;
                     self.counters.tx_bytes += p.len() as u64;
+                    done.push(p);
                 }
                 // An address we never sent: the kernel's error, counted.
                 None => self.counters.rx_descriptor_errors += 1,
             }
         }
         self.completion.release(n);
+        // Back to the pool in one go.
+        packet::pool::free_bulk(done.drain(..));
+        self.scratch = done;
     }
 
     /// Frames on the TX ring not completed yet.
