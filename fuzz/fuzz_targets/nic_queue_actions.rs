@@ -241,6 +241,8 @@ impl Responder for Closer {
 struct Outstanding {
     channel: u16,
     tid: u64,
+    /// Frames in the send (a section holds several: aggregation).
+    frames: usize,
     section: Option<u32>,
     /// Memfd byte ranges of a GPA-direct send.
     gpa: Vec<(u64, u64)>,
@@ -276,7 +278,7 @@ struct Rig {
     outstanding: Vec<Outstanding>,
     /// Sends the host completed before reading them (channel, tid): the guest frees them when
     /// it reads the completion, so the host must not hold them when it reads them.
-    precompleted: Vec<(u16, u64)>,
+    precompleted: Vec<(u16, u64, usize)>,
     /// No garbage written: received frames can be matched exactly.
     exact: bool,
     /// The ring was corrupted: only "no panic" and the backlog bound hold.
@@ -285,6 +287,23 @@ struct Rig {
     reestablished: bool,
     /// The NIC was closed: what the host writes from now on is never read.
     closed: bool,
+}
+
+/// The frames of a data send's RNDIS bytes (one PACKET, or several in an aggregated
+/// section), in order; panics on anything else: the guest wrote it.
+fn frames_of(bytes: &[u8]) -> Vec<Frame> {
+    rndis::Messages::new(bytes)
+        .map(|m| {
+            let (_, m) = m.expect("the send's messages are well formed");
+            let Ok(RndisMessage::Packet(p)) = RndisMessage::parse(m) else {
+                panic!("a data send that is not an RNDIS PACKET");
+            };
+            Frame {
+                bytes: p.frame.get(m).expect("frame inside the message").to_vec(),
+                vlan: p.info.ieee8021q.map(|v| v.tci()),
+            }
+        })
+        .collect()
 }
 
 fn frame_bytes(seq: u32, queue: u16, len: usize) -> Vec<u8> {
@@ -414,12 +433,14 @@ impl Rig {
         if let Some(i) = self
             .precompleted
             .iter()
-            .position(|&(c, t)| c == channel && t == packet.tid)
+            .position(|&(c, t, _)| c == channel && t == packet.tid)
         {
             // The host completed this send before reading it: the guest has freed its section
-            // or buffer and may have reused it, so its bytes are no longer this frame's.
-            self.precompleted.remove(i);
-            self.expected_tx[usize::from(channel)].pop_front();
+            // or buffer and may have reused it, so its bytes are no longer these frames'.
+            let (_, _, frames) = self.precompleted.remove(i);
+            for _ in 0..frames {
+                self.expected_tx[usize::from(channel)].pop_front();
+            }
             return;
         }
         let bytes = self
@@ -427,28 +448,24 @@ impl Rig {
             .host()
             .rndis_of(packet, &msg)
             .expect("the send's bytes lie in the send buffer or guest memory");
-        let Ok(RndisMessage::Packet(p)) = RndisMessage::parse(&bytes) else {
-            panic!("a data send that is not an RNDIS PACKET");
-        };
-        let got = Frame {
-            bytes: p
-                .frame
-                .get(&bytes)
-                .expect("frame inside the message")
-                .to_vec(),
-            vlan: p.info.ieee8021q.map(|v| v.tci()),
-        };
-        if !self.broken {
-            let want = self.expected_tx[usize::from(channel)].pop_front();
-            assert_eq!(
-                Some(&got),
-                want.as_ref(),
-                "queue {channel} sent another frame"
-            );
+        let got = frames_of(&bytes);
+        if section.is_none() {
+            assert_eq!(got.len(), 1, "a GPA-direct send carries one frame");
+        }
+        for got in &got {
+            if !self.broken {
+                let want = self.expected_tx[usize::from(channel)].pop_front();
+                assert_eq!(
+                    Some(got),
+                    want.as_ref(),
+                    "queue {channel} sent another frame"
+                );
+            }
         }
         self.outstanding.push(Outstanding {
             channel,
             tid: packet.tid,
+            frames: got.len(),
             section,
             gpa,
         });
@@ -473,17 +490,30 @@ impl Rig {
             .iter()
             .position(|o| o.channel == channel && o.tid == tid)
         {
-            self.outstanding.remove(i);
-            self.tx_failed[usize::from(channel)] += failed;
-        } else if !self.precompleted.contains(&(channel, tid)) {
-            // A send still unread in the guest's ring: the guest frees it all the same.
+            let o = self.outstanding.remove(i);
+            self.tx_failed[usize::from(channel)] += failed * o.frames as u64;
+        } else if !self
+            .precompleted
+            .iter()
+            .any(|&(c, t, _)| c == channel && t == tid)
+        {
+            // A send still unread in the guest's ring: the guest frees it all the same. Its
+            // bytes are still its own now (the guest has not read the completion yet).
             let unread = self.handle.host().peek_guest(channel).unwrap_or_default();
-            if unread
+            let send = unread
                 .iter()
-                .any(|p| p.tid == tid && matches!(p.kind, GuestKind::InBand | GuestKind::GpaDirect))
-            {
-                self.precompleted.push((channel, tid));
-                self.tx_failed[usize::from(channel)] += failed;
+                .find(|p| p.tid == tid && matches!(p.kind, GuestKind::InBand | GuestKind::GpaDirect));
+            if let Some(send) = send {
+                let frames = match NvspMessage::parse_from_guest(&send.payload) {
+                    Ok(NvspMessage::SendRndisPacket(m)) => self
+                        .handle
+                        .host()
+                        .rndis_of(send, &m)
+                        .map_or(1, |bytes| frames_of(&bytes).len()),
+                    _ => 1,
+                };
+                self.precompleted.push((channel, tid, frames));
+                self.tx_failed[usize::from(channel)] += failed * frames as u64;
             }
         }
     }
@@ -695,7 +725,12 @@ impl Rig {
                 == r.write_index().load(std::sync::atomic::Ordering::Acquire)
         });
         if self.reading && caught_up && !self.broken {
-            let held = self.outstanding.iter().filter(|o| o.channel == q).count();
+            let held: usize = self
+                .outstanding
+                .iter()
+                .filter(|o| o.channel == q)
+                .map(|o| o.frames)
+                .sum();
             assert_eq!(
                 pending, held,
                 "queue {q}: tx_pending disagrees with the host"
