@@ -213,11 +213,14 @@ impl StatsCell {
 
     /// Records why the worker stopped.
     pub fn record_stop(&self, reason: String, protocol_error: bool) {
+        // The reason first, and all of it under the lock: a snapshot that sees the channel
+        // dead (or the error counted) sees why.
+        let mut misc = self.misc.lock();
+        misc.last_error = Some(reason);
         if protocol_error {
             bump(&self.protocol_errors, 1);
         }
-        self.channel_dead.store(true, Ordering::Relaxed);
-        self.misc.lock().last_error = Some(reason);
+        self.channel_dead.store(true, Ordering::Release);
     }
 
     /// A consistent-enough snapshot (each counter is read once).
@@ -249,7 +252,7 @@ impl StatsCell {
             data_path_switches_total: misc.data_path_switches_total,
             vf_associations: load(&self.vf_associations),
             vf_ready_for_device: load(&self.vf_ready_for_device),
-            channel_alive: !self.channel_dead.load(Ordering::Relaxed),
+            channel_alive: !self.channel_dead.load(Ordering::Acquire),
             completions_outstanding: self.completions_outstanding.load(Ordering::Relaxed),
             packet_filter: self.packet_filter.load(Ordering::Relaxed),
             subchannels_open: self.subchannels_open.load(Ordering::Relaxed),
