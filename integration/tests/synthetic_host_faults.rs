@@ -137,10 +137,16 @@ fn duplicate_and_wrong_tid_completions_are_counted_and_ignored() {
     // Each fault armed before the send it is for: a host thread that read the send before the
     // command would put the fault on the next send's completion instead.
     rig.host.inject_fault(Fault::DuplicateCompletion);
-    assert!(rig.host.settle(Duration::from_secs(5)), "the host took the fault");
+    assert!(
+        rig.host.settle(Duration::from_secs(5)),
+        "the host took the fault"
+    );
     assert!(transmit(&mut rig, 1));
     rig.host.inject_fault(Fault::WrongTid);
-    assert!(rig.host.settle(Duration::from_secs(5)), "the host took the fault");
+    assert!(
+        rig.host.settle(Duration::from_secs(5)),
+        "the host took the fault"
+    );
     assert!(transmit(&mut rig, 2));
     // The host writes each stray completion after forwarding the frame: poll until both have
     // been read and counted (a bounded wait for the condition).
