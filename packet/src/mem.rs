@@ -640,6 +640,73 @@ impl SharedMemory {
         Ok(())
     }
 
+    /// Copies `buf` into the region at `offset`, then zeros up to `padded_len` bytes in all
+    /// (`buf.len() <= padded_len`): [`write_padded_pair`](Self::write_padded_pair) with no
+    /// head.
+    #[inline]
+    pub fn write_padded(
+        &self,
+        offset: usize,
+        buf: &[u8],
+        padded_len: usize,
+    ) -> Result<(), MemError> {
+        self.write_padded_pair(offset, &[], buf, padded_len)
+    }
+
+    /// Copies `head`, then `body` right after it, into the region at `offset`, then zeros up to
+    /// `padded_len` bytes in all (`head.len() + body.len() <= padded_len`). Where `offset` lies
+    /// on a word and `head.len()` and `padded_len` are whole numbers of words, every shared
+    /// word is written whole with one store (the last bytes of `body` and the first zeros
+    /// share one): no word is merged, which makes this the cheap way to lay out a message (a
+    /// header and a frame) that the peer reads at an aligned offset. Anywhere else it is
+    /// [`write`](Self::write) twice and [`fill`](Self::fill).
+    pub fn write_padded_pair(
+        &self,
+        offset: usize,
+        head: &[u8],
+        body: &[u8],
+        padded_len: usize,
+    ) -> Result<(), MemError> {
+        self.check(offset, padded_len)?;
+        let len = head.len() + body.len();
+        if len > padded_len {
+            return Err(MemError::OutOfBounds {
+                offset,
+                len,
+                size: padded_len,
+            });
+        }
+        let dst = self.ptr(offset);
+        if !((dst as usize) | head.len() | padded_len).is_multiple_of(WORD) {
+            self.write(offset, head)?;
+            self.write(offset + head.len(), body)?;
+            return self.fill(offset + len, padded_len - len, 0);
+        }
+        // SAFETY: as in `write`: `offset..offset + padded_len` was bounds-checked against this
+        // view and is made of whole aligned words (checked above), which are accessed only
+        // atomically; `head` and `body` are Rust buffers, read for their whole words only.
+        unsafe {
+            words_in(dst, head.as_ptr(), head.len() / WORD);
+            let at = dst.add(head.len());
+            let words = body.len() / WORD;
+            words_in(at, body.as_ptr(), words);
+            let mut done = head.len() + words * WORD;
+            let tail = len - done;
+            if tail != 0 {
+                // The last `tail < 8` bytes of `body`, zero-extended: the word at `done` is
+                // whole inside the range (`done + 8 <= padded_len`, both multiples of 8).
+                let value = gather(body.as_ptr().add(words * WORD), tail);
+                shared_word(dst.add(done)).store(value.to_le(), Ordering::Relaxed);
+                done += WORD;
+            }
+            while done < padded_len {
+                shared_word(dst.add(done)).store(0, Ordering::Relaxed);
+                done += WORD;
+            }
+        }
+        Ok(())
+    }
+
     /// Fills `len` bytes at `offset` with `byte`.
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<(), MemError> {
         self.check(offset, len)?;
@@ -914,6 +981,62 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn write_padded_writes_the_bytes_then_zeros_and_nothing_else() {
+        let mem = SharedMemory::anonymous(256).unwrap();
+        for start in 0..8 {
+            let view = mem.subregion(start, 200).unwrap();
+            for offset in [0, 3, 8, 16, 21] {
+                for len in 0usize..30 {
+                    for padded in [len, len.next_multiple_of(8), len.next_multiple_of(8) + 16] {
+                        mem.fill(0, 256, 0xEE).unwrap();
+                        let data: Vec<u8> = (0..len).map(|i| pattern(i, 0x77)).collect();
+                        view.write_padded(offset, &data, padded).unwrap();
+                        let mut all = [0u8; 256];
+                        mem.read(0, &mut all).unwrap();
+                        let at = start + offset;
+                        for (i, &byte) in all.iter().enumerate() {
+                            let want = if (at..at + len).contains(&i) {
+                                pattern(i - at, 0x77)
+                            } else if (at + len..at + padded).contains(&i) {
+                                0
+                            } else {
+                                0xEE
+                            };
+                            assert_eq!(byte, want, "byte {i}: {len} padded to {padded} at {at}");
+                        }
+                    }
+                }
+            }
+        }
+        // A head and a body: whole words when the head is, merged writes otherwise.
+        for head_len in [0usize, 5, 8, 16] {
+            for len in 0usize..20 {
+                let padded = (head_len + len).next_multiple_of(8) + 8;
+                mem.fill(0, 256, 0xEE).unwrap();
+                let head: Vec<u8> = (0..head_len).map(|i| pattern(i, 1)).collect();
+                let body: Vec<u8> = (0..len).map(|i| pattern(i, 2)).collect();
+                mem.write_padded_pair(16, &head, &body, padded).unwrap();
+                let mut all = [0u8; 256];
+                mem.read(0, &mut all).unwrap();
+                let mut want = vec![0xEEu8; 256];
+                want[16..16 + head_len].copy_from_slice(&head);
+                want[16 + head_len..16 + head_len + len].copy_from_slice(&body);
+                want[16 + head_len + len..16 + padded].fill(0);
+                assert_eq!(all.to_vec(), want, "head {head_len} body {len}");
+            }
+        }
+        assert!(
+            mem.write_padded(0, &[1; 9], 8).is_err(),
+            "longer than its padding"
+        );
+        assert!(mem.write_padded_pair(0, &[1; 8], &[1; 1], 8).is_err());
+        assert!(
+            mem.write_padded(250, &[1; 4], 8).is_err(),
+            "past the region"
+        );
     }
 
     #[test]

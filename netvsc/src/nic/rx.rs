@@ -27,6 +27,8 @@ use super::events::{NicEvent, indication_event};
 pub(crate) const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
 /// Largest per-packet-info area the guest accepts on a received data packet.
 const MAX_PPI_AREA: usize = 1024;
+/// Bytes of a range copied out first: the PACKET header and, as hosts lay them out, its PPIs.
+const HEAD_READ: usize = 128;
 
 /// What [`dispatch`] reports.
 pub(crate) trait HostSink {
@@ -177,32 +179,64 @@ fn one_range(
         sink.malformed("transfer-page range shorter than an rndis header");
         return;
     }
-    let mut head = [0u8; rndis::PACKET_MESSAGE_SIZE];
-    let head_len = count.min(head.len());
-    if rxbuf.read(offset, &mut head[..head_len]).is_err() {
-        sink.malformed("transfer-page range unreadable");
-        return;
-    }
-    let msg_type = read_u32(&head, 0);
-    let msg_len = read_u32(&head, 4) as usize;
+    // The header and (usually) every PPI in one copy of the whole words that hold them.
+    let mut words = [0u8; HEAD_READ + 16];
+    let head_len = count.min(HEAD_READ);
+    let head = match read_words(rxbuf, offset, head_len, &mut words) {
+        Some(at) => &words[at..at + head_len],
+        None => {
+            if rxbuf.read(offset, &mut words[..head_len]).is_err() {
+                sink.malformed("transfer-page range unreadable");
+                return;
+            }
+            &words[..head_len]
+        }
+    };
+    let msg_type = read_u32(head, 0);
+    let msg_len = read_u32(head, 4) as usize;
     if msg_len < rndis::MESSAGE_HEADER_SIZE || msg_len > count {
         sink.malformed("rndis message length outside its range");
         return;
     }
     if msg_type == rndis::MESSAGE_TYPE_PACKET_MSG {
-        data_packet(
-            &head[..head_len],
-            offset,
-            msg_len,
-            rxbuf,
-            env,
-            scratch,
-            sink,
-            partial,
-        );
+        data_packet(head, offset, msg_len, rxbuf, env, scratch, sink, partial);
     } else {
         control_message(offset, msg_len, rxbuf, scratch, sink);
     }
+}
+
+/// Copies the `len` shared bytes at `offset` of `rxbuf` as the whole aligned words that hold
+/// them, into `out` from its start (the bytes around them in those words are the host's:
+/// copied, never used). Returns where in `out` the bytes begin; `None` when those words run
+/// outside `rxbuf` or `out` (the caller copies the bytes alone). Received messages lie at any
+/// byte (a sub-allocation is 1806 bytes), and a copy of whole words is the cheap one.
+fn read_words(rxbuf: &SharedMemory, offset: usize, len: usize, out: &mut [u8]) -> Option<usize> {
+    let skip = (rxbuf.offset_in_mapping() + offset) % 8;
+    let start = offset.checked_sub(skip)?;
+    let words = (skip + len).next_multiple_of(8);
+    let out = out.get_mut(..words)?;
+    rxbuf.read(start, out).ok()?;
+    Some(skip)
+}
+
+/// Copies the frame of `len` bytes at `src` into `packet`: as whole words when its buffer has
+/// room before and after the frame (the frame then starts at the same place in a word as in
+/// the receive buffer), else the bytes alone.
+fn copy_frame(rxbuf: &SharedMemory, src: usize, len: usize, packet: &mut Packet) -> bool {
+    let skip = (rxbuf.offset_in_mapping() + src) % 8;
+    let words = (skip + len).next_multiple_of(8);
+    let fits = src >= skip && src - skip + words <= rxbuf.len() && words <= packet.max_len();
+    if fits {
+        packet.set_len(words);
+        if rxbuf.read(src - skip, packet.data_mut()).is_ok() {
+            packet.pull_head(skip);
+            packet.set_len(len);
+            return true;
+        }
+        return false;
+    }
+    packet.set_len(len);
+    rxbuf.read(src, packet.data_mut()).is_ok()
 }
 
 /// Where the frame of a PACKET message lies, relative to the message start.
@@ -236,7 +270,7 @@ fn data_packet(
         sink.malformed("rndis packet frame empty or outside the message");
         return;
     };
-    let info = match ppi(&body, offset, msg_len, rxbuf, scratch) {
+    let info = match ppi(&body, head, offset, msg_len, rxbuf, scratch) {
         Ok(info) => info,
         Err(reason) => {
             sink.malformed(reason);
@@ -259,8 +293,7 @@ fn data_packet(
         sink.no_buffer();
         return;
     };
-    packet.set_len(frame_len);
-    if rxbuf.read(src, packet.data_mut()).is_err() {
+    if !copy_frame(rxbuf, src, frame_len, &mut packet) {
         sink.malformed("received frame unreadable");
         return;
     }
@@ -276,9 +309,11 @@ fn meta(info: &PacketInfo, queue: u16) -> PacketMeta {
     }
 }
 
-/// Parses the PPI area of a PACKET message (copied out of the receive buffer first).
+/// Parses the PPI area of a PACKET message: in `head` (the message's first bytes, already
+/// copied out) when it lies there, else copied out of the receive buffer first.
 fn ppi(
     body: &rndis::Packet,
+    head: &[u8],
     offset: usize,
     msg_len: usize,
     rxbuf: &SharedMemory,
@@ -292,6 +327,9 @@ fn ppi(
         .checked_add(rndis::MESSAGE_HEADER_SIZE)
         .filter(|s| s.checked_add(len).is_some_and(|end| end <= msg_len))
         .ok_or("per-packet info outside the message")?;
+    if let Some(area) = head.get(start..start + len) {
+        return PacketInfo::parse(area).map_err(|_| "per-packet info malformed");
+    }
     if len > MAX_PPI_AREA {
         return Err("per-packet info area too large");
     }

@@ -6,9 +6,11 @@
 //! - **Section copy**: header and frame are copied into a section of the send buffer and an
 //!   in-band packet names the section; the pool buffer is released at once. Frames of one burst
 //!   share a section, as Linux and DPDK pack them (aggregation): each RNDIS PACKET starts on the
-//!   host's alignment (`2^packet_alignment_factor`, the previous message's length grown over
-//!   the padding), at most the host's `max_packets_per_message` in one section, and one NVSP
-//!   107 names them all. A section is sent when the next frame does not fit it, before a frame
+//!   host's alignment (`2^packet_alignment_factor`): every message is padded to it when it is
+//!   written, its `MessageLength` covering the zeroed padding (as Linux pads a packet that
+//!   more may follow), so the copies are whole aligned words and nothing written is rewritten;
+//!   at most the host's `max_packets_per_message` share a section, and one NVSP 107 names them
+//!   all. A section is sent when the next frame does not fit it, before a frame
 //!   that goes another way (GPA direct, or dropped), and at the end of the burst: a frame never
 //!   waits for the next burst. Sections are partitioned per queue (`[base, base + count)`, no
 //!   cross-queue lock); a section is owned by the host until the completion that carries its
@@ -41,9 +43,6 @@ pub(crate) const MAX_OUTSTANDING: usize = 1024 - 16;
 /// Largest RNDIS header the guest writes (the header and two PPIs).
 const MAX_HEADER: usize = rndis::PACKET_MESSAGE_SIZE + 2 * rndis::PPI_ELEMENT_SIZE;
 
-/// Padding written in one piece with the next header (larger alignments are filled apart).
-const PAD_MAX: usize = 64;
-
 /// The send buffer and this queue's share of it.
 #[derive(Debug)]
 struct TxSession {
@@ -53,7 +52,7 @@ struct TxSession {
     gpa_capable: bool,
     /// Most RNDIS packets in one section (the host's `max_packets_per_message`, at least 1).
     agg_packets: u32,
-    /// Alignment of each packet in a section (`2^packet_alignment_factor`).
+    /// Alignment of each packet in a section (`2^packet_alignment_factor`, a power of two).
     agg_align: usize,
 }
 
@@ -72,11 +71,8 @@ struct OpenSection {
     slot: u32,
     tid: u64,
     section: u32,
-    /// Bytes written so far.
+    /// Bytes written so far (a multiple of the alignment: each message is padded to it).
     used: usize,
-    /// Where the last message starts in the section, and its length.
-    last_start: usize,
-    last_len: usize,
     packets: u32,
     bytes: u64,
     /// Index in the burst's `taken` of its first frame.
@@ -117,8 +113,6 @@ pub(crate) struct TxState {
     /// (so the header and the frame are written with one whole-word copy and one that starts on
     /// a word: shared-memory copies cost more where they start or end inside a word).
     header: [u8; MAX_HEADER + 8],
-    /// Padding, then `header`: what `append` writes in one copy.
-    padded: [u8; PAD_MAX + MAX_HEADER + 8],
 }
 
 /// The NVSP 107 message for a data send.
@@ -146,7 +140,6 @@ impl TxState {
             pfns: Vec::with_capacity(8),
             taken: Vec::with_capacity(64),
             header: [0; MAX_HEADER + 8],
-            padded: [0; PAD_MAX + MAX_HEADER + 8],
         }
     }
 
@@ -236,14 +229,22 @@ impl TxState {
         let mut taken = std::mem::take(&mut self.taken);
         taken.clear();
         let mut failure = None;
+        let mut gpa_in_burst = false;
         for p in frames.iter_mut() {
+            if self.join_open(p, stats) {
+                taken.push(None);
+                continue;
+            }
             if self.outstanding() >= MAX_OUTSTANDING {
                 stats.tx_quota_full += 1;
                 break;
             }
             match self.send_one(ch, p, stats, pool, taken.len()) {
                 Ok(Outcome::Section | Outcome::Dropped) => taken.push(None),
-                Ok(Outcome::Gpa(slot)) => taken.push(Some(slot)),
+                Ok(Outcome::Gpa(slot)) => {
+                    gpa_in_burst = true;
+                    taken.push(Some(slot));
+                }
                 Ok(Outcome::Stop) => break,
                 Ok(Outcome::GiveBack(first)) => {
                     taken.truncate(first);
@@ -268,11 +269,26 @@ impl TxState {
             }
         }
         let n = taken.len();
-        for (p, slot) in frames.drain(..n).zip(taken.iter()) {
-            if let Some(slot) = *slot {
-                self.gpa.fill(slot, p);
-            }
+        // GPA-direct packets wait for their completions; the copied ones go back to their
+        // pools, a lock per pool for the whole burst.
+        if !gpa_in_burst {
+            packet::pool::free_bulk(frames.drain(..n));
+            self.taken = taken;
+            return match failure {
+                Some(e) => Err((n, e)),
+                None => Ok(n),
+            };
         }
+        let gpa = &mut self.gpa;
+        packet::pool::free_bulk(frames.drain(..n).zip(taken.iter()).filter_map(|(p, slot)| {
+            match *slot {
+                Some(slot) => {
+                    gpa.fill(slot, p);
+                    None
+                }
+                None => Some(p),
+            }
+        }));
         self.taken = taken;
         match failure {
             Some(e) => Err((n, e)),
@@ -340,6 +356,27 @@ impl TxState {
         }
     }
 
+    /// The common frame in a few steps: untagged, short enough to be copied, and with room in
+    /// the section this burst has open. `false` leaves it to [`send_one`](Self::send_one);
+    /// `true` means it was taken (written, or counted in `tx_dropped`).
+    #[inline]
+    fn join_open(&mut self, p: &Packet, stats: &mut QueueStats) -> bool {
+        let (Some(session), Some(open)) = (&self.session, &self.open) else {
+            return false;
+        };
+        let len = p.len();
+        if p.meta.vlan_tci.is_some() || len == 0 || len > self.copy_max.min(self.max_frame) {
+            return false;
+        }
+        let padded =
+            (rndis::PACKET_MESSAGE_SIZE + len + session.agg_align - 1) & !(session.agg_align - 1);
+        if open.packets >= session.agg_packets || open.used + padded > session.section_size {
+            return false;
+        }
+        self.append(p, None, padded, stats);
+        true
+    }
+
     fn send_one(
         &mut self,
         ch: &mut ChannelIo,
@@ -359,21 +396,25 @@ impl TxState {
             stats.tx_dropped += 1;
             return Ok(Outcome::Dropped);
         }
-        let info = PacketInfo {
-            ieee8021q: p.meta.vlan_tci.map(Ieee8021QInfo::from_tci),
+        // Per-packet information only for a tagged frame: the common frame has none.
+        let info = p.meta.vlan_tci.map(|tci| PacketInfo {
+            ieee8021q: Some(Ieee8021QInfo::from_tci(tci)),
             ..PacketInfo::default()
-        };
-        let header_len = rndis::packet_header_len(&info);
-        let fits_section = header_len + len <= session.section_size;
+        });
+        let header_len = info
+            .as_ref()
+            .map_or(rndis::PACKET_MESSAGE_SIZE, rndis::packet_header_len);
+        // What the message takes in a section, padded to the host's alignment.
+        let padded = (header_len + len + session.agg_align - 1) & !(session.agg_align - 1);
+        let fits_section = padded <= session.section_size;
         let gpa_ok = session.gpa_capable && p.is_from(pool) && p.headroom() >= header_len;
         if fits_section && (len <= self.copy_max || !gpa_ok) {
             // Into the open section if it has room, else into a new one.
-            let (agg_packets, agg_align, section_size) =
-                (session.agg_packets, session.agg_align, session.section_size);
-            let joins = self.open.as_ref().is_some_and(|o| {
-                o.packets < agg_packets
-                    && o.used.next_multiple_of(agg_align) + header_len + len <= section_size
-            });
+            let (agg_packets, section_size) = (session.agg_packets, session.section_size);
+            let joins = self
+                .open
+                .as_ref()
+                .is_some_and(|o| o.packets < agg_packets && o.used + padded <= section_size);
             if !joins {
                 if let Some(out) = self.flush_before(ch, stats) {
                     return out;
@@ -386,8 +427,6 @@ impl TxState {
                             tid,
                             section,
                             used: 0,
-                            last_start: 0,
-                            last_len: 0,
                             packets: 0,
                             bytes: 0,
                             first_taken: index,
@@ -402,7 +441,7 @@ impl TxState {
                 }
             }
             if self.open.is_some() {
-                return Ok(self.append(p, &info, stats));
+                return Ok(self.append(p, info.as_ref(), padded, stats));
             }
         }
         if let Some(out) = self.flush_before(ch, stats) {
@@ -412,60 +451,52 @@ impl TxState {
             stats.tx_dropped += 1;
             return Ok(Outcome::Dropped);
         }
+        let info = info.unwrap_or_default();
         self.send_gpa(ch, p, &info, header_len, stats)
     }
 
-    /// Writes `p` with its RNDIS header into the open section (which has room for it), after
-    /// padding the previous message to the host's alignment.
-    fn append(&mut self, p: &Packet, info: &PacketInfo, stats: &mut QueueStats) -> Outcome {
+    /// Writes `p` with its RNDIS header (`info`'s PPIs, none if `None`) into the open section,
+    /// which has room for the `padded` bytes the message takes there.
+    fn append(
+        &mut self,
+        p: &Packet,
+        info: Option<&PacketInfo>,
+        padded: usize,
+        stats: &mut QueueStats,
+    ) -> Outcome {
         let (Some(session), Some(open)) = (&self.session, self.open.as_mut()) else {
             return Outcome::Stop;
         };
         let len = p.len();
-        let base = open.section as usize * session.section_size;
-        let start = open.used.next_multiple_of(session.agg_align);
-        let written = rndis::write_packet_header(&mut self.header[..MAX_HEADER], len, info)
-            .ok()
-            .and_then(|h| {
-                let pad = start - open.used;
-                if pad > 0 {
-                    // The previous message grows over the padding (its MessageLength, at byte
-                    // 4 of its header).
-                    let grown = (open.last_len + pad) as u32;
-                    session
-                        .sendbuf
-                        .write(base + open.last_start + 4, &grown.to_le_bytes())
-                        .ok()?;
-                }
-                let offset = base + start;
-                let data = p.data();
-                // Frame bytes that complete the header's last word.
-                let k = ((offset + h).next_multiple_of(8) - (offset + h)).min(len);
-                self.header[h..h + k].copy_from_slice(&data[..k]);
-                if pad > 0 && pad <= PAD_MAX {
-                    // The zeroed padding, then the header, in one write.
-                    self.padded[..pad].fill(0);
-                    self.padded[pad..pad + h + k].copy_from_slice(&self.header[..h + k]);
-                    session
-                        .sendbuf
-                        .write(base + open.used, &self.padded[..pad + h + k])
-                        .ok()?;
-                } else {
-                    if pad > 0 {
-                        session.sendbuf.fill(base + open.used, pad, 0).ok()?;
-                    }
-                    session.sendbuf.write(offset, &self.header[..h + k]).ok()?;
-                }
-                session.sendbuf.write(offset + h + k, &data[k..]).ok()?;
-                Some(h + len)
-            });
-        let Some(size) = written else {
+        let header = match info {
+            None => self
+                .header
+                .first_chunk_mut::<{ rndis::PACKET_MESSAGE_SIZE }>()
+                .map(|h| rndis::write_plain_packet_header(h, padded as u32, len as u32)),
+            Some(info) => rndis::write_packet_header(&mut self.header[..MAX_HEADER], len, info)
+                .ok()
+                .inspect(|_| {
+                    // The message covers its padding.
+                    self.header[4..8].copy_from_slice(&(padded as u32).to_le_bytes())
+                }),
+        };
+        let offset = open.section as usize * session.section_size + open.used;
+        let written = header.and_then(|h| {
+            let data = p.data();
+            // The frame's first bytes complete the header's last word; the rest of the frame
+            // then starts on a word, and its last word is written whole, padding included.
+            let k = (h.next_multiple_of(8) - h).min(len);
+            self.header[h..h + k].copy_from_slice(&data[..k]);
+            session
+                .sendbuf
+                .write_padded_pair(offset, &self.header[..h + k], &data[k..], padded)
+                .ok()
+        });
+        if written.is_none() {
             stats.tx_dropped += 1;
             return Outcome::Dropped;
-        };
-        open.last_start = start;
-        open.last_len = size;
-        open.used = start + size;
+        }
+        open.used += padded;
         open.packets += 1;
         open.bytes += len as u64;
         Outcome::Section

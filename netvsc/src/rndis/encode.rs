@@ -318,6 +318,29 @@ pub fn write_packet_header(
     write_packet_prefix(out, msg_len, data_offset, frame_len, info, PpiOrder::Guest)
 }
 
+/// Writes the header of a guest PACKET without PPIs (what [`write_packet_header`] writes for
+/// an empty [`PacketInfo`]) for a frame of `frame_len` bytes in a message of `message_length`
+/// bytes (the frame, and any padding after it, follow the header): the per-frame header of the
+/// transmit path, with nothing left to check.
+#[inline]
+pub fn write_plain_packet_header(
+    out: &mut [u8; PACKET_MESSAGE_SIZE],
+    message_length: u32,
+    frame_len: u32,
+) -> usize {
+    let data_offset = (PACKET_MESSAGE_SIZE - MESSAGE_HEADER_SIZE) as u32;
+    out.fill(0);
+    for (at, value) in [
+        (0, MESSAGE_TYPE_PACKET_MSG),
+        (4, message_length),
+        (8, data_offset),
+        (12, frame_len),
+    ] {
+        out[at..at + 4].copy_from_slice(&value.to_le_bytes());
+    }
+    PACKET_MESSAGE_SIZE
+}
+
 /// Writes a whole guest PACKET (header, PPIs, frame) into `out`; returns its length. An empty
 /// frame is written as asked (for tests of host behaviour): hosts refuse it, and
 /// [`RndisMessage::parse`](super::RndisMessage::parse) reports [`RndisError::EmptyFrame`].

@@ -316,8 +316,10 @@ pub struct IncomingPacket {
     kind: IncomingKind,
     transaction_id: u64,
     flags: u16,
-    /// The whole packet as copied out of the ring (`length8 * 8` bytes).
+    /// The whole packet as copied out of the ring: its first `len` (`length8 * 8`) bytes; the
+    /// buffer only grows, so a read does not zero it again.
     raw: Vec<u8>,
+    len: usize,
     payload_offset: usize,
     transfer_ranges: Vec<TransferPageRange>,
     gpa_ranges: Vec<GpaRangeEntry>,
@@ -338,6 +340,7 @@ impl IncomingPacket {
             transaction_id: 0,
             flags: 0,
             raw: Vec::new(),
+            len: 0,
             payload_offset: 0,
             transfer_ranges: Vec::new(),
             gpa_ranges: Vec::new(),
@@ -364,7 +367,7 @@ impl IncomingPacket {
     /// sender's padding (up to 7 bytes), since VMBus does not carry the exact length; the
     /// protocol inside (NVSP) carries its own.
     pub fn payload(&self) -> &[u8] {
-        &self.raw[self.payload_offset..]
+        &self.raw[self.payload_offset..self.len]
     }
 
     /// The ranges of a transfer-page packet (empty for other kinds).
@@ -383,14 +386,17 @@ impl IncomingPacket {
 
     /// Ring bytes this packet occupied (`length8 * 8` plus the trailer).
     pub fn ring_len(&self) -> usize {
-        self.raw.len() + PACKET_TRAILER_SIZE
+        self.len + PACKET_TRAILER_SIZE
     }
 
-    /// The buffer the reader copies the packet into, resized to `len` bytes.
+    /// The buffer the reader copies the packet into, `len` bytes (grown when it is shorter;
+    /// the reader overwrites all of them).
     pub(crate) fn raw_buffer(&mut self, len: usize) -> &mut [u8] {
-        self.raw.clear();
-        self.raw.resize(len, 0);
-        &mut self.raw
+        if self.raw.len() < len {
+            self.raw.resize(len, 0);
+        }
+        self.len = len;
+        &mut self.raw[..len]
     }
 
     /// Validates the copied bytes (already `raw_buffer`ed) against `desc` and fills in the

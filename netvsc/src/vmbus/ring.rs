@@ -248,7 +248,9 @@ impl RingMemory {
         let first = buf.len().min(size.saturating_sub(pos));
         let (head, tail) = buf.split_at_mut(first);
         self.mem.read(RING_HEADER_SIZE + pos, head)?;
-        self.mem.read(RING_HEADER_SIZE, tail)?;
+        if !tail.is_empty() {
+            self.mem.read(RING_HEADER_SIZE, tail)?;
+        }
         Ok(((pos + buf.len()) % size) as u32)
     }
 
@@ -259,7 +261,9 @@ impl RingMemory {
         let first = buf.len().min(size.saturating_sub(pos));
         let (head, tail) = buf.split_at(first);
         self.mem.write(RING_HEADER_SIZE + pos, head)?;
-        self.mem.write(RING_HEADER_SIZE, tail)?;
+        if !tail.is_empty() {
+            self.mem.write(RING_HEADER_SIZE, tail)?;
+        }
         Ok(((pos + buf.len()) % size) as u32)
     }
 }
@@ -335,15 +339,14 @@ impl OutgoingRing {
             return Err(RingError::Full { needed, free });
         }
         let start = self.next;
+        // The whole packet in one copy of whole words: descriptor and type-specific header,
+        // payload, zero padding to 8 bytes, then the trailer (the packet's start offset << 32).
         packet.encode_header(&mut self.scratch);
-        let mut pos = self.ring.copy_in(start, &self.scratch)?;
-        pos = self.ring.copy_in(pos, packet.payload)?;
-        // Zero padding to 8 bytes, then the trailer: the packet's start offset << 32.
-        let pad = packet.packet_len() - self.scratch.len() - packet.payload.len();
-        let mut tail = [0u8; 16];
-        tail[pad..pad + 8].copy_from_slice((u64::from(start) << 32).as_bytes());
-        pos = self.ring.copy_in(pos, &tail[..pad + 8])?;
-        self.next = pos;
+        self.scratch.extend_from_slice(packet.payload);
+        self.scratch.resize(needed - PACKET_TRAILER_SIZE, 0);
+        self.scratch
+            .extend_from_slice((u64::from(start) << 32).as_bytes());
+        self.next = self.ring.copy_in(start, &self.scratch)?;
         if self.pending_requested {
             self.clear_pending_send_size();
         }

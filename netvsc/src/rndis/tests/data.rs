@@ -101,6 +101,13 @@ fn gpa_direct_header_is_written_without_its_frame() {
         Ok(44)
     );
     assert_eq!(&out[..], &header[..]);
+    // The transmit path's plain header is the same bytes, for its message length.
+    let mut plain = [0x55u8; 44];
+    assert_eq!(write_plain_packet_header(&mut plain, 1558, 1514), 44);
+    assert_eq!(&plain[..], &header[..]);
+    assert_eq!(write_plain_packet_header(&mut plain, 1560, 1514), 44);
+    assert_eq!(&plain[4..8], &1560u32.to_le_bytes(), "a padded message");
+    assert_eq!(&plain[8..], &header[8..]);
     let mut short = [0u8; 43];
     assert!(matches!(
         write_packet_header(&mut short, 1514, &PacketInfo::default()),

@@ -40,6 +40,23 @@ proptest! {
     }
 
     #[test]
+    fn plain_padded_packets_parse_to_their_frame(
+        frame in proptest::collection::vec(any::<u8>(), 1..1600),
+        pad in 0usize..64,
+    ) {
+        let total = PACKET_MESSAGE_SIZE + frame.len() + pad;
+        let mut out = vec![0u8; total];
+        let head = out.first_chunk_mut::<PACKET_MESSAGE_SIZE>().unwrap();
+        write_plain_packet_header(head, total as u32, frame.len() as u32);
+        out[PACKET_MESSAGE_SIZE..PACKET_MESSAGE_SIZE + frame.len()].copy_from_slice(&frame);
+        let RndisMessage::Packet(p) = RndisMessage::parse(&out).expect("parses") else {
+            panic!("not PACKET");
+        };
+        prop_assert_eq!(p.frame.get(&out), Some(&frame[..]));
+        prop_assert_eq!(p.info, PacketInfo::default());
+    }
+
+    #[test]
     fn host_packets_round_trip(
         frame in proptest::collection::vec(any::<u8>(), 1..1550),
         info in packet_info(),
