@@ -11,6 +11,7 @@ macro_rules! say {
     }};
 }
 
+mod bench;
 mod bind;
 mod demo;
 mod failover_demo;
@@ -96,6 +97,50 @@ enum Command {
     /// Against `hvnet sim-host --root DIR`: LD_PRELOAD=libhvnet_sim_uio.so hvnet run
     /// --sysfs-root DIR --dev-root DIR/dev … (docs/sim-host.md).
     Run(run::RunArgs),
+
+    /// Measure hvnet on this machine: packets per second on each path beside a baseline
+    /// measured in the same run, failover and failback durations, and instructions per packet.
+    ///
+    /// Everything runs in this process against the simulated host and the software VF (no
+    /// root, no device). The report is a table per part:
+    ///
+    /// - packets per second: one row per path (synthetic: the guest's NIC queue against the
+    ///   simulated host's thread; vf: the igbvf driver's queue against the software VF's DMA
+    ///   thread), direction (tx: the guest sends; rx: it receives) and frame size (64, 1500
+    ///   bytes), in Mpps beside the baseline — the same frames allocated, copied and handed to
+    ///   another thread through a wait-free SPSC queue, measured right after each trial so
+    ///   both see the same load — and their ratio: what the path costs over a bare handoff.
+    ///   "dropped" counts frames the simulated peer dropped (overload), each counted.
+    ///
+    /// - failover and failback: --cycles times the VF offered, traffic both ways, the VF
+    ///   ejected the planned way (Azure's order), traffic on synthetic; the median and the
+    ///   longest failover (trigger until every queue sends on synthetic), complete (until the
+    ///   VF is drained and released) and failback (until every queue sends on the VF); then
+    ///   where every frame went: lost to the failover must be 0 (the command fails
+    ///   otherwise), other losses are counted by reason.
+    ///
+    /// - instructions per packet, when valgrind is installed (--no-ipp leaves them out): each
+    ///   path's queue in lock-step with its peer, run again as this executable under
+    ///   callgrind, counting only inside the queue's tx_burst and rx_burst (the peer's thread
+    ///   is not counted); failover is the failover port on the VF, failback the same after a
+    ///   whole cycle, each compared with the bare VF.
+    ///
+    /// Seconds vary with the machine and whatever else runs on it: compare ratios to the
+    /// baseline, not Mpps between runs. Instruction counts do not vary between runs of the
+    /// same build. Build with --release to measure the optimised code. The default, short
+    /// mode finishes in well under a minute on 2 cores; --full runs longer, with medians.
+    /// docs/bench.md says more. Examples:
+    ///
+    ///   cargo run --release -- bench
+    ///
+    ///   hvnet bench --full
+    ///
+    ///   hvnet bench --only ipp --ipp-frames 20000
+    Bench(bench::BenchArgs),
+
+    /// One workload of `hvnet bench`, run by it under valgrind.
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
 
     /// Show the metrics of a running `hvnet run`, `hvnet demo` or `hvnet sim-host`: read from
     /// its --metrics-addr and listed by the catalogue (docs/metrics.md), each metric with its
@@ -252,6 +297,8 @@ fn main() -> anyhow::Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Probe(args) => probe::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Bench(args) => bench::run(&args),
+        Command::BenchWorker(args) => bench::run_worker(&args),
         Command::Stats(args) => stats::run(&args),
         Command::SimHost(args) => sim_host::run(&args),
         Command::Bind(args) => bind::run_bind(&args),

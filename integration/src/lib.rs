@@ -23,8 +23,12 @@
 //! - the suites themselves are `tests/`: `synthetic_*` (the synthetic NIC against the host),
 //!   `conformance_*` (the transcripts), `vf_*` (the igbvf driver against the model) and
 //!   `failover_*` (one per guarantee of DESIGN §4, a [`harness::failover::FailoverRig`] under
-//!   [`harness::traffic::Traffic`]); `benches/` and `examples/` measure.
+//!   [`harness::traffic::Traffic`]);
+//! - [`bench`](mod@bench): the benchmarks' workloads (packets per second beside a same-run baseline,
+//!   failover and failback durations, lock-step workloads for instructions per packet),
+//!   run by `benches/`, the `*_ipp` examples and `hvnet bench`.
 
+pub mod bench;
 pub mod conformance;
 pub mod harness;
 pub mod host;
