@@ -26,6 +26,8 @@
 //! tid matches nothing and is counted in `unknown_completions`); a status other than success
 //! counts every frame of that send in `tx_failed` and frees the resources all the same.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use packet::{Packet, Pool, SharedMemory};
 
 use crate::nvsp::{self, Message1SendRndisPacket, NvspMessage};
@@ -373,7 +375,19 @@ impl TxState {
         if open.packets >= session.agg_packets || open.used + padded > session.section_size {
             return false;
         }
-        self.append(p, None, padded, stats);
+        let offset = open.section as usize * session.section_size + open.used;
+        // The section's words at an aligned offset (always, unless the host's section size is
+        // not a whole number of words: then the general copy).
+        let Ok(words) = session.sendbuf.atomic_u64s(offset, padded / 8) else {
+            self.append(p, None, padded, stats);
+            return true;
+        };
+        write_plain_message(words, p.data());
+        if let Some(open) = self.open.as_mut() {
+            open.used += padded;
+            open.packets += 1;
+            open.bytes += len as u64;
+        }
         true
     }
 
@@ -551,6 +565,69 @@ impl TxState {
     }
 }
 
+/// Writes an untagged RNDIS PACKET for `frame` into `words` (a message of `8 * words.len()`
+/// bytes, at least the header and the frame): the header built in registers, the frame in
+/// whole words, the padding zeroed. Every word is one store; the bytes are those
+/// [`rndis::write_plain_packet_header`] and the frame copy would write.
+fn write_plain_message(words: &[AtomicU64], frame: &[u8]) {
+    // Two little-endian u32 fields as the word that holds them.
+    let pair = |low: u32, high: u32| (u64::from(low) | u64::from(high) << 32).to_le();
+    let Some((head, body)) = words.split_first_chunk::<6>() else {
+        return;
+    };
+    let len = frame.len();
+    let data_offset = (rndis::PACKET_MESSAGE_SIZE - rndis::MESSAGE_HEADER_SIZE) as u32;
+    // The reserved field ends the header; the frame's first 4 bytes complete its word.
+    let (first, rest) = frame.split_at(len.min(4));
+    let store = |word: &AtomicU64, value: u64| word.store(value, Ordering::Relaxed);
+    store(
+        &head[0],
+        pair(rndis::MESSAGE_TYPE_PACKET_MSG, (words.len() * 8) as u32),
+    );
+    store(&head[1], pair(data_offset, len as u32));
+    // OOB and PPI offsets and lengths, the VC handle: zero.
+    store(&head[2], 0);
+    store(&head[3], 0);
+    store(&head[4], 0);
+    store(&head[5], pair(0, little_endian(first) as u32));
+    let (chunks, tail) = rest.as_chunks::<8>();
+    let (whole, after) = body.split_at(chunks.len().min(body.len()));
+    for (word, chunk) in whole.iter().zip(chunks) {
+        word.store(u64::from_ne_bytes(*chunk), Ordering::Relaxed);
+    }
+    let mut after = after.iter();
+    if !tail.is_empty()
+        && let Some(word) = after.next()
+    {
+        word.store(little_endian(tail).to_le(), Ordering::Relaxed);
+    }
+    for word in after {
+        word.store(0, Ordering::Relaxed);
+    }
+}
+
+/// Up to 8 bytes as a little-endian value (byte `i` in bits `8 * i`), in at most three
+/// fixed-size reads rather than a copy of variable length.
+#[inline]
+fn little_endian(bytes: &[u8]) -> u64 {
+    let (mut value, mut at) = (0u64, 0usize);
+    if let Some(word) = bytes.first_chunk::<8>() {
+        return u64::from_le_bytes(*word);
+    }
+    if let Some(four) = bytes.first_chunk::<4>() {
+        value = u64::from(u32::from_le_bytes(*four));
+        at = 4;
+    }
+    if let Some(two) = bytes.get(at..).and_then(|b| b.first_chunk::<2>()) {
+        value |= u64::from(u16::from_le_bytes(*two)) << (8 * at);
+        at += 2;
+    }
+    if let Some(&one) = bytes.get(at) {
+        value |= u64::from(one) << (8 * at);
+    }
+    value
+}
+
 /// A stage that failed: a full ring stops the burst (and asks the host to signal when there
 /// is room); a corrupt ring is the caller's error; anything else drops this one frame.
 fn ring_refused(
@@ -568,6 +645,53 @@ fn ring_refused(
         _ => {
             stats.tx_dropped += 1;
             Ok(Outcome::Dropped)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plain_message_in_words_is_the_header_the_frame_and_zeros() {
+        let mem = SharedMemory::anonymous(4096).unwrap();
+        for len in 1..=80usize {
+            for align in [8usize, 64] {
+                let padded = (rndis::PACKET_MESSAGE_SIZE + len).next_multiple_of(align);
+                mem.fill(0, 4096, 0xEE).unwrap();
+                let frame: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7) ^ 0x5A).collect();
+                write_plain_message(mem.atomic_u64s(64, padded / 8).unwrap(), &frame);
+                let mut want = vec![0u8; padded];
+                let head = want
+                    .first_chunk_mut::<{ rndis::PACKET_MESSAGE_SIZE }>()
+                    .unwrap();
+                rndis::write_plain_packet_header(head, padded as u32, len as u32);
+                want[rndis::PACKET_MESSAGE_SIZE..][..len].copy_from_slice(&frame);
+                let mut got = vec![0u8; padded + 16];
+                mem.read(56, &mut got).unwrap();
+                assert_eq!(&got[..8], &[0xEE; 8], "nothing before the message");
+                assert_eq!(
+                    &got[8..8 + padded],
+                    &want[..],
+                    "frame of {len}, aligned {align}"
+                );
+                assert_eq!(&got[8 + padded..], &[0xEE; 8], "nothing after the message");
+            }
+        }
+    }
+
+    #[test]
+    fn little_endian_reads_any_short_tail() {
+        let bytes = [1u8, 2, 3, 4, 5, 6, 7, 8, 9];
+        for n in 0..=8 {
+            let mut word = [0u8; 8];
+            word[..n].copy_from_slice(&bytes[..n]);
+            assert_eq!(
+                little_endian(&bytes[..n]),
+                u64::from_le_bytes(word),
+                "{n} bytes"
+            );
         }
     }
 }
