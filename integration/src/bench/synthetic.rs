@@ -35,6 +35,26 @@ pub struct SyntheticBench {
     rig: SyntheticRig,
 }
 
+/// The simulated host with one channel and an external port, and the guest NIC opened
+/// against it: what every synthetic workload runs on.
+pub(crate) fn one_queue_rig() -> Result<SyntheticRig, BenchError> {
+    SyntheticRig::start(
+        HostConfig {
+            shm: ShmConfig {
+                max_channels: 1,
+                ..ShmConfig::default()
+            },
+            port: PortMode::External,
+            ..HostConfig::default()
+        },
+        NicConfig::default(),
+    )
+    .map_err(|source| BenchError::Rig {
+        what: "simulated host and synthetic NIC",
+        source,
+    })
+}
+
 /// Frames the host dropped on their way to the guest (and counted).
 fn rx_dropped(h: &HostStats) -> u64 {
     h.rx_dropped_ring_full + h.rx_dropped_no_buffer + h.rx_dropped_filtered
@@ -43,22 +63,9 @@ fn rx_dropped(h: &HostStats) -> u64 {
 impl SyntheticBench {
     /// Starts the host (one channel, an external port) and opens the NIC against it.
     pub fn start() -> Result<Self, BenchError> {
-        let rig = SyntheticRig::start(
-            HostConfig {
-                shm: ShmConfig {
-                    max_channels: 1,
-                    ..ShmConfig::default()
-                },
-                port: PortMode::External,
-                ..HostConfig::default()
-            },
-            NicConfig::default(),
-        )
-        .map_err(|source| BenchError::Rig {
-            what: "simulated host and synthetic NIC",
-            source,
-        })?;
-        Ok(Self { rig })
+        Ok(Self {
+            rig: one_queue_rig()?,
+        })
     }
 
     /// `count` frames of `len` bytes one way.

@@ -4,14 +4,13 @@
 
 use std::hint::black_box;
 
-use netvsc::nic::{NicConfig, SyntheticQueue};
-use netvsc::vmbus::shm::ShmConfig;
+use netvsc::nic::SyntheticQueue;
 use packet::{Packet, PortQueue};
 
 use super::{IPP_STALL, LOCKSTEP_BURST};
 use crate::bench::{BenchError, Deadline, Direction, RX_BURST};
 use crate::harness::rig::SyntheticRig;
-use crate::host::{HostConfig, HostStats, PortMode};
+use crate::host::HostStats;
 
 /// Counted: the guest's transmit of one burst.
 #[inline(never)]
@@ -31,21 +30,7 @@ pub fn run(dir: Direction, len: usize, count: u64) -> Result<u64, BenchError> {
         host,
         nic,
         mut queues,
-    } = SyntheticRig::start(
-        HostConfig {
-            shm: ShmConfig {
-                max_channels: 1,
-                ..ShmConfig::default()
-            },
-            port: PortMode::External,
-            ..HostConfig::default()
-        },
-        NicConfig::default(),
-    )
-    .map_err(|source| BenchError::Rig {
-        what: "simulated host and synthetic NIC",
-        source,
-    })?;
+    } = crate::bench::synthetic::one_queue_rig()?;
     let queue = &mut queues[0];
     let deadline = Deadline::after(IPP_STALL);
     let mut frame = vec![0x5au8; len];
