@@ -827,6 +827,7 @@ impl SharedMemory {
     // The mutable slice comes from `&self` on purpose: exclusivity is not a property of this
     // view (views are cloned freely) but of the pool buffer the caller owns.
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     pub(crate) unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
         assert!(
             self.check(offset, len).is_ok(),

@@ -358,6 +358,47 @@ impl Packet {
         }
     }
 
+    /// Makes the frame a copy of the `len` bytes of `mem` at `offset` (a peer's memory, read
+    /// atomically). Where the aligned words that hold those bytes lie inside `mem` and fit the
+    /// buffer, the whole words are copied (the cheap copy) and the frame starts at the same
+    /// place within a word as in `mem`, up to 7 bytes further from the buffer start; otherwise
+    /// the bytes alone are copied at the current head. On error the frame is empty.
+    #[inline]
+    pub fn copy_from_shared(
+        &mut self,
+        mem: &SharedMemory,
+        offset: usize,
+        len: usize,
+    ) -> Result<(), MemError> {
+        let skip = (mem.offset_in_mapping() + offset) % 8;
+        let words = (skip + len).next_multiple_of(8);
+        let at = self.buf_offset() + self.head as usize;
+        let room = self.max_len();
+        if offset >= skip && words <= room {
+            // SAFETY: exclusive ownership of the buffer plus `&mut self`; `words` bytes from
+            // the head fit the buffer (checked just above, and by `slice_mut`).
+            let dst = unsafe { self.pool.mem.slice_mut(at, words) };
+            if mem.read(offset - skip, dst).is_ok() {
+                self.head += skip as u32;
+                self.len = len as u32;
+                return Ok(());
+            }
+        }
+        self.len = 0;
+        if len > room {
+            return Err(MemError::OutOfBounds {
+                offset: 0,
+                len,
+                size: room,
+            });
+        }
+        // SAFETY: as above, for `len <= room` bytes.
+        let dst = unsafe { self.pool.mem.slice_mut(at, len) };
+        mem.read(offset, dst)?;
+        self.len = len as u32;
+        Ok(())
+    }
+
     /// Exchanges the buffers of two packets from the same pool, with the frames in them
     /// (headroom and length); each packet keeps its own [`meta`](Self::meta). What a driver
     /// does when it hands out the frame a device wrote into a posted packet and posts a fresh
@@ -418,6 +459,37 @@ impl Drop for Packet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_copied_from_shared_memory_is_those_bytes_at_any_offset_and_length() {
+        let pool = Pool::new(SharedMemory::anonymous(2 * 2048).unwrap(), 2048).unwrap();
+        // A peer's region, mapped at an offset that is not a whole word, with a pattern.
+        let peer = SharedMemory::anonymous(4096)
+            .unwrap()
+            .subregion(3, 600)
+            .unwrap();
+        let pattern: Vec<u8> = (0..600u32).map(|i| (i * 7 + 1) as u8).collect();
+        peer.write(0, &pattern).unwrap();
+        for offset in [0, 1, 2, 5, 7, 8, 13, 64] {
+            for len in [1, 3, 8, 9, 60, 64, 65, 200] {
+                let mut p = pool.alloc().unwrap();
+                p.copy_from_shared(&peer, offset, len).unwrap();
+                assert_eq!(p.data(), &pattern[offset..offset + len], "{offset}+{len}");
+                assert!(p.headroom() >= HEADROOM && p.headroom() < HEADROOM + 8);
+            }
+        }
+        // The last bytes of the region: the words that hold them run past it, so the bytes
+        // alone are copied.
+        let mut p = pool.alloc().unwrap();
+        p.copy_from_shared(&peer, 595, 5).unwrap();
+        assert_eq!(p.data(), &pattern[595..]);
+        // Outside the region, or longer than the buffer: an error and an empty frame.
+        assert!(p.copy_from_shared(&peer, 598, 5).is_err());
+        assert!(p.is_empty());
+        let big = SharedMemory::anonymous(8192).unwrap();
+        assert!(p.copy_from_shared(&big, 0, 2048).is_err());
+        assert!(p.is_empty());
+    }
 
     #[test]
     fn drop_returns_the_buffer_and_frames_do_not_alias() {

@@ -17,7 +17,7 @@ use crate::vmbus::{IncomingPacket, IncomingRing, RingMemory};
 
 use super::NicEvent;
 use super::error::NicError;
-use super::rx::{HostSink, RxEnv, dispatch};
+use super::rx::{HostSink, RxBuffers, RxEnv, dispatch};
 
 /// What the NIC would do with one host packet (one entry per finding, in order).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -178,16 +178,18 @@ pub fn classify_host_packet(
         buffer.write(*offset as usize, bytes)?;
     }
     let pool = Pool::new(SharedMemory::anonymous(16 * 16384)?, 16384)?;
-    let env = RxEnv {
+    let mut buffers = RxBuffers::default();
+    let mut env = RxEnv {
         rxbuf: Some(&buffer),
         pool: &pool,
+        buffers: &mut buffers,
         queue: 0,
         nvsp_version,
         max_frame: super::config::MAX_MTU + 18,
     };
     let mut recorder = Recorder::default();
     let mut scratch = Vec::new();
-    if let Some(tid) = dispatch(&pkt, &env, &mut scratch, &mut recorder) {
+    if let Some(tid) = dispatch(&pkt, &mut env, &mut scratch, &mut recorder) {
         recorder.actions.push(HostAction::CompleteReceive { tid });
     }
     Ok(recorder.actions)

@@ -46,7 +46,7 @@ use crate::vmbus::{
 
 use super::error::NicError;
 use super::events::NicEvent;
-use super::rx::{HostSink, RxEnv, dispatch};
+use super::rx::{HostSink, RxBuffers, RxEnv, dispatch};
 use super::shared::NicShared;
 use super::stats::QueueStats;
 use super::tids::{KIND_CONTROL, KIND_GPA, KIND_SECTION, kind_of};
@@ -97,6 +97,8 @@ pub(crate) struct QueueState {
     pub ready: bool,
     pkt: IncomingPacket,
     scratch: Vec<u8>,
+    /// Pool buffers taken ahead of the frames of a poll (none between polls).
+    buffers: RxBuffers,
     staging: VecDeque<Packet>,
     /// Completions of received transfer-page packets that did not fit the outgoing ring yet
     /// (the completion backlog), oldest first; never longer than `backlog_limit`.
@@ -136,6 +138,7 @@ impl QueueShared {
                 ready: false,
                 pkt: IncomingPacket::new(),
                 scratch: Vec::with_capacity(1024),
+                buffers: RxBuffers::default(),
                 staging: VecDeque::new(),
                 pending_completions: VecDeque::new(),
                 backlog_limit: MAX_COMPLETION_BACKLOG,
@@ -172,6 +175,7 @@ struct QueueSink<'a> {
 }
 
 impl HostSink for QueueSink<'_> {
+    #[inline(always)]
     fn frame(&mut self, packet: Packet) {
         let len = packet.len() as u64;
         match self.out.as_deref_mut() {
@@ -374,6 +378,7 @@ impl QueueState {
             rxbuf,
             pkt,
             scratch,
+            buffers,
             staging,
             pending_completions,
             backlog_limit,
@@ -386,9 +391,10 @@ impl QueueState {
         let Some(ch) = chan.as_mut() else {
             return 0;
         };
-        let env = RxEnv {
+        let mut env = RxEnv {
             rxbuf: rxbuf.as_ref(),
             pool: &shared.pool,
+            buffers,
             queue: *index,
             nvsp_version: shared.nvsp_version(),
             max_frame: shared.config.max_frame(),
@@ -420,7 +426,7 @@ impl QueueState {
                         room,
                         staging,
                     };
-                    dispatch(pkt, &env, scratch, &mut sink)
+                    dispatch(pkt, &mut env, scratch, &mut sink)
                 }
                 Err(RingError::InvalidPacket {
                     packet_type,
@@ -457,6 +463,7 @@ impl QueueState {
                 }
             }
         }
+        env.buffers.release();
         if let Some(e) = failure {
             self.channel_failed(shared, e);
         }

@@ -18,7 +18,9 @@ use packet::{Packet, PacketMeta, Pool, SharedMemory};
 use zerocopy::FromBytes;
 
 use crate::nvsp::{self, NvspMessage};
-use crate::rndis::{self, PacketIdInfo, PacketInfo, RndisMessage};
+#[cfg(test)]
+use crate::rndis::PacketInfo;
+use crate::rndis::{self, PacketIdInfo, RndisMessage};
 use crate::vmbus::{IncomingKind, IncomingPacket, TransferPageRange};
 
 use super::events::{NicEvent, indication_event};
@@ -27,8 +29,9 @@ use super::events::{NicEvent, indication_event};
 pub(crate) const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
 /// Largest per-packet-info area the guest accepts on a received data packet.
 const MAX_PPI_AREA: usize = 1024;
-/// Bytes of a range copied out first: the PACKET header and, as hosts lay them out, its PPIs.
-const HEAD_READ: usize = 128;
+/// Bytes of a range copied out first: the PACKET header and, as hosts lay them out, its PPIs
+/// (44 bytes and three 16-byte elements: a checksum, a hash value and a hash type or VLAN).
+const HEAD_READ: usize = 96;
 
 /// What [`dispatch`] reports.
 pub(crate) trait HostSink {
@@ -53,6 +56,41 @@ pub(crate) trait HostSink {
     fn unknown_message(&mut self, msg_type: u32);
 }
 
+/// Buffers most [`RxBuffers`] takes from the pool at once.
+const STASH: usize = 32;
+
+/// Pool buffers for the frames of one poll, taken from the pool a batch at a time (one lock
+/// per batch, not one per frame). What is left goes back with [`RxBuffers::release`] when
+/// the poll ends, so that between polls the pool counts every buffer no frame holds.
+#[derive(Debug, Default)]
+pub(crate) struct RxBuffers {
+    stash: Vec<Packet>,
+}
+
+impl RxBuffers {
+    /// An empty packet from `pool`; `None` when the pool is empty.
+    #[inline]
+    fn take(&mut self, pool: &Pool) -> Option<Packet> {
+        match self.stash.pop() {
+            Some(packet) => Some(packet),
+            None => self.refill(pool),
+        }
+    }
+
+    #[inline(never)]
+    fn refill(&mut self, pool: &Pool) -> Option<Packet> {
+        pool.alloc_bulk(&mut self.stash, STASH);
+        self.stash.pop()
+    }
+
+    /// Returns the buffers not used to their pool.
+    pub(crate) fn release(&mut self) {
+        if !self.stash.is_empty() {
+            packet::pool::free_bulk(self.stash.drain(..));
+        }
+    }
+}
+
 /// What [`dispatch`] needs besides the packet.
 #[derive(Debug)]
 pub(crate) struct RxEnv<'a> {
@@ -60,6 +98,8 @@ pub(crate) struct RxEnv<'a> {
     pub rxbuf: Option<&'a SharedMemory>,
     /// Where frames are copied to.
     pub pool: &'a Pool,
+    /// Buffers taken from `pool` ahead of the frames.
+    pub buffers: &'a mut RxBuffers,
     /// The queue, recorded in every frame's metadata.
     pub queue: u16,
     /// Negotiated NVSP version (the send indirection table's offset depends on it).
@@ -72,7 +112,7 @@ pub(crate) struct RxEnv<'a> {
 /// (a transfer-page packet that requested a completion), whatever its content was.
 pub(crate) fn dispatch(
     pkt: &IncomingPacket,
-    env: &RxEnv<'_>,
+    env: &mut RxEnv<'_>,
     scratch: &mut Vec<u8>,
     sink: &mut impl HostSink,
 ) -> Option<u64> {
@@ -122,7 +162,7 @@ fn inband(payload: &[u8], env: &RxEnv<'_>, sink: &mut impl HostSink) {
 fn transfer_pages(
     pkt: &IncomingPacket,
     set_id: u16,
-    env: &RxEnv<'_>,
+    env: &mut RxEnv<'_>,
     scratch: &mut Vec<u8>,
     sink: &mut impl HostSink,
 ) {
@@ -161,7 +201,7 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
 fn one_range(
     range: &TransferPageRange,
     rxbuf: &SharedMemory,
-    env: &RxEnv<'_>,
+    env: &mut RxEnv<'_>,
     scratch: &mut Vec<u8>,
     sink: &mut impl HostSink,
     partial: &mut Option<Packet>,
@@ -219,26 +259,6 @@ fn read_words(rxbuf: &SharedMemory, offset: usize, len: usize, out: &mut [u8]) -
     Some(skip)
 }
 
-/// Copies the frame of `len` bytes at `src` into `packet`: as whole words when its buffer has
-/// room before and after the frame (the frame then starts at the same place in a word as in
-/// the receive buffer), else the bytes alone.
-fn copy_frame(rxbuf: &SharedMemory, src: usize, len: usize, packet: &mut Packet) -> bool {
-    let skip = (rxbuf.offset_in_mapping() + src) % 8;
-    let words = (skip + len).next_multiple_of(8);
-    let fits = src >= skip && src - skip + words <= rxbuf.len() && words <= packet.max_len();
-    if fits {
-        packet.set_len(words);
-        if rxbuf.read(src - skip, packet.data_mut()).is_ok() {
-            packet.pull_head(skip);
-            packet.set_len(len);
-            return true;
-        }
-        return false;
-    }
-    packet.set_len(len);
-    rxbuf.read(src, packet.data_mut()).is_ok()
-}
-
 /// Where the frame of a PACKET message lies, relative to the message start.
 fn frame_span(body: &rndis::Packet, msg_len: usize) -> Option<(usize, usize)> {
     let len = body.data_length.get() as usize;
@@ -253,7 +273,7 @@ fn data_packet(
     offset: usize,
     msg_len: usize,
     rxbuf: &SharedMemory,
-    env: &RxEnv<'_>,
+    env: &mut RxEnv<'_>,
     scratch: &mut Vec<u8>,
     sink: &mut impl HostSink,
     partial: &mut Option<Packet>,
@@ -289,11 +309,11 @@ fn data_packet(
         sink.malformed("received frame longer than the mtu allows");
         return;
     }
-    let Some(mut packet) = env.pool.alloc() else {
+    let Some(mut packet) = env.buffers.take(env.pool) else {
         sink.no_buffer();
         return;
     };
-    if !copy_frame(rxbuf, src, frame_len, &mut packet) {
+    if packet.copy_from_shared(rxbuf, src, frame_len).is_err() {
         sink.malformed("received frame unreadable");
         return;
     }
@@ -301,16 +321,48 @@ fn data_packet(
     sink.frame(packet);
 }
 
-fn meta(info: &PacketInfo, queue: u16) -> PacketMeta {
+/// What the receive path keeps of a PACKET message's per-packet info.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RxInfo {
+    /// The 802.1Q tag (PPI 6), as a TCI.
+    pub vlan_tci: Option<u16>,
+    /// The receive hash value (PPI 8).
+    pub rss_hash: Option<u32>,
+    /// The RSC fragment id (internal PPI 1).
+    pub packet_id: Option<PacketIdInfo>,
+}
+
+impl RxInfo {
+    /// The values of a PPI area, checked as [`PacketInfo::parse`] checks it (the first
+    /// element of a type wins, as there).
+    #[inline(always)]
+    pub(crate) fn parse(area: &[u8]) -> Result<Self, rndis::RndisError> {
+        let (mut vlan, mut hash, mut id) = (None, None, None);
+        rndis::for_each_known(area, |ppi_type, value| match ppi_type {
+            rndis::PPI_IEEE_8021Q => _ = vlan.get_or_insert(value),
+            rndis::PPI_HASH_VALUE => _ = hash.get_or_insert(value),
+            rndis::PPI_PACKET_ID => _ = id.get_or_insert(value),
+            _ => {}
+        })?;
+        Ok(Self {
+            vlan_tci: vlan.map(|v| rndis::Ieee8021QInfo(v).tci()),
+            rss_hash: hash,
+            packet_id: id.map(PacketIdInfo),
+        })
+    }
+}
+
+fn meta(info: &RxInfo, queue: u16) -> PacketMeta {
     PacketMeta {
-        vlan_tci: info.ieee8021q.map(|v| v.tci()),
-        rss_hash: info.hash_value,
+        vlan_tci: info.vlan_tci,
+        rss_hash: info.rss_hash,
         queue,
     }
 }
 
 /// Parses the PPI area of a PACKET message: in `head` (the message's first bytes, already
 /// copied out) when it lies there, else copied out of the receive buffer first.
+#[inline(always)]
 fn ppi(
     body: &rndis::Packet,
     head: &[u8],
@@ -318,17 +370,17 @@ fn ppi(
     msg_len: usize,
     rxbuf: &SharedMemory,
     scratch: &mut Vec<u8>,
-) -> Result<PacketInfo, &'static str> {
+) -> Result<RxInfo, &'static str> {
     let len = body.per_packet_info_length.get() as usize;
     if len == 0 {
-        return Ok(PacketInfo::default());
+        return Ok(RxInfo::default());
     }
     let start = (body.per_packet_info_offset.get() as usize)
         .checked_add(rndis::MESSAGE_HEADER_SIZE)
         .filter(|s| s.checked_add(len).is_some_and(|end| end <= msg_len))
         .ok_or("per-packet info outside the message")?;
     if let Some(area) = head.get(start..start + len) {
-        return PacketInfo::parse(area).map_err(|_| "per-packet info malformed");
+        return RxInfo::parse(area).map_err(|_| "per-packet info malformed");
     }
     if len > MAX_PPI_AREA {
         return Err("per-packet info area too large");
@@ -338,7 +390,7 @@ fn ppi(
     rxbuf
         .read(offset + start, scratch)
         .map_err(|_| "per-packet info unreadable")?;
-    PacketInfo::parse(scratch).map_err(|_| "per-packet info malformed")
+    RxInfo::parse(scratch).map_err(|_| "per-packet info malformed")
 }
 
 /// One fragment of a frame the host coalesced over several ranges (RSC).
@@ -347,9 +399,9 @@ fn coalesced(
     id: PacketIdInfo,
     src: usize,
     len: usize,
-    info: &PacketInfo,
+    info: &RxInfo,
     rxbuf: &SharedMemory,
-    env: &RxEnv<'_>,
+    env: &mut RxEnv<'_>,
     sink: &mut impl HostSink,
     partial: &mut Option<Packet>,
 ) {
@@ -357,7 +409,7 @@ fn coalesced(
         if partial.take().is_some() {
             sink.malformed("coalesced frame without its last fragment");
         }
-        match env.pool.alloc() {
+        match env.buffers.take(env.pool) {
             Some(mut p) => {
                 p.meta = meta(info, env.queue);
                 *partial = Some(p);
@@ -436,5 +488,43 @@ fn control_message(
             Some(request_id) => sink.rndis_response(request_id, m, scratch),
             None => sink.unknown_message(m.msg_type()),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The receive path's walk keeps what `PacketInfo::parse` keeps and fails where it
+        /// fails, for any area (well-formed elements of any type, and garbage).
+        #[test]
+        fn rx_info_agrees_with_packet_info(
+            elements in proptest::collection::vec(
+                (prop_oneof![Just(0u32), Just(2), Just(6), Just(8), Just(9), Just(0x8000_0001),
+                    any::<u32>()], any::<u32>()),
+                0..6,
+            ),
+            garbage in proptest::collection::vec(any::<u8>(), 0..24),
+        ) {
+            let mut area = Vec::new();
+            for (ppi_type, value) in &elements {
+                for field in [16, *ppi_type, 12, *value] {
+                    area.extend_from_slice(&field.to_le_bytes());
+                }
+            }
+            for area in [area.clone(), [area, garbage].concat()] {
+                match (PacketInfo::parse(&area), RxInfo::parse(&area)) {
+                    (Ok(full), Ok(rx)) => {
+                        prop_assert_eq!(rx.vlan_tci, full.ieee8021q.map(|v| v.tci()));
+                        prop_assert_eq!(rx.rss_hash, full.hash_value);
+                        prop_assert_eq!(rx.packet_id, full.packet_id);
+                    }
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    (a, b) => prop_assert!(false, "disagree: {:?} vs {:?}", a, b),
+                }
+            }
+        }
     }
 }

@@ -269,6 +269,14 @@ impl PacketIdInfo {
 // PacketInfo
 // ---------------------------------------------------------------------------------------------
 
+/// The error for the element at `offset` of a PPI area (out of line: parsing is on the
+/// receive path of every frame, a bad area is not).
+#[cold]
+#[inline(never)]
+fn bad_ppi(offset: usize, reason: &'static str) -> RndisError {
+    RndisError::BadPpi { offset, reason }
+}
+
 /// Which order [`PacketInfo::write`] lays the elements out in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PpiOrder {
@@ -278,6 +286,57 @@ pub enum PpiOrder {
     /// The host's receive order, as the recorded host writes it: checksum, 802.1Q, hash value,
     /// hash info, LSO, packet id.
     Host,
+}
+
+/// Checks a PPI area as [`PacketInfo::parse`] does and calls `found(type, value)` for each
+/// element of a type [`PacketInfo`] holds, in area order (repeats included). The walk that
+/// `parse` is built on, for a receive path that keeps only some of the values in registers
+/// instead of a whole [`PacketInfo`].
+#[inline(always)]
+pub fn for_each_known(area: &[u8], mut found: impl FnMut(u32, u32)) -> Result<(), RndisError> {
+    let mut pos = 0usize;
+    while let Some(rest) = area.get(pos..).filter(|rest| !rest.is_empty()) {
+        let Some(header) = rest.first_chunk::<PPI_HEADER_SIZE>() else {
+            return Err(bad_ppi(pos, "header truncated"));
+        };
+        let field = |at: usize| {
+            u32::from_le_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+        };
+        let (size, ppi_type, value_offset) = (field(0) as usize, field(4), field(8) as usize);
+        if size < PPI_HEADER_SIZE {
+            return Err(bad_ppi(pos, "size smaller than the element header"));
+        }
+        if size > rest.len() {
+            return Err(bad_ppi(pos, "size runs past the area"));
+        }
+        if value_offset < PPI_HEADER_SIZE {
+            return Err(bad_ppi(pos, "value offset inside the element header"));
+        }
+        if value_offset > size {
+            return Err(bad_ppi(pos, "value offset past the element"));
+        }
+        let known = matches!(
+            ppi_type,
+            PPI_TCP_IP_CHECKSUM
+                | PPI_LSO
+                | PPI_IEEE_8021Q
+                | PPI_HASH_VALUE
+                | PPI_HASH_INFO
+                | PPI_PACKET_ID
+        );
+        if known {
+            // `value_offset <= size <= rest.len()`: only the value's length is left to check.
+            let Some(value) = rest[..size]
+                .get(value_offset..)
+                .and_then(|v| v.first_chunk::<4>())
+            else {
+                return Err(bad_ppi(pos, "value shorter than 4 bytes"));
+            };
+            found(ppi_type, u32::from_le_bytes(*value));
+        }
+        pos += size;
+    }
+    Ok(())
 }
 
 /// The per-packet info this driver understands. `None` means "no such element".
@@ -350,62 +409,14 @@ impl PacketInfo {
     /// known type keeps its first value.
     pub fn parse(area: &[u8]) -> Result<Self, RndisError> {
         let mut info = Self::default();
-        let mut pos = 0usize;
-        while let Some(rest) = area.get(pos..).filter(|rest| !rest.is_empty()) {
-            let bad = |reason| RndisError::BadPpi {
-                offset: pos,
-                reason,
-            };
-            let (header, _) =
-                PerPacketInfo::read_from_prefix(rest).map_err(|_| bad("header truncated"))?;
-            let size = header.size.get() as usize;
-            if size < PPI_HEADER_SIZE {
-                return Err(bad("size smaller than the element header"));
-            }
-            let element = rest.get(..size).ok_or(bad("size runs past the area"))?;
-            let value_offset = header.ppi_offset.get() as usize;
-            if value_offset < PPI_HEADER_SIZE {
-                return Err(bad("value offset inside the element header"));
-            }
-            let value = element
-                .get(value_offset..)
-                .ok_or(bad("value offset past the element"))?;
-            let read_value = || -> Result<u32, RndisError> {
-                value
-                    .get(..4)
-                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
-                    .map(u32::from_le_bytes)
-                    .ok_or(bad("value shorter than 4 bytes"))
-            };
-            match header.ppi_type.get() {
-                PPI_TCP_IP_CHECKSUM => {
-                    let v = read_value()?;
-                    info.checksum.get_or_insert(v);
-                }
-                PPI_LSO => {
-                    let v = read_value()?;
-                    info.lso.get_or_insert(LsoV2Info(v));
-                }
-                PPI_IEEE_8021Q => {
-                    let v = read_value()?;
-                    info.ieee8021q.get_or_insert(Ieee8021QInfo(v));
-                }
-                PPI_HASH_VALUE => {
-                    let v = read_value()?;
-                    info.hash_value.get_or_insert(v);
-                }
-                PPI_HASH_INFO => {
-                    let v = read_value()?;
-                    info.hash_info.get_or_insert(v);
-                }
-                PPI_PACKET_ID => {
-                    let v = read_value()?;
-                    info.packet_id.get_or_insert(PacketIdInfo(v));
-                }
-                _ => {}
-            }
-            pos += size;
-        }
+        for_each_known(area, |ppi_type, value| match ppi_type {
+            PPI_TCP_IP_CHECKSUM => _ = info.checksum.get_or_insert(value),
+            PPI_LSO => _ = info.lso.get_or_insert(LsoV2Info(value)),
+            PPI_IEEE_8021Q => _ = info.ieee8021q.get_or_insert(Ieee8021QInfo(value)),
+            PPI_HASH_VALUE => _ = info.hash_value.get_or_insert(value),
+            PPI_HASH_INFO => _ = info.hash_info.get_or_insert(value),
+            _ => _ = info.packet_id.get_or_insert(PacketIdInfo(value)),
+        })?;
         Ok(info)
     }
 
