@@ -363,7 +363,7 @@ impl Packet {
     /// buffer, the whole words are copied (the cheap copy) and the frame starts at the same
     /// place within a word as in `mem`, up to 7 bytes further from the buffer start; otherwise
     /// the bytes alone are copied at the current head. On error the frame is empty.
-    #[inline]
+    #[inline(always)]
     pub fn copy_from_shared(
         &mut self,
         mem: &SharedMemory,

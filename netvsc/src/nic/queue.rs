@@ -34,7 +34,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
-use packet::{Packet, PortQueue, SharedMemory};
+use packet::{Packet, Pool, PortQueue, SharedMemory};
 use parking_lot::Mutex;
 
 use crate::nvsp;
@@ -164,23 +164,76 @@ impl QueueShared {
     }
 }
 
+/// Packets [`QueueSink::slot`] takes from the pool at once (at most the room left).
+const SLOT_BATCH: usize = 32;
+
 /// Staging of a frame into `out` (while it has room) or the staging list.
+///
+/// Frames go into `out` in place: the sink appends empty pool packets to `out` a batch at a
+/// time and the receive path copies each frame into the next one; `out[..delivered]` are
+/// frames (the caller's, then this poll's), anything after is an empty packet that goes
+/// back to the pool when the poll ends ([`give_back_slots`]).
 struct QueueSink<'a> {
     shared: &'a NicShared,
     tx: &'a mut TxState,
     stats: &'a mut QueueStats,
     out: Option<&'a mut Vec<Packet>>,
     room: &'a mut usize,
+    delivered: &'a mut usize,
     staging: &'a mut VecDeque<Packet>,
 }
 
+/// Appends up to `n` empty pool packets to `out` (out of line: once per batch).
+#[inline(never)]
+fn refill_slots(out: &mut Vec<Packet>, pool: &Pool, n: usize) {
+    pool.alloc_bulk(out, n);
+}
+
+/// Returns the empty packets a poll left after the frames of `out` (see [`QueueSink`]).
+fn give_back_slots(out: Option<&mut Vec<Packet>>, delivered: usize) {
+    if let Some(out) = out
+        && out.len() > delivered
+    {
+        packet::pool::free_bulk(out.drain(delivered..));
+    }
+}
+
 impl HostSink for QueueSink<'_> {
+    #[inline(always)]
+    fn slot(&mut self, pool: &Pool) -> Option<&mut Packet> {
+        let out = self.out.as_deref_mut()?;
+        if *self.room == 0 {
+            return None;
+        }
+        if *self.delivered == out.len() {
+            refill_slots(out, pool, (*self.room).min(SLOT_BATCH));
+        }
+        out.get_mut(*self.delivered)
+    }
+
+    #[inline(always)]
+    fn slot_filled(&mut self) {
+        let Some(out) = self.out.as_deref() else {
+            return;
+        };
+        let len = out.get(*self.delivered).map_or(0, |p| p.len() as u64);
+        *self.delivered += 1;
+        *self.room -= 1;
+        self.stats.rx_packets += 1;
+        self.stats.rx_bytes += len;
+    }
+
     #[inline(always)]
     fn frame(&mut self, packet: Packet) {
         let len = packet.len() as u64;
         match self.out.as_deref_mut() {
             Some(out) if *self.room > 0 => {
-                out.push(packet);
+                match out.get_mut(*self.delivered) {
+                    // An empty slot is where the frame goes; the slot goes back.
+                    Some(slot) => drop(std::mem::replace(slot, packet)),
+                    None => out.push(packet),
+                }
+                *self.delivered += 1;
                 *self.room -= 1;
             }
             _ if self.staging.len() < STAGING_CAPACITY => self.staging.push_back(packet),
@@ -401,6 +454,7 @@ impl QueueState {
         };
         let mut read = 0;
         let mut failure = None;
+        let mut delivered = out.as_deref().map_or(0, Vec::len);
         while read < budget && !(out.is_some() && *room == 0) {
             if pending_completions.len() >= *backlog_limit {
                 // Back-pressure: the next packet may need a completion the backlog has no
@@ -424,6 +478,7 @@ impl QueueState {
                         stats,
                         out: out.as_deref_mut(),
                         room,
+                        delivered: &mut delivered,
                         staging,
                     };
                     dispatch(pkt, &mut env, scratch, &mut sink)
@@ -464,6 +519,7 @@ impl QueueState {
             }
         }
         env.buffers.release();
+        give_back_slots(out, delivered);
         if let Some(e) = failure {
             self.channel_failed(shared, e);
         }

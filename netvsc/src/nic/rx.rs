@@ -37,6 +37,18 @@ const HEAD_READ: usize = 96;
 pub(crate) trait HostSink {
     /// A received frame, in a pool packet with its metadata set.
     fn frame(&mut self, packet: Packet);
+    /// A pool packet (empty, default headroom) to copy the next frame into where the sink
+    /// keeps it, so that the frame is delivered without moving the packet; report it with
+    /// [`slot_filled`](Self::slot_filled). `None` (the default) when the sink has no such
+    /// place: the frame then comes in a packet of the caller's, through
+    /// [`frame`](Self::frame). A slot given out and not filled stays the next one.
+    #[inline(always)]
+    fn slot(&mut self, _pool: &Pool) -> Option<&mut Packet> {
+        None
+    }
+    /// The packet [`slot`](Self::slot) gave out holds a frame with its metadata.
+    #[inline(always)]
+    fn slot_filled(&mut self) {}
     /// A VMBus completion of one of the guest's requests (`payload` includes padding; it may
     /// be empty).
     fn completion(&mut self, tid: u64, payload: &[u8]);
@@ -307,6 +319,15 @@ fn data_packet(
     }
     if frame_len > env.max_frame {
         sink.malformed("received frame longer than the mtu allows");
+        return;
+    }
+    if let Some(slot) = sink.slot(env.pool) {
+        if slot.copy_from_shared(rxbuf, src, frame_len).is_err() {
+            sink.malformed("received frame unreadable");
+            return;
+        }
+        slot.meta = meta(&info, env.queue);
+        sink.slot_filled();
         return;
     }
     let Some(mut packet) = env.buffers.take(env.pool) else {

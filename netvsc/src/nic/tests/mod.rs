@@ -609,6 +609,50 @@ fn frames_beyond_max_wait_in_order_for_the_next_burst() {
 }
 
 #[test]
+fn frames_land_after_what_the_caller_holds_and_every_pool_buffer_is_accounted_for() {
+    let (host, nic, mut queues) = open(Script::default(), small_config());
+    let pool = nic.pool().clone();
+    let capacity = pool.available();
+    // The caller's vector already holds two packets of its own.
+    let mut got = vec![
+        pool.alloc_from(b"mine 0").unwrap(),
+        pool.alloc_from(b"mine 1").unwrap(),
+    ];
+    host.command(Command::Frames((0..5).map(|i| frame(80, i)).collect()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while queues[0].stats().rx_packets < 5 {
+        assert!(Instant::now() < deadline, "five frames never came");
+        assert!(queues[0].rx_burst(&mut got, 3) <= 3);
+        std::thread::yield_now();
+    }
+    assert_eq!(got.len(), 5);
+    assert_eq!((got[0].data(), got[1].data()), (&b"mine 0"[..], &b"mine 1"[..]));
+    for (i, p) in got[2..].iter().enumerate() {
+        assert_eq!(p.data(), frame(80, i as u8).as_slice());
+    }
+    // Two frames wait in the staging list; no other buffer is held between polls.
+    assert_eq!(pool.available(), capacity - 2 - 5);
+    drop(got);
+    let mut got = poll_until(&mut queues[0], "the staged frames", |got, _| got.len() == 2);
+    assert_eq!(got[1].data(), frame(80, 4).as_slice());
+    got.clear();
+    assert_eq!(pool.available(), capacity);
+
+    // A pool with one free buffer: one frame is received, two are dropped and counted.
+    let mut hoard = Vec::new();
+    pool.alloc_bulk(&mut hoard, capacity - 1);
+    host.command(Command::Frames((0..3).map(|i| frame(90, i)).collect()));
+    let got = poll_until(&mut queues[0], "the drops counted", |_, stats| {
+        stats.rx_dropped_no_buffer == 2
+    });
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data(), frame(90, 0).as_slice());
+    assert_eq!(queues[0].stats().rx_packets, 6);
+    drop((got, hoard));
+    assert_eq!(pool.available(), capacity);
+}
+
+#[test]
 fn a_control_request_the_host_never_answers_times_out() {
     let (host, nic, _queues) = open(Script::default(), small_config());
     host.script.answer_keepalive.store(false, Ordering::Release);
