@@ -663,16 +663,17 @@ impl PortQueue for SyntheticQueue {
     fn rx_burst(&mut self, out: &mut Vec<Packet>, max: usize) -> usize {
         let shared = &*self.shared;
         let queue = &shared.queues[usize::from(self.index)];
-        queue.touch(shared.epoch);
         let mut st = queue.state.lock();
         if st.idle() {
             // Nothing to read, complete or publish: what a full service would find, in a few
             // loads (the failover port polls an idle synthetic path while the VF carries the
-            // traffic).
+            // traffic). Not recorded as a poll that drains the queue (no clock read): while
+            // every poll finds it idle, a control wait drains queue 0 itself.
             st.ring_emptied = true;
             queue.caught_up.store(true, Ordering::Relaxed);
             return 0;
         }
+        queue.touch(shared.epoch);
         let mut room = max;
         while room > 0 {
             match st.staging.pop_front() {

@@ -77,7 +77,7 @@ struct OpenSection {
     used: usize,
     packets: u32,
     bytes: u64,
-    /// Index in the burst's `taken` of its first frame.
+    /// Index in the burst of its first frame.
     first_taken: usize,
 }
 
@@ -89,7 +89,7 @@ enum Outcome {
     /// Not taken: the burst stops here.
     Stop,
     /// The open section could not be sent (the ring is full): its frames, from this index in
-    /// `taken` on, were not taken after all; the burst stops here.
+    /// the burst on, were not taken after all; the burst stops here.
     GiveBack(usize),
 }
 
@@ -103,14 +103,15 @@ pub(crate) struct TxState {
     section_frames: u64,
     /// The section this burst is filling.
     open: Option<OpenSection>,
-    /// Set when sending the open section failed on a corrupt ring: the index in `taken` of its
+    /// Set when sending the open section failed on a corrupt ring: the burst index of its
     /// first frame (they were not taken).
     given_back: Option<usize>,
     gpa: SlotTable<Packet>,
     max_frame: usize,
     copy_max: usize,
     pfns: Vec<u64>,
-    taken: Vec<Option<u32>>,
+    /// The frames of a burst sent GPA-direct: (index in the burst, in-flight slot).
+    gpa_taken: Vec<(usize, u32)>,
     /// The RNDIS header of a section send, then the frame's first bytes up to a word boundary
     /// (so the header and the frame are written with one whole-word copy and one that starts on
     /// a word: shared-memory copies cost more where they start or end inside a word).
@@ -140,7 +141,7 @@ impl TxState {
             max_frame,
             copy_max,
             pfns: Vec::with_capacity(8),
-            taken: Vec::with_capacity(64),
+            gpa_taken: Vec::with_capacity(64),
             header: [0; MAX_HEADER + 8],
         }
     }
@@ -228,33 +229,35 @@ impl TxState {
         if self.session.is_none() {
             return Ok(0);
         }
-        let mut taken = std::mem::take(&mut self.taken);
-        taken.clear();
+        let mut gpa_taken = std::mem::take(&mut self.gpa_taken);
+        gpa_taken.clear();
+        // Frames taken: `frames[..n]`.
+        let mut n = 0;
         let mut failure = None;
-        let mut gpa_in_burst = false;
-        for p in frames.iter_mut() {
-            if self.join_open(p, stats) {
-                taken.push(None);
+        while n < frames.len() {
+            let joined = self.join_run(&frames[n..]);
+            if joined > 0 {
+                n += joined;
                 continue;
             }
             if self.outstanding() >= MAX_OUTSTANDING {
                 stats.tx_quota_full += 1;
                 break;
             }
-            match self.send_one(ch, p, stats, pool, taken.len()) {
-                Ok(Outcome::Section | Outcome::Dropped) => taken.push(None),
+            match self.send_one(ch, &mut frames[n], stats, pool, n) {
+                Ok(Outcome::Section | Outcome::Dropped) => n += 1,
                 Ok(Outcome::Gpa(slot)) => {
-                    gpa_in_burst = true;
-                    taken.push(Some(slot));
+                    gpa_taken.push((n, slot));
+                    n += 1;
                 }
                 Ok(Outcome::Stop) => break,
                 Ok(Outcome::GiveBack(first)) => {
-                    taken.truncate(first);
+                    n = first;
                     break;
                 }
                 Err(e) => {
                     if let Some(first) = self.given_back.take() {
-                        taken.truncate(first);
+                        n = first;
                     }
                     failure = Some(e);
                     break;
@@ -263,35 +266,34 @@ impl TxState {
         }
         // The open section goes with this burst.
         match self.flush(ch, stats) {
-            Ok(Outcome::GiveBack(first)) => taken.truncate(first),
+            Ok(Outcome::GiveBack(first)) => n = first,
             Ok(_) => {}
             Err((first, e)) => {
-                taken.truncate(first);
+                n = first;
                 failure.get_or_insert(e);
             }
         }
-        let n = taken.len();
+        // A section given back always starts after the last GPA-direct frame (one is sent
+        // only once the open section is), so none of those is ever given back.
+        debug_assert!(gpa_taken.iter().all(|&(i, _)| i < n));
         // GPA-direct packets wait for their completions; the copied ones go back to their
         // pools, a lock per pool for the whole burst.
-        if !gpa_in_burst {
+        if gpa_taken.is_empty() {
             packet::pool::free_bulk(frames.drain(..n));
-            self.taken = taken;
-            return match failure {
-                Some(e) => Err((n, e)),
-                None => Ok(n),
-            };
-        }
-        let gpa = &mut self.gpa;
-        packet::pool::free_bulk(frames.drain(..n).zip(taken.iter()).filter_map(|(p, slot)| {
-            match *slot {
-                Some(slot) => {
-                    gpa.fill(slot, p);
-                    None
+        } else {
+            let gpa = &mut self.gpa;
+            let mut in_flight = gpa_taken.iter().peekable();
+            packet::pool::free_bulk(frames.drain(..n).enumerate().filter_map(|(i, p)| {
+                match in_flight.next_if(|&&(at, _)| at == i) {
+                    Some(&(_, slot)) => {
+                        gpa.fill(slot, p);
+                        None
+                    }
+                    None => Some(p),
                 }
-                None => Some(p),
-            }
-        }));
-        self.taken = taken;
+            }));
+        }
+        self.gpa_taken = gpa_taken;
         match failure {
             Some(e) => Err((n, e)),
             None => Ok(n),
@@ -358,37 +360,43 @@ impl TxState {
         }
     }
 
-    /// The common frame in a few steps: untagged, short enough to be copied, and with room in
-    /// the section this burst has open. `false` leaves it to [`send_one`](Self::send_one);
-    /// `true` means it was taken (written, or counted in `tx_dropped`).
+    /// The common frames in a few steps: writes the leading frames of `frames` that are
+    /// untagged, short enough to be copied and have room in the section this burst has open,
+    /// and returns how many (0 leaves the first to [`send_one`](Self::send_one)). The
+    /// session's limits are read once per run, not once per frame.
     #[inline]
-    fn join_open(&mut self, p: &Packet, stats: &mut QueueStats) -> bool {
-        let (Some(session), Some(open)) = (&self.session, &self.open) else {
-            return false;
+    fn join_run(&mut self, frames: &[Packet]) -> usize {
+        let (Some(session), Some(open)) = (&self.session, self.open.as_mut()) else {
+            return 0;
         };
-        let len = p.len();
-        if p.meta.vlan_tci.is_some() || len == 0 || len > self.copy_max.min(self.max_frame) {
-            return false;
-        }
-        let padded =
-            (rndis::PACKET_MESSAGE_SIZE + len + session.agg_align - 1) & !(session.agg_align - 1);
-        if open.packets >= session.agg_packets || open.used + padded > session.section_size {
-            return false;
-        }
-        let offset = open.section as usize * session.section_size + open.used;
-        // The section's words at an aligned offset (always, unless the host's section size is
-        // not a whole number of words: then the general copy).
-        let Ok(words) = session.sendbuf.atomic_u64s(offset, padded / 8) else {
-            self.append(p, None, padded, stats);
-            return true;
+        let copy_limit = self.copy_max.min(self.max_frame);
+        let align = session.agg_align - 1;
+        let room = session.agg_packets.saturating_sub(open.packets) as usize;
+        let start = open.section as usize * session.section_size;
+        // The section's words, when it lies on words (else the general copy, `append`).
+        let Ok(section) = session.sendbuf.atomic_u64s(start, session.section_size / 8) else {
+            return 0;
         };
-        write_plain_message(words, p.data());
-        if let Some(open) = self.open.as_mut() {
-            open.used += padded;
-            open.packets += 1;
-            open.bytes += len as u64;
+        // `used` stays a multiple of the alignment (at least a word).
+        let (mut used, mut bytes, mut n) = (open.used, 0u64, 0usize);
+        for p in frames.iter().take(room) {
+            let len = p.len();
+            if p.meta.vlan_tci.is_some() || len == 0 || len > copy_limit {
+                break;
+            }
+            let padded = (rndis::PACKET_MESSAGE_SIZE + len + align) & !align;
+            let Some(words) = section.get(used / 8..(used + padded) / 8) else {
+                break;
+            };
+            write_plain_message(words, p.data());
+            used += padded;
+            bytes += len as u64;
+            n += 1;
         }
-        true
+        open.used = used;
+        open.packets += n as u32;
+        open.bytes += bytes;
+        n
     }
 
     fn send_one(
@@ -455,6 +463,9 @@ impl TxState {
                 }
             }
             if self.open.is_some() {
+                if info.is_none() && self.join_run(std::slice::from_ref(p)) == 1 {
+                    return Ok(Outcome::Section);
+                }
                 return Ok(self.append(p, info.as_ref(), padded, stats));
             }
         }

@@ -626,7 +626,10 @@ fn frames_land_after_what_the_caller_holds_and_every_pool_buffer_is_accounted_fo
         std::thread::yield_now();
     }
     assert_eq!(got.len(), 5);
-    assert_eq!((got[0].data(), got[1].data()), (&b"mine 0"[..], &b"mine 1"[..]));
+    assert_eq!(
+        (got[0].data(), got[1].data()),
+        (&b"mine 0"[..], &b"mine 1"[..])
+    );
     for (i, p) in got[2..].iter().enumerate() {
         assert_eq!(p.data(), frame(80, i as u8).as_slice());
     }
