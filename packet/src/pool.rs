@@ -347,6 +347,19 @@ impl Packet {
         }
     }
 
+    /// The frame bytes followed by the rest of the buffer (its tailroom, bytes of no meaning:
+    /// there to read whole words past the frame's end instead of assembling the last one).
+    #[inline]
+    pub fn data_and_tailroom(&self) -> &[u8] {
+        // SAFETY: as in `data`, for the buffer from the head to its end.
+        unsafe {
+            self.pool.mem.slice(
+                self.buf_offset() + self.head as usize,
+                self.pool.buf_size - self.head as usize,
+            )
+        }
+    }
+
     /// The frame bytes, writable.
     #[inline]
     pub fn data_mut(&mut self) -> &mut [u8] {

@@ -207,10 +207,7 @@ impl TxState {
             stats.unknown_completions += 1;
             return;
         };
-        let status = match NvspMessage::parse(payload) {
-            Ok(NvspMessage::SendRndisPacketComplete(m)) => m.status.get(),
-            _ => nvsp::STATUS_NONE,
-        };
+        let status = nvsp::send_complete_status(payload).unwrap_or(nvsp::STATUS_NONE);
         if status != nvsp::STATUS_SUCCESS {
             stats.tx_failed += frames;
         }
@@ -388,7 +385,7 @@ impl TxState {
             let Some(words) = section.get(used / 8..(used + padded) / 8) else {
                 break;
             };
-            write_plain_message(words, p.data());
+            write_plain_message(words, p.data_and_tailroom(), len);
             used += padded;
             bytes += len as u64;
             n += 1;
@@ -576,21 +573,21 @@ impl TxState {
     }
 }
 
-/// Writes an untagged RNDIS PACKET for `frame` into `words` (a message of `8 * words.len()`
-/// bytes, at least the header and the frame): the header built in registers, the frame in
-/// whole words, the padding zeroed. Every word is one store; the bytes are those
-/// [`rndis::write_plain_packet_header`] and the frame copy would write.
-fn write_plain_message(words: &[AtomicU64], frame: &[u8]) {
+/// Writes an untagged RNDIS PACKET for the frame of `len` bytes at the start of `src` into
+/// `words` (a message of `8 * words.len()` bytes, at least the header and the frame): the
+/// header built in registers, the frame in whole words, the padding zeroed. Every word is one
+/// store; the bytes are those [`rndis::write_plain_packet_header`] and the frame copy would
+/// write. When `src` holds 8 readable bytes past the frame (its buffer's tailroom), the frame's
+/// last word is read whole and masked, else assembled from the bytes that are there.
+#[inline(always)]
+fn write_plain_message(words: &[AtomicU64], src: &[u8], len: usize) {
     // Two little-endian u32 fields as the word that holds them.
     let pair = |low: u32, high: u32| (u64::from(low) | u64::from(high) << 32).to_le();
+    let store = |word: &AtomicU64, value: u64| word.store(value, Ordering::Relaxed);
     let Some((head, body)) = words.split_first_chunk::<6>() else {
         return;
     };
-    let len = frame.len();
     let data_offset = (rndis::PACKET_MESSAGE_SIZE - rndis::MESSAGE_HEADER_SIZE) as u32;
-    // The reserved field ends the header; the frame's first 4 bytes complete its word.
-    let (first, rest) = frame.split_at(len.min(4));
-    let store = |word: &AtomicU64, value: u64| word.store(value, Ordering::Relaxed);
     store(
         &head[0],
         pair(rndis::MESSAGE_TYPE_PACKET_MSG, (words.len() * 8) as u32),
@@ -600,20 +597,64 @@ fn write_plain_message(words: &[AtomicU64], frame: &[u8]) {
     store(&head[2], 0);
     store(&head[3], 0);
     store(&head[4], 0);
-    store(&head[5], pair(0, little_endian(first) as u32));
+    // The reserved field ends the header; the frame's first 4 bytes complete its word, and
+    // from byte 4 on the frame fills whole words. `n` words hold frame bytes after the header.
+    let n = (len + 3) / 8;
+    // The frame and a word past its end to read from: each word is one load, the last one
+    // masked to the frame's end.
+    let window = 4 + 8 * n;
+    match src
+        .get(..window.max(8))
+        .filter(|_| len >= 4 && n <= body.len())
+    {
+        Some(src) => {
+            store(
+                &head[5],
+                pair(0, u32::from_le_bytes([src[0], src[1], src[2], src[3]])),
+            );
+            // The bytes of the last word past the frame: `window - len` (0 to 7).
+            let mask = u64::MAX >> ((window - len) * 8);
+            let (frame_words, padding) = body.split_at(n);
+            let mut chunks = src[4..window].chunks_exact(8);
+            if let Some((last, full)) = frame_words.split_last() {
+                for (word, chunk) in full.iter().zip(chunks.by_ref()) {
+                    store(
+                        word,
+                        u64::from_le_bytes(chunk.try_into().unwrap_or_default()),
+                    );
+                }
+                let chunk = chunks.next().unwrap_or_default();
+                let value = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+                store(last, value & mask);
+            }
+            for word in padding {
+                store(word, 0);
+            }
+        }
+        None => write_plain_tail(head, body, src.get(..len).unwrap_or_default()),
+    }
+}
+
+/// The frame's part of [`write_plain_message`] from the frame's bytes alone (a frame shorter
+/// than 4 bytes, or one that ends less than a word before its buffer does).
+#[cold]
+fn write_plain_tail(head: &[AtomicU64; 6], body: &[AtomicU64], frame: &[u8]) {
+    let store = |word: &AtomicU64, value: u64| word.store(value, Ordering::Relaxed);
+    let (first, rest) = frame.split_at(frame.len().min(4));
+    store(&head[5], (little_endian(first) << 32).to_le());
     let (chunks, tail) = rest.as_chunks::<8>();
     let (whole, after) = body.split_at(chunks.len().min(body.len()));
     for (word, chunk) in whole.iter().zip(chunks) {
-        word.store(u64::from_ne_bytes(*chunk), Ordering::Relaxed);
+        store(word, u64::from_le_bytes(*chunk).to_le());
     }
     let mut after = after.iter();
     if !tail.is_empty()
         && let Some(word) = after.next()
     {
-        word.store(little_endian(tail).to_le(), Ordering::Relaxed);
+        store(word, little_endian(tail).to_le());
     }
     for word in after {
-        word.store(0, Ordering::Relaxed);
+        store(word, 0);
     }
 }
 
@@ -672,7 +713,10 @@ mod tests {
                 let padded = (rndis::PACKET_MESSAGE_SIZE + len).next_multiple_of(align);
                 mem.fill(0, 4096, 0xEE).unwrap();
                 let frame: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(7) ^ 0x5A).collect();
-                write_plain_message(mem.atomic_u64s(64, padded / 8).unwrap(), &frame);
+                // With 8 bytes of garbage after the frame (a buffer's tailroom), and without.
+                let tailroom = if len % 2 == 0 { 8 } else { 0 };
+                let src = [&frame[..], &[0xA5; 8][..tailroom]].concat();
+                write_plain_message(mem.atomic_u64s(64, padded / 8).unwrap(), &src, len);
                 let mut want = vec![0u8; padded];
                 let head = want
                     .first_chunk_mut::<{ rndis::PACKET_MESSAGE_SIZE }>()

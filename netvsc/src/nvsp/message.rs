@@ -94,6 +94,17 @@ fn read_u32(bytes: &[u8], offset: usize) -> Option<u32> {
     Some(u32::from_le_bytes(raw))
 }
 
+/// The status of a SEND_RNDIS_PACKET_COMPLETE: what [`NvspMessage::parse`] reads from one,
+/// without building the message (a completion is read once per send). `None` for any other
+/// message, or one too short.
+#[inline]
+pub fn send_complete_status(bytes: &[u8]) -> Option<u32> {
+    let (head, _) = bytes.split_first_chunk::<8>()?;
+    let (msg_type, status) = head.split_at(4);
+    let field = |b: &[u8]| u32::from_le_bytes(b.try_into().unwrap_or_default());
+    (field(msg_type) == MESSAGE1_TYPE_SEND_RNDIS_PACKET_COMPLETE).then(|| field(status))
+}
+
 impl<'a> NvspMessage<'a> {
     /// Parses a message the host sent (what the guest receives).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, NvspError> {

@@ -44,7 +44,7 @@ pub use constants::*;
 pub use error::NvspError;
 pub use message::{
     NvspMessage, ReceiveBufferComplete, SendIndirectionTable, Sender,
-    encode_receive_buffer_complete, encode_send_indirection_table,
+    encode_receive_buffer_complete, encode_send_indirection_table, send_complete_status,
 };
 pub use messages::*;
 

@@ -49,9 +49,12 @@ use packet::{MemError, PAGE_SIZE, SharedMemory};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::packet::{
-    IncomingPacket, OutgoingPacket, PACKET_TRAILER_SIZE, PacketDescriptor,
+    IncomingPacket, OutgoingKind, OutgoingPacket, PACKET_TRAILER_SIZE, PacketDescriptor,
     VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED, VMBUS_DATA_PACKET_KNOWN_FLAGS,
 };
+
+/// Largest payload [`OutgoingRing::stage`] lays out on the stack (an NVSP message is 40 bytes).
+const SMALL_PAYLOAD: usize = 48;
 
 /// Size of the ring header page (always 4 KiB, the Hyper-V page size).
 pub const RING_HEADER_SIZE: usize = PAGE_SIZE;
@@ -326,6 +329,11 @@ impl OutgoingRing {
     /// [`commit`](Self::commit)). On error nothing is written and earlier staged packets stay
     /// staged.
     pub fn stage(&mut self, packet: &OutgoingPacket<'_>) -> Result<(), RingError> {
+        if matches!(packet.kind, OutgoingKind::InBand | OutgoingKind::Completion)
+            && packet.payload.len() <= SMALL_PAYLOAD
+        {
+            return self.stage_small(packet);
+        }
         packet.validate().map_err(RingError::InvalidOutgoing)?;
         let needed = packet.ring_len();
         let free = self.free_bytes()?;
@@ -347,6 +355,46 @@ impl OutgoingRing {
         self.scratch
             .extend_from_slice((u64::from(start) << 32).as_bytes());
         self.next = self.ring.copy_in(start, &self.scratch)?;
+        if self.pending_requested {
+            self.clear_pending_send_size();
+        }
+        Ok(())
+    }
+
+    /// [`stage`](Self::stage) of an in-band packet or a completion with a payload of at most
+    /// [`SMALL_PAYLOAD`] bytes (the NVSP messages of the data path): the same bytes, laid out
+    /// in a fixed buffer on the stack (nothing to validate: its headers fit every field).
+    fn stage_small(&mut self, packet: &OutgoingPacket<'_>) -> Result<(), RingError> {
+        const DESC: usize = size_of::<PacketDescriptor>();
+        let packet_len = (DESC + packet.payload.len()).next_multiple_of(8);
+        let needed = packet_len + PACKET_TRAILER_SIZE;
+        let free = self.free_bytes()?;
+        if free <= needed {
+            if needed + PACKET_TRAILER_SIZE > self.ring.data_size() {
+                return Err(RingError::TooLarge {
+                    needed,
+                    data_size: self.ring.data_size(),
+                });
+            }
+            return Err(RingError::Full { needed, free });
+        }
+        let start = self.next;
+        let desc = PacketDescriptor {
+            packet_type: packet.packet_type(),
+            data_offset8: (DESC / 8) as u16,
+            length8: (packet_len / 8) as u16,
+            flags: if packet.completion_requested {
+                VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED
+            } else {
+                0
+            },
+            transaction_id: packet.transaction_id,
+        };
+        let mut bytes = [0u8; DESC + SMALL_PAYLOAD + PACKET_TRAILER_SIZE];
+        bytes[..DESC].copy_from_slice(desc.as_bytes());
+        bytes[DESC..DESC + packet.payload.len()].copy_from_slice(packet.payload);
+        bytes[packet_len..needed].copy_from_slice((u64::from(start) << 32).as_bytes());
+        self.next = self.ring.copy_in(start, &bytes[..needed])?;
         if self.pending_requested {
             self.clear_pending_send_size();
         }

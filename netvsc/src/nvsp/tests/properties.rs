@@ -134,4 +134,20 @@ proptest! {
             }
         }
     }
+
+    /// The completion fast path reads what the full parser reads, for any bytes.
+    #[test]
+    fn send_complete_status_agrees_with_parse(
+        msg_type in prop_oneof![Just(MESSAGE1_TYPE_SEND_RNDIS_PACKET_COMPLETE), any::<u32>()],
+        rest in proptest::collection::vec(any::<u8>(), 0..12),
+        cut in 0usize..16,
+    ) {
+        let bytes = [&msg_type.to_le_bytes()[..], &rest].concat();
+        let bytes = &bytes[..cut.min(bytes.len())];
+        let full = match NvspMessage::parse(bytes) {
+            Ok(NvspMessage::SendRndisPacketComplete(m)) => Some(m.status.get()),
+            _ => None,
+        };
+        prop_assert_eq!(send_complete_status(bytes), full);
+    }
 }
