@@ -604,6 +604,7 @@ impl SharedMemory {
 
     /// The address of the view's first byte, for handing the region to the kernel (an AF_XDP
     /// UMEM registration); reading or writing through it is the caller's `unsafe` to argue.
+    #[inline]
     pub fn as_mut_ptr(&self) -> *mut u8 {
         self.ptr(0)
     }

@@ -351,13 +351,16 @@ impl Packet {
     /// there to read whole words past the frame's end instead of assembling the last one).
     #[inline]
     pub fn data_and_tailroom(&self) -> &[u8] {
-        // SAFETY: as in `data`, for the buffer from the head to its end.
-        unsafe {
-            self.pool.mem.slice(
-                self.buf_offset() + self.head as usize,
-                self.pool.buf_size - self.head as usize,
-            )
-        }
+        let (start, len) = (
+            self.buf_offset() + self.head as usize,
+            self.pool.buf_size - self.head as usize,
+        );
+        debug_assert!(start + len <= self.pool.mem.len());
+        // SAFETY: the bytes from the head to the end of this packet's buffer, which lies inside
+        // the pool's region (`count * buf_size <= mem.len()` when the pool was cut, and
+        // `head <= buf_size`), so no bounds check is repeated here; as in `data`, this Packet
+        // owns the buffer exclusively and nobody writes it while `&self` lives.
+        unsafe { std::slice::from_raw_parts(self.pool.mem.as_mut_ptr().add(start), len) }
     }
 
     /// The frame bytes, writable.
