@@ -604,11 +604,33 @@ impl QueueState {
 pub struct SyntheticQueue {
     shared: Arc<NicShared>,
     index: u16,
+    /// Bursts since the last one recorded as a poll ([`SyntheticQueue::record_poll`]).
+    unrecorded: u32,
 }
+
+/// A poller's bursts record a poll (a clock read) once per this many: enough for a control
+/// wait to trust a poller that polls every few milliseconds or more often (the window is
+/// 20 ms), without a clock read per burst.
+const POLL_RECORD_EVERY: u32 = 8;
 
 impl SyntheticQueue {
     pub(crate) fn new(shared: Arc<NicShared>, index: u16) -> Self {
-        Self { shared, index }
+        Self {
+            shared,
+            index,
+            unrecorded: 0,
+        }
+    }
+
+    /// Records that a poller is draining this queue, on the first burst and every
+    /// [`POLL_RECORD_EVERY`]th one after it.
+    #[inline]
+    fn record_poll(&mut self) {
+        if self.unrecorded == 0 {
+            let shared = &*self.shared;
+            shared.queues[usize::from(self.index)].touch(shared.epoch);
+        }
+        self.unrecorded = (self.unrecorded + 1) % POLL_RECORD_EVERY;
     }
 
     /// The queue's index (0 = the primary channel).
@@ -673,7 +695,6 @@ impl PortQueue for SyntheticQueue {
             queue.caught_up.store(true, Ordering::Relaxed);
             return 0;
         }
-        queue.touch(shared.epoch);
         let mut room = max;
         while room > 0 {
             match st.staging.pop_front() {
@@ -692,13 +713,15 @@ impl PortQueue for SyntheticQueue {
         let caught_up = room > 0 && (st.ring_emptied || st.chan.is_none());
         queue.caught_up.store(caught_up, Ordering::Relaxed);
         st.flush();
+        drop(st);
+        self.record_poll();
         max - room
     }
 
     fn tx_burst(&mut self, frames: &mut Vec<Packet>) -> usize {
+        self.record_poll();
         let shared = &*self.shared;
         let queue = &shared.queues[usize::from(self.index)];
-        queue.touch(shared.epoch);
         let mut st = queue.state.lock();
         // Completions free sections and in-flight slots: take them first.
         let mut room = 0;

@@ -43,7 +43,7 @@
 //!   the payload offset) is consumed and reported as [`RingError::InvalidPacket`] with its
 //!   transaction id, so the caller can count it, complete it if asked and go on.
 
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use packet::{MemError, PAGE_SIZE, SharedMemory};
 use zerocopy::{FromBytes, IntoBytes};
@@ -255,6 +255,16 @@ impl RingMemory {
             self.mem.read(RING_HEADER_SIZE, tail)?;
         }
         Ok(((pos + buf.len()) % size) as u32)
+    }
+
+    /// The `count` words of the data area at `pos` (a multiple of 8), when they lie before
+    /// its end (no wrap).
+    #[inline]
+    fn words(&self, pos: u32, count: usize) -> Option<&[AtomicU64]> {
+        let pos = pos as usize;
+        (pos + 8 * count <= self.data_size as usize)
+            .then(|| self.mem.atomic_u64s(RING_HEADER_SIZE + pos, count).ok())
+            .flatten()
     }
 
     /// Copies `buf` into the data area at `pos`, wrapping at its end; returns the position
@@ -557,7 +567,16 @@ impl IncomingRing {
             ));
         }
         let mut desc_bytes = [0u8; size_of::<PacketDescriptor>()];
-        let after_desc = self.ring.copy_out(self.next, &mut desc_bytes)?;
+        // Two whole words where the descriptor does not wrap (it starts on a word: every
+        // packet does), else a copy in two parts.
+        let after_desc = match self.ring.words(self.next, 2) {
+            Some([low, high]) => {
+                desc_bytes[..8].copy_from_slice(&low.load(Ordering::Relaxed).to_ne_bytes());
+                desc_bytes[8..].copy_from_slice(&high.load(Ordering::Relaxed).to_ne_bytes());
+                (self.next + 16) % self.ring.data_size
+            }
+            _ => self.ring.copy_out(self.next, &mut desc_bytes)?,
+        };
         let desc = PacketDescriptor::read_from_bytes(&desc_bytes).expect("exact size");
         let len = usize::from(desc.length8) * 8;
         if len + PACKET_TRAILER_SIZE > available {
