@@ -84,6 +84,8 @@ struct OpenSection {
 /// What happened to one frame.
 enum Outcome {
     Section,
+    /// A section was opened for a plain frame, not written yet.
+    Opened,
     Gpa(u32),
     Dropped,
     /// Not taken: the burst stops here.
@@ -243,6 +245,9 @@ impl TxState {
             }
             match self.send_one(ch, &mut frames[n], stats, pool, n) {
                 Ok(Outcome::Section | Outcome::Dropped) => n += 1,
+                // A section was opened for this frame, which `join_run` writes next (or, should
+                // it not, `send_one` again, into the section now open).
+                Ok(Outcome::Opened) => {}
                 Ok(Outcome::Gpa(slot)) => {
                     gpa_taken.push((n, slot));
                     n += 1;
@@ -369,6 +374,9 @@ impl TxState {
         let copy_limit = self.copy_max.min(self.max_frame);
         let align = session.agg_align - 1;
         let room = session.agg_packets.saturating_sub(open.packets) as usize;
+        if room == 0 {
+            return 0;
+        }
         let start = open.section as usize * session.section_size;
         // The section's words, when it lies on words (else the general copy, `append`).
         let Ok(section) = session.sendbuf.atomic_u64s(start, session.section_size / 8) else {
@@ -450,6 +458,10 @@ impl TxState {
                             bytes: 0,
                             first_taken: index,
                         });
+                        if info.is_none() {
+                            // The burst's run of plain frames starts here (`join_run`).
+                            return Ok(Outcome::Opened);
+                        }
                     }
                     None => {
                         stats.tx_no_section += 1;
@@ -460,9 +472,6 @@ impl TxState {
                 }
             }
             if self.open.is_some() {
-                if info.is_none() && self.join_run(std::slice::from_ref(p)) == 1 {
-                    return Ok(Outcome::Section);
-                }
                 return Ok(self.append(p, info.as_ref(), padded, stats));
             }
         }
