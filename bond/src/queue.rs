@@ -13,7 +13,7 @@
 //! the second only when the first did not fill the burst.
 //!
 //! On the VF, receive reads the VF, then synthetic, then the VF again (see `rx_vf_first`);
-//! an idle synthetic path is looked at every eighth burst (at once again after it brought
+//! an idle synthetic path is looked at every 16th burst (at once again after it brought
 //! something), so first packets of flows and broadcasts wait a few bursts at most, and a
 //! VF that fills every burst still gets synthetic read every 17th. Synthetic frames wait in
 //! `held` until a VF read after them came up short — a VF that stays saturated delays them.
@@ -30,7 +30,7 @@ use crate::link::{Handshake, QueueLink, Route, RxMode, SharedVfQueue, TxPath};
 /// Synthetic frames a queue holds back at most while a switch back to synthetic is in flight.
 const HELD_MAX: usize = 4096;
 /// Bursts on the VF that skip polling an idle synthetic path before looking at it again.
-const SYNTHETIC_IDLE_SKIP: u32 = 7;
+const SYNTHETIC_IDLE_SKIP: u32 = 15;
 /// Bursts a saturated VF may fill before the synthetic path is read anyway (into `held`).
 const SYNTHETIC_POLL_MAX_SKIP: u32 = 16;
 

@@ -545,9 +545,8 @@ impl QueueState {
         };
         self.staging.is_empty()
             && self.pending_completions.is_empty()
-            && ch.inc.uncommitted_bytes() == 0
             && ch.out.staged_bytes() == 0
-            && matches!(ch.inc.available_bytes(), Ok(0))
+            && ch.inc.is_idle()
     }
 
     pub(crate) fn flush(&mut self) {

@@ -686,4 +686,13 @@ impl IncomingRing {
     pub fn uncommitted_bytes(&self) -> usize {
         self.ring.distance(self.published, self.next) as usize
     }
+
+    /// Whether there is nothing to read and nothing read is left to commit, in two loads
+    /// (the poll of an idle queue). A corrupt `write_index` counts as something to read: the
+    /// read then reports it.
+    #[inline]
+    pub fn is_idle(&self) -> bool {
+        // Acquire, as in `read`: a packet published with this index is visible after it.
+        self.next == self.published && self.ring.write_index().load(Ordering::Acquire) == self.next
+    }
 }
