@@ -3,7 +3,8 @@
 //! memory must not either.
 //!
 //! Input: byte 0 = flags (bit 0: one or two data pages; bit 1: fold the indices into aligned
-//! in-range values so the fuzzer spends its time on packet contents); bytes 1..17 =
+//! in-range values so the fuzzer spends its time on packet contents; bit 2: alternate the
+//! small-completion fast path with the general read); bytes 1..17 =
 //! write_index, read_index, feature_bits, pending_send_sz (little-endian u32); the rest fills
 //! the data area from offset 0.
 #![no_main]
@@ -12,7 +13,9 @@ use std::sync::atomic::Ordering;
 
 use libfuzzer_sys::fuzz_target;
 use netvsc::vmbus::ring::{RING_HEADER_SIZE, RingError};
-use netvsc::vmbus::{IncomingPacket, IncomingRing, OutgoingKind, OutgoingPacket, OutgoingRing};
+use netvsc::vmbus::{
+    IncomingPacket, IncomingRing, OutgoingKind, OutgoingPacket, OutgoingRing, Peek, SMALL_PAYLOAD,
+};
 use packet::SharedMemory;
 
 fuzz_target!(|data: &[u8]| {
@@ -43,7 +46,19 @@ fuzz_target!(|data: &[u8]| {
 
     if let Ok(mut rx) = IncomingRing::new(mem.clone()) {
         let mut packet = IncomingPacket::new();
-        for _ in 0..256 {
+        let mut small = [0u8; SMALL_PAYLOAD];
+        for i in 0..256 {
+            // Bit 2: every other read tries the completion fast path first.
+            if flags & 4 != 0 && i % 2 == 0 {
+                match rx.read_small_completion(&mut small) {
+                    Ok(Peek::Completion { payload, .. }) => {
+                        let _ = small[payload].len();
+                        continue;
+                    }
+                    Ok(Peek::Other) => {}
+                    Ok(Peek::Empty) | Err(_) => break,
+                }
+            }
             match rx.read(&mut packet) {
                 Ok(true) => {
                     let _ = packet.kind();

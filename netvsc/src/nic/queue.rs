@@ -41,7 +41,7 @@ use crate::nvsp;
 use crate::rndis::RndisMessage;
 use crate::vmbus::{
     ChannelRings, Doorbell, IncomingPacket, IncomingRing, OutgoingKind, OutgoingPacket,
-    OutgoingRing, RingError,
+    OutgoingRing, Peek, RingError, SMALL_PAYLOAD,
 };
 
 use super::error::NicError;
@@ -465,6 +465,37 @@ impl QueueState {
                     failure = Some(e);
                 }
                 break;
+            }
+            // A completion of the guest's sends (most of what comes back) without the general
+            // packet read; anything else, and anything to refuse, through it.
+            let mut small = [0u8; SMALL_PAYLOAD];
+            match ch.inc.read_small_completion(&mut small) {
+                Ok(Peek::Empty) => {
+                    *ring_emptied = true;
+                    break;
+                }
+                Ok(Peek::Completion {
+                    transaction_id,
+                    payload,
+                }) => {
+                    read += 1;
+                    let mut sink = QueueSink {
+                        shared,
+                        tx,
+                        stats,
+                        out: out.as_deref_mut(),
+                        room,
+                        delivered: &mut delivered,
+                        staging,
+                    };
+                    sink.completion(transaction_id, &small[payload]);
+                    continue;
+                }
+                Ok(Peek::Other) => {}
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
             }
             let complete = match ch.inc.read(pkt) {
                 Ok(false) => {

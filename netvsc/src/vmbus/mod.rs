@@ -32,7 +32,7 @@ pub use channel::{ChannelRings, DeviceError, Doorbell, VmbusDevice};
 pub use packet::{
     GpaRange, IncomingKind, IncomingPacket, OutgoingKind, OutgoingPacket, TransferPageRange,
 };
-pub use ring::{IncomingRing, OutgoingRing, RingError, RingMemory};
+pub use ring::{IncomingRing, OutgoingRing, Peek, RingError, RingMemory, SMALL_PAYLOAD};
 
 /// The VMBus class GUID of a NetVSC (synthetic network) device.
 pub const NETVSC_CLASS_ID: &str = "f8615163-df3e-46c5-913f-f2d2f965ed0e";

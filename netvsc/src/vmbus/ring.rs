@@ -51,10 +51,29 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::packet::{
     IncomingPacket, OutgoingKind, OutgoingPacket, PACKET_TRAILER_SIZE, PacketDescriptor,
     VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED, VMBUS_DATA_PACKET_KNOWN_FLAGS,
+    VMBUS_PACKET_TYPE_COMPLETION,
 };
 
-/// Largest payload [`OutgoingRing::stage`] lays out on the stack (an NVSP message is 40 bytes).
-const SMALL_PAYLOAD: usize = 48;
+/// Largest payload [`OutgoingRing::stage`] lays out on the stack and
+/// [`IncomingRing::read_small_completion`] reads (an NVSP message is 40 bytes).
+pub const SMALL_PAYLOAD: usize = 48;
+
+/// What [`IncomingRing::read_small_completion`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peek {
+    /// Nothing to read.
+    Empty,
+    /// A completion, read: its transaction id and where its payload lies in the caller's
+    /// buffer.
+    Completion {
+        /// The transaction id it completes.
+        transaction_id: u64,
+        /// The payload's bytes in the buffer.
+        payload: std::ops::Range<usize>,
+    },
+    /// Another packet (or one to refuse), left for [`IncomingRing::read`].
+    Other,
+}
 
 /// Size of the ring header page (always 4 KiB, the Hyper-V page size).
 pub const RING_HEADER_SIZE: usize = PAGE_SIZE;
@@ -533,6 +552,62 @@ impl IncomingRing {
     /// The ring memory (raw header access).
     pub fn memory(&self) -> &RingMemory {
         &self.ring
+    }
+
+    /// The next packet when it is a completion (type 0xB) of at most [`SMALL_PAYLOAD`] bytes
+    /// of payload that does not wrap: read past as [`read`](Self::read) reads it, with its
+    /// transaction id, and its payload copied into `payload` ([`Peek::Completion`] says where).
+    /// Anything else is left unread for `read` ([`Peek::Other`]), which also reports every
+    /// framing error: so is a packet this would refuse. The completions of a guest's sends
+    /// are most of what its rings carry back; this reads one in a few loads.
+    pub fn read_small_completion(
+        &mut self,
+        payload: &mut [u8; SMALL_PAYLOAD],
+    ) -> Result<Peek, RingError> {
+        // Acquire, as in `read`.
+        let write = self
+            .ring
+            .load_index(self.ring.write_index(), Ordering::Acquire, self.next)?;
+        if write == self.next {
+            return Ok(Peek::Empty);
+        }
+        let available = self.ring.distance(self.next, write) as usize;
+        const DESC: usize = size_of::<PacketDescriptor>();
+        let Some([low, high]) = self.ring.words(self.next, DESC / 8) else {
+            return Ok(Peek::Other);
+        };
+        let mut desc_bytes = [0u8; DESC];
+        desc_bytes[..8].copy_from_slice(&low.load(Ordering::Relaxed).to_ne_bytes());
+        desc_bytes[8..].copy_from_slice(&high.load(Ordering::Relaxed).to_ne_bytes());
+        let Ok(desc) = PacketDescriptor::read_from_bytes(&desc_bytes) else {
+            return Ok(Peek::Other);
+        };
+        let len = usize::from(desc.length8) * 8;
+        let data_offset = usize::from(desc.data_offset8) * 8;
+        // `read`'s checks, and this path's own limits.
+        if desc.packet_type != VMBUS_PACKET_TYPE_COMPLETION
+            || len < DESC
+            || len - DESC > SMALL_PAYLOAD
+            || len + PACKET_TRAILER_SIZE > available
+            || data_offset < DESC
+            || data_offset > len
+            || desc.flags & !VMBUS_DATA_PACKET_KNOWN_FLAGS != 0
+        {
+            return Ok(Peek::Other);
+        }
+        let after = (self.next as usize + DESC) % self.ring.data_size();
+        let Some(words) = self.ring.words(after as u32, (len - DESC) / 8) else {
+            return Ok(Peek::Other);
+        };
+        for (chunk, word) in payload.chunks_exact_mut(8).zip(words) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
+        self.next =
+            ((self.next as usize + len + PACKET_TRAILER_SIZE) % self.ring.data_size()) as u32;
+        Ok(Peek::Completion {
+            transaction_id: desc.transaction_id,
+            payload: data_offset - DESC..len - DESC,
+        })
     }
 
     /// Copies the next packet out of the ring into `packet` (once: descriptor, headers and

@@ -438,6 +438,56 @@ fn invalid_outgoing_packets_are_refused() {
     assert_eq!(tx.memory().write_index().load(Ordering::Relaxed), 0);
 }
 
+#[test]
+fn small_completions_are_read_in_place_and_everything_else_is_left_for_read() {
+    let (mut tx, mut rx) = pair(1);
+    let completion = |tid, payload| OutgoingPacket {
+        kind: OutgoingKind::Completion,
+        transaction_id: tid,
+        completion_requested: false,
+        payload,
+    };
+    let mut buf = [0u8; SMALL_PAYLOAD];
+    let mut pkt = IncomingPacket::new();
+    assert_eq!(rx.read_small_completion(&mut buf).unwrap(), Peek::Empty);
+    tx.write(&completion(7, &[0x66, 0, 0, 0, 1, 0, 0, 0]))
+        .unwrap();
+    tx.write(&inband(8, b"in band")).unwrap();
+    tx.write(&completion(9, &[5; 100])).unwrap();
+    let Peek::Completion {
+        transaction_id,
+        payload,
+    } = rx.read_small_completion(&mut buf).unwrap()
+    else {
+        panic!("a small completion")
+    };
+    assert_eq!(transaction_id, 7);
+    assert_eq!(&buf[payload], &[0x66, 0, 0, 0, 1, 0, 0, 0]);
+    // An in-band packet and a long completion: left, then read by `read`.
+    for tid in [8, 9] {
+        assert_eq!(rx.read_small_completion(&mut buf).unwrap(), Peek::Other);
+        assert!(rx.read(&mut pkt).unwrap());
+        assert_eq!(pkt.transaction_id(), tid);
+    }
+    assert_eq!(rx.read_small_completion(&mut buf).unwrap(), Peek::Empty);
+    rx.commit();
+    // A completion that wraps around the data area's end is left for `read` too: the three
+    // packets took 32 + 32 + 128 bytes, a filler of 16 + 3848 + 8 brings the next one to
+    // 4064, whose descriptor ends at 4080 and payload runs past 4096.
+    let filler = [0u8; 3848];
+    tx.write(&inband(10, &filler)).unwrap();
+    assert!(rx.read(&mut pkt).unwrap());
+    rx.commit();
+    tx.write(&completion(11, &[3; 40])).unwrap();
+    assert_eq!(rx.read_small_completion(&mut buf).unwrap(), Peek::Other);
+    assert!(rx.read(&mut pkt).unwrap());
+    assert_eq!(
+        (pkt.transaction_id(), pkt.kind()),
+        (11, IncomingKind::Completion)
+    );
+    assert_eq!(&pkt.payload()[..40], &[3; 40]);
+}
+
 // ---- property tests ----
 
 #[derive(Clone, Debug)]
@@ -556,6 +606,8 @@ enum Op {
     Stage(ModelPacket),
     Commit,
     Read,
+    /// `read_small_completion`, then nothing more when it leaves the packet.
+    ReadSmall,
     ReadCommit,
 }
 
@@ -565,6 +617,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => model_packet().prop_map(Op::Stage),
         1 => Just(Op::Commit),
         4 => Just(Op::Read),
+        3 => Just(Op::ReadSmall),
         2 => Just(Op::ReadCommit),
     ]
 }
@@ -621,6 +674,27 @@ proptest! {
                         None => prop_assert!(!got),
                     }
                 }
+                Op::ReadSmall => {
+                    let mut buf = [0u8; SMALL_PAYLOAD];
+                    match (rx.read_small_completion(&mut buf).unwrap(), published.front()) {
+                        (Peek::Empty, next) => prop_assert!(next.is_none()),
+                        (Peek::Completion { transaction_id, payload }, Some(p)) => {
+                            prop_assert!(matches!(p.kind, ModelKind::Completion));
+                            prop_assert!(p.payload.len() <= SMALL_PAYLOAD);
+                            prop_assert_eq!(transaction_id, p.tid);
+                            let got = &buf[payload];
+                            let n = p.payload.len();
+                            prop_assert_eq!(&got[..n], &p.payload[..]);
+                            prop_assert!(got[n..].iter().all(|&b| b == 0) && got.len() - n < 8);
+                            uncommitted += p.with(|o| o.ring_len());
+                            published.pop_front();
+                        }
+                        (Peek::Completion { .. }, None) => prop_assert!(false, "read from nothing"),
+                        // Left for `read` (another kind, a long one, or one that wraps), which
+                        // the next `Read` checks.
+                        (Peek::Other, next) => prop_assert!(next.is_some()),
+                    }
+                }
                 Op::ReadCommit => {
                     rx.commit();
                     used -= uncommitted;
@@ -654,7 +728,18 @@ proptest! {
         mem.atomic_u32(RING_PENDING_SEND_SIZE_OFFSET).unwrap().store(pending, Ordering::SeqCst);
         if let Ok(mut rx) = IncomingRing::new(mem.clone()) {
             let mut pkt = IncomingPacket::new();
-            for _ in 0..64 {
+            let mut small = [0u8; SMALL_PAYLOAD];
+            for i in 0..64 {
+                if i % 2 == 0 {
+                    match rx.read_small_completion(&mut small) {
+                        Ok(Peek::Completion { payload, .. }) => {
+                            let _ = &small[payload];
+                            continue;
+                        }
+                        Ok(Peek::Other) => {}
+                        Ok(Peek::Empty) | Err(_) => break,
+                    }
+                }
                 match rx.read(&mut pkt) {
                     Ok(true) | Err(RingError::InvalidPacket { .. }) => {
                         let _ = pkt.payload();
