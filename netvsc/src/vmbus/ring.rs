@@ -573,12 +573,19 @@ impl IncomingRing {
         }
         let available = self.ring.distance(self.next, write) as usize;
         const DESC: usize = size_of::<PacketDescriptor>();
-        let Some([low, high]) = self.ring.words(self.next, DESC / 8) else {
+        // The words of the longest packet this reads, in one look (words past a shorter
+        // packet are loaded, never used); near the data area's end, `read`.
+        let Some((desc_words, payload_words)) = self
+            .ring
+            .words(self.next, (DESC + SMALL_PAYLOAD) / 8)
+            .and_then(|w| w.split_first_chunk::<{ DESC / 8 }>())
+        else {
             return Ok(Peek::Other);
         };
         let mut desc_bytes = [0u8; DESC];
-        desc_bytes[..8].copy_from_slice(&low.load(Ordering::Relaxed).to_ne_bytes());
-        desc_bytes[8..].copy_from_slice(&high.load(Ordering::Relaxed).to_ne_bytes());
+        for (chunk, word) in desc_bytes.chunks_exact_mut(8).zip(desc_words) {
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
+        }
         let Ok(desc) = PacketDescriptor::read_from_bytes(&desc_bytes) else {
             return Ok(Peek::Other);
         };
@@ -595,10 +602,7 @@ impl IncomingRing {
         {
             return Ok(Peek::Other);
         }
-        let after = (self.next as usize + DESC) % self.ring.data_size();
-        let Some(words) = self.ring.words(after as u32, (len - DESC) / 8) else {
-            return Ok(Peek::Other);
-        };
+        let words = &payload_words[..(len - DESC) / 8];
         for (chunk, word) in payload.chunks_exact_mut(8).zip(words) {
             chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
         }
