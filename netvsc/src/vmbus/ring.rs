@@ -316,6 +316,10 @@ pub struct OutgoingRing {
     next: u32,
     /// Whether `pending_send_sz` holds our request.
     pending_requested: bool,
+    /// Bytes known free after what is staged, as of the last `read_index` load (free space
+    /// only grows as the consumer reads, so this is never more than what is free): a short
+    /// packet that fits it is staged without another load.
+    free_hint: usize,
     /// Descriptor and type-specific header of the packet being staged.
     scratch: Vec<u8>,
 }
@@ -338,6 +342,7 @@ impl OutgoingRing {
             published: start,
             next: start,
             pending_requested: false,
+            free_hint: 0,
             scratch: Vec::with_capacity(64),
         })
     }
@@ -384,6 +389,7 @@ impl OutgoingRing {
         self.scratch
             .extend_from_slice((u64::from(start) << 32).as_bytes());
         self.next = self.ring.copy_in(start, &self.scratch)?;
+        self.free_hint = free - needed;
         if self.pending_requested {
             self.clear_pending_send_size();
         }
@@ -397,7 +403,11 @@ impl OutgoingRing {
         const DESC: usize = size_of::<PacketDescriptor>();
         let packet_len = (DESC + packet.payload.len()).next_multiple_of(8);
         let needed = packet_len + PACKET_TRAILER_SIZE;
-        let free = self.free_bytes()?;
+        let free = if self.free_hint > needed {
+            self.free_hint
+        } else {
+            self.free_bytes()?
+        };
         if free <= needed {
             if needed + PACKET_TRAILER_SIZE > self.ring.data_size() {
                 return Err(RingError::TooLarge {
@@ -424,6 +434,7 @@ impl OutgoingRing {
         bytes[DESC..DESC + packet.payload.len()].copy_from_slice(packet.payload);
         bytes[packet_len..needed].copy_from_slice((u64::from(start) << 32).as_bytes());
         self.next = self.ring.copy_in(start, &bytes[..needed])?;
+        self.free_hint = free - needed;
         if self.pending_requested {
             self.clear_pending_send_size();
         }
