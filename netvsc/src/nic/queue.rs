@@ -455,6 +455,7 @@ impl QueueState {
         let mut read = 0;
         let mut failure = None;
         let mut delivered = out.as_deref().map_or(0, Vec::len);
+        let mut small = [0u8; SMALL_PAYLOAD];
         while read < budget && !(out.is_some() && *room == 0) {
             if pending_completions.len() >= *backlog_limit {
                 // Back-pressure: the next packet may need a completion the backlog has no
@@ -468,7 +469,6 @@ impl QueueState {
             }
             // A completion of the guest's sends (most of what comes back) without the general
             // packet read; anything else, and anything to refuse, through it.
-            let mut small = [0u8; SMALL_PAYLOAD];
             match ch.inc.read_small_completion(&mut small) {
                 Ok(Peek::Empty) => {
                     *ring_emptied = true;
@@ -578,6 +578,12 @@ impl QueueState {
             && self.pending_completions.is_empty()
             && ch.out.staged_bytes() == 0
             && ch.inc.is_idle()
+    }
+
+    /// Whether a service would read nothing and retry nothing: no receive completion waiting
+    /// for ring space, and nothing in the incoming ring (two loads).
+    fn nothing_to_service(&self) -> bool {
+        self.pending_completions.is_empty() && self.chan.as_ref().is_some_and(|ch| ch.inc.is_idle())
     }
 
     pub(crate) fn flush(&mut self) {
@@ -753,9 +759,12 @@ impl PortQueue for SyntheticQueue {
         let shared = &*self.shared;
         let queue = &shared.queues[usize::from(self.index)];
         let mut st = queue.state.lock();
-        // Completions free sections and in-flight slots: take them first.
-        let mut room = 0;
-        st.service(shared, None, &mut room, BURST_BUDGET);
+        // Completions free sections and in-flight slots: take them first (unless there is
+        // nothing to read and no completion of ours waiting to go out).
+        if !st.nothing_to_service() {
+            let mut room = 0;
+            st.service(shared, None, &mut room, BURST_BUDGET);
+        }
         let result = if st.ready {
             let QueueState {
                 chan, tx, stats, ..
