@@ -40,7 +40,9 @@ impl Session {
         let index = m.send_buffer_section_index.get();
         let size = m.send_buffer_section_size.get();
         let mut bytes = std::mem::take(&mut self.scratch);
-        bytes.clear();
+        // The bytes of this send: `bytes[..used]` (the buffer keeps its length between sends,
+        // so a section's bytes are copied into it without zeroing it first).
+        let mut used = 0;
         let header_limit = if index != nvsp::NO_SEND_SECTION {
             let Some(send) = &self.send else {
                 self.scratch = bytes;
@@ -52,19 +54,25 @@ impl Session {
                 self.scratch = bytes;
                 return fatal!("send section {index} (+{size} bytes) outside the send buffer");
             }
-            bytes.resize(size as usize, 0);
-            if send.read(start as usize, &mut bytes).is_err() {
+            used = size as usize;
+            if bytes.len() < used {
+                bytes.resize(used, 0);
+            }
+            if send.read(start as usize, &mut bytes[..used]).is_err() {
                 self.scratch = bytes;
                 return fatal!("send section {index} unreadable");
             }
-            Some(bytes.len())
+            Some(used)
         } else if packet.kind() == IncomingKind::GpaDirect {
-            self.read_gpa(packet, &mut bytes)
+            bytes.clear();
+            let first = self.read_gpa(packet, &mut bytes);
+            used = bytes.len();
+            first
         } else {
             None
         };
         let outcome = match header_limit {
-            Some(first_range) => self.process_rndis(ch, &bytes, first_range),
+            Some(first_range) => self.process_rndis(ch, &bytes[..used], first_range),
             None => SendOutcome::Status(nvsp::STATUS_FAILURE),
         };
         self.scratch = bytes;
