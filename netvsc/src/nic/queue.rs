@@ -456,12 +456,21 @@ impl QueueState {
         let mut failure = None;
         let mut delivered = out.as_deref().map_or(0, Vec::len);
         let mut small = [0u8; SMALL_PAYLOAD];
-        while read < budget && !(out.is_some() && *room == 0) {
+        let mut sink = QueueSink {
+            shared,
+            tx,
+            stats,
+            out: out.as_deref_mut(),
+            room,
+            delivered: &mut delivered,
+            staging,
+        };
+        while read < budget && !(sink.out.is_some() && *sink.room == 0) {
             if pending_completions.len() >= *backlog_limit {
                 // Back-pressure: the next packet may need a completion the backlog has no
                 // room for. Leave it in the ring, and ask the host to signal when it has read
                 // ours (a control thread waiting on the interrupt then wakes).
-                stats.rx_completion_backlog_full += 1;
+                sink.stats.rx_completion_backlog_full += 1;
                 if let Err(e) = ch.out.request_space(completion_ring_len()) {
                     failure = Some(e);
                 }
@@ -479,15 +488,6 @@ impl QueueState {
                     payload,
                 }) => {
                     read += 1;
-                    let mut sink = QueueSink {
-                        shared,
-                        tx,
-                        stats,
-                        out: out.as_deref_mut(),
-                        room,
-                        delivered: &mut delivered,
-                        staging,
-                    };
                     sink.completion(transaction_id, &small[payload]);
                     continue;
                 }
@@ -502,18 +502,7 @@ impl QueueState {
                     *ring_emptied = true;
                     break;
                 }
-                Ok(true) => {
-                    let mut sink = QueueSink {
-                        shared,
-                        tx,
-                        stats,
-                        out: out.as_deref_mut(),
-                        room,
-                        delivered: &mut delivered,
-                        staging,
-                    };
-                    dispatch(pkt, &mut env, scratch, &mut sink)
-                }
+                Ok(true) => dispatch(pkt, &mut env, scratch, &mut sink),
                 Err(RingError::InvalidPacket {
                     packet_type,
                     transaction_id,
@@ -521,7 +510,7 @@ impl QueueState {
                     reason,
                 }) => {
                     tracing::debug!(packet_type, reason, "invalid packet from the host");
-                    stats.rx_dropped_malformed += 1;
+                    sink.stats.rx_dropped_malformed += 1;
                     (packet_type
                         == crate::vmbus::packet::VMBUS_PACKET_TYPE_DATA_USING_TRANSFER_PAGES
                         && completion_requested)
@@ -545,7 +534,7 @@ impl QueueState {
                     };
                 if !staged {
                     pending_completions.push_back(tid);
-                    stats.rx_completions_deferred += 1;
+                    sink.stats.rx_completions_deferred += 1;
                 }
             }
         }

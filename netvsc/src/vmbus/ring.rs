@@ -371,15 +371,7 @@ impl OutgoingRing {
         packet.validate().map_err(RingError::InvalidOutgoing)?;
         let needed = packet.ring_len();
         let free = self.free_bytes()?;
-        if free <= needed {
-            if needed + PACKET_TRAILER_SIZE > self.ring.data_size() {
-                return Err(RingError::TooLarge {
-                    needed,
-                    data_size: self.ring.data_size(),
-                });
-            }
-            return Err(RingError::Full { needed, free });
-        }
+        self.check_room(needed, free)?;
         let start = self.next;
         // The whole packet in one copy of whole words: descriptor and type-specific header,
         // payload, zero padding to 8 bytes, then the trailer (the packet's start offset << 32).
@@ -396,6 +388,22 @@ impl OutgoingRing {
         Ok(())
     }
 
+    /// `Ok` when a packet of `needed` ring bytes fits `free` (the ring is never filled
+    /// completely); else [`RingError::Full`], or [`RingError::TooLarge`] for one that never fits.
+    #[inline]
+    fn check_room(&self, needed: usize, free: usize) -> Result<(), RingError> {
+        if free > needed {
+            return Ok(());
+        }
+        if needed + PACKET_TRAILER_SIZE > self.ring.data_size() {
+            return Err(RingError::TooLarge {
+                needed,
+                data_size: self.ring.data_size(),
+            });
+        }
+        Err(RingError::Full { needed, free })
+    }
+
     /// [`stage`](Self::stage) of an in-band packet or a completion with a payload of at most
     /// [`SMALL_PAYLOAD`] bytes (the NVSP messages of the data path): the same bytes, laid out
     /// in a fixed buffer on the stack (nothing to validate: its headers fit every field).
@@ -408,15 +416,7 @@ impl OutgoingRing {
         } else {
             self.free_bytes()?
         };
-        if free <= needed {
-            if needed + PACKET_TRAILER_SIZE > self.ring.data_size() {
-                return Err(RingError::TooLarge {
-                    needed,
-                    data_size: self.ring.data_size(),
-                });
-            }
-            return Err(RingError::Full { needed, free });
-        }
+        self.check_room(needed, free)?;
         let start = self.next;
         let desc = PacketDescriptor {
             packet_type: packet.packet_type(),
