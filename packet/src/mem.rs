@@ -796,24 +796,49 @@ impl SharedMemory {
     /// words must only be accessed atomically, as whole words, while the peer may use them
     /// (this module's own copies of them are such accesses).
     pub fn atomic_u64s(&self, offset: usize, count: usize) -> Result<&[AtomicU64], MemError> {
-        let len = count.checked_mul(WORD).ok_or(MemError::OutOfBounds {
-            offset,
-            len: usize::MAX,
-            size: self.len,
-        })?;
-        self.check(offset, len)?;
+        self.atomic_u64s_or_none(offset, count)
+            .ok_or_else(|| self.words_error(offset, count))
+    }
+
+    /// [`atomic_u64s`](Self::atomic_u64s) without the reason when it fails: small enough to
+    /// inline where a ring looks at a few words of every packet it reads.
+    #[inline]
+    pub fn atomic_u64s_or_none(&self, offset: usize, count: usize) -> Option<&[AtomicU64]> {
+        let end = count
+            .checked_mul(WORD)
+            .and_then(|len| offset.checked_add(len))?;
+        if end > self.len {
+            return None;
+        }
         let ptr = self.ptr(offset);
         if !(ptr as usize).is_multiple_of(WORD) {
-            return Err(MemError::Misaligned {
-                offset,
-                align: WORD,
-            });
+            return None;
         }
         // SAFETY: `count` words in bounds (so at most the mapping's length, below
         // `isize::MAX`), non-null and aligned; the mapping lives as long as `self`. AtomicU64
         // has the size and alignment of u64, and every bit pattern is valid; its interior
         // mutability lets the peer and our own atomic copies change the words meanwhile.
-        Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), count) })
+        Some(unsafe { std::slice::from_raw_parts(ptr.cast::<AtomicU64>(), count) })
+    }
+
+    /// Why [`atomic_u64s_or_none`](Self::atomic_u64s_or_none) refused `count` words at
+    /// `offset`.
+    #[cold]
+    fn words_error(&self, offset: usize, count: usize) -> MemError {
+        match count.checked_mul(WORD) {
+            None => MemError::OutOfBounds {
+                offset,
+                len: usize::MAX,
+                size: self.len,
+            },
+            Some(len) => match self.check(offset, len) {
+                Err(e) => e,
+                Ok(()) => MemError::Misaligned {
+                    offset,
+                    align: WORD,
+                },
+            },
+        }
     }
 
     /// An exclusive byte slice over `offset..offset+len`.

@@ -282,7 +282,7 @@ impl RingMemory {
     fn words(&self, pos: u32, count: usize) -> Option<&[AtomicU64]> {
         let pos = pos as usize;
         (pos + 8 * count <= self.data_size as usize)
-            .then(|| self.mem.atomic_u64s(RING_HEADER_SIZE + pos, count).ok())
+            .then(|| self.mem.atomic_u64s_or_none(RING_HEADER_SIZE + pos, count))
             .flatten()
     }
 
@@ -297,6 +297,20 @@ impl RingMemory {
             self.mem.write(RING_HEADER_SIZE, tail)?;
         }
         Ok(((pos + buf.len()) % size) as u32)
+    }
+}
+
+/// The ring word that holds `chunk` (at most 8 bytes), zero-padded.
+#[inline(always)]
+fn word_of(chunk: &[u8]) -> u64 {
+    match <[u8; 8]>::try_from(chunk) {
+        Ok(bytes) => u64::from_ne_bytes(bytes),
+        Err(_) => {
+            let mut bytes = [0u8; 8];
+            let n = chunk.len().min(8);
+            bytes[..n].copy_from_slice(&chunk[..n]);
+            u64::from_ne_bytes(bytes)
+        }
     }
 }
 
@@ -405,8 +419,9 @@ impl OutgoingRing {
     }
 
     /// [`stage`](Self::stage) of an in-band packet or a completion with a payload of at most
-    /// [`SMALL_PAYLOAD`] bytes (the NVSP messages of the data path): the same bytes, laid out
-    /// in a fixed buffer on the stack (nothing to validate: its headers fit every field).
+    /// [`SMALL_PAYLOAD`] bytes (the NVSP messages of the data path): the same bytes, stored a
+    /// word at a time where the packet does not wrap, else laid out in a fixed buffer on the
+    /// stack and copied (nothing to validate: its headers fit every field).
     fn stage_small(&mut self, packet: &OutgoingPacket<'_>) -> Result<(), RingError> {
         const DESC: usize = size_of::<PacketDescriptor>();
         let packet_len = (DESC + packet.payload.len()).next_multiple_of(8);
@@ -429,11 +444,32 @@ impl OutgoingRing {
             },
             transaction_id: packet.transaction_id,
         };
-        let mut bytes = [0u8; DESC + SMALL_PAYLOAD + PACKET_TRAILER_SIZE];
-        bytes[..DESC].copy_from_slice(desc.as_bytes());
-        bytes[DESC..DESC + packet.payload.len()].copy_from_slice(packet.payload);
-        bytes[packet_len..needed].copy_from_slice((u64::from(start) << 32).as_bytes());
-        self.next = self.ring.copy_in(start, &bytes[..needed])?;
+        let trailer = u64::from(start) << 32;
+        if let Some([kind, tid, rest @ ..]) = self.ring.words(start, needed / 8) {
+            // One store a word: the descriptor's two, the payload's (the last one zero-padded: `rest` holds
+            // as many words, then the trailer's).
+            let (desc_words, _) = desc.as_bytes().as_chunks::<8>();
+            for (word, chunk) in [kind, tid].into_iter().zip(desc_words) {
+                word.store(u64::from_ne_bytes(*chunk), Ordering::Relaxed);
+            }
+            let (full, tail) = packet.payload.as_chunks::<8>();
+            for (word, chunk) in rest.iter().zip(full) {
+                word.store(u64::from_ne_bytes(*chunk), Ordering::Relaxed);
+            }
+            if let (false, Some(word)) = (tail.is_empty(), rest.get(full.len())) {
+                word.store(word_of(tail), Ordering::Relaxed);
+            }
+            if let Some(last) = rest.last() {
+                last.store(trailer, Ordering::Relaxed);
+            }
+            self.next = ((start as usize + needed) % self.ring.data_size()) as u32;
+        } else {
+            let mut bytes = [0u8; DESC + SMALL_PAYLOAD + PACKET_TRAILER_SIZE];
+            bytes[..DESC].copy_from_slice(desc.as_bytes());
+            bytes[DESC..DESC + packet.payload.len()].copy_from_slice(packet.payload);
+            bytes[packet_len..needed].copy_from_slice(trailer.as_bytes());
+            self.next = self.ring.copy_in(start, &bytes[..needed])?;
+        }
         self.free_hint = free - needed;
         if self.pending_requested {
             self.clear_pending_send_size();

@@ -590,7 +590,12 @@ fn model_packet() -> impl Strategy<Value = ModelPacket> {
         kind,
         any::<u64>(),
         any::<bool>(),
-        prop::collection::vec(any::<u8>(), 0..700),
+        // Half of them short enough for the small-packet path (`stage_small`), at every
+        // length around its words.
+        prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..=SMALL_PAYLOAD),
+            prop::collection::vec(any::<u8>(), 0..700),
+        ],
     )
         .prop_map(|(kind, tid, rc, payload)| ModelPacket {
             kind,
