@@ -384,7 +384,7 @@ impl TxState {
         };
         // `used` stays a multiple of the alignment (at least a word).
         let (mut used, mut bytes, mut n) = (open.used, 0u64, 0usize);
-        for p in frames.iter().take(room) {
+        for p in &frames[..frames.len().min(room)] {
             let len = p.len();
             if p.meta.vlan_tci.is_some() || len == 0 || len > copy_limit {
                 break;
