@@ -855,11 +855,9 @@ impl SharedMemory {
     #[allow(clippy::mut_from_ref)]
     #[inline]
     pub(crate) unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
-        assert!(
-            self.check(offset, len).is_ok(),
-            "slice_mut out of bounds: {offset:#x}+{len:#x} > {:#x}",
-            self.len
-        );
+        if self.check(offset, len).is_err() {
+            slice_out_of_bounds(offset, len, self.len);
+        }
         // SAFETY: bounds checked above; exclusivity is the caller's obligation.
         unsafe { std::slice::from_raw_parts_mut(self.ptr(offset), len) }
     }
@@ -874,6 +872,14 @@ impl SharedMemory {
         // SAFETY: bounds checked above; the absence of writers is the caller's obligation.
         unsafe { std::slice::from_raw_parts(self.ptr(offset), len) }
     }
+}
+
+/// The panic of [`SharedMemory::slice_mut`] on a range outside its view (a bug of the caller's
+/// bounds), out of line so that the check stays small where it is inlined.
+#[cold]
+#[inline(never)]
+fn slice_out_of_bounds(offset: usize, len: usize, size: usize) -> ! {
+    panic!("slice_mut out of bounds: {offset:#x}+{len:#x} > {size:#x}")
 }
 
 #[cfg(test)]

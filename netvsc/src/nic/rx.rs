@@ -15,7 +15,9 @@
 //! Per packet this allocates nothing: the scratch buffer and the packet keep their capacity.
 
 use packet::{Packet, PacketMeta, Pool, SharedMemory};
-use zerocopy::FromBytes;
+use std::sync::atomic::Ordering;
+
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::nvsp::{self, NvspMessage};
 #[cfg(test)]
@@ -32,6 +34,8 @@ const MAX_PPI_AREA: usize = 1024;
 /// Bytes of a range copied out first: the PACKET header and, as hosts lay them out, its PPIs
 /// (44 bytes and three 16-byte elements: a checksum, a hash value and a hash type or VLAN).
 const HEAD_READ: usize = 96;
+/// Words that hold [`HEAD_READ`] bytes at any byte offset.
+const HEAD_WORDS: usize = (HEAD_READ + 7).div_ceil(8);
 
 /// What [`dispatch`] reports.
 pub(crate) trait HostSink {
@@ -232,16 +236,17 @@ fn one_range(
         return;
     }
     // The header and (usually) every PPI in one copy of the whole words that hold them.
-    let mut words = [0u8; HEAD_READ + 16];
+    let mut words = [0u64; HEAD_WORDS];
     let head_len = count.min(HEAD_READ);
-    let head = match read_words(rxbuf, offset, head_len, &mut words) {
-        Some(at) => &words[at..at + head_len],
+    let head = match load_head(rxbuf, offset, &mut words) {
+        Some(at) => &words.as_bytes()[at..at + head_len],
         None => {
-            if rxbuf.read(offset, &mut words[..head_len]).is_err() {
+            let bytes = &mut words.as_mut_bytes()[..head_len];
+            if rxbuf.read(offset, bytes).is_err() {
                 sink.malformed("transfer-page range unreadable");
                 return;
             }
-            &words[..head_len]
+            bytes
         }
     };
     let msg_type = read_u32(head, 0);
@@ -257,17 +262,19 @@ fn one_range(
     }
 }
 
-/// Copies the `len` shared bytes at `offset` of `rxbuf` as the whole aligned words that hold
-/// them, into `out` from its start (the bytes around them in those words are the host's:
-/// copied, never used). Returns where in `out` the bytes begin; `None` when those words run
-/// outside `rxbuf` or `out` (the caller copies the bytes alone). Received messages lie at any
-/// byte (a sub-allocation is 1806 bytes), and a copy of whole words is the cheap one.
-fn read_words(rxbuf: &SharedMemory, offset: usize, len: usize, out: &mut [u8]) -> Option<usize> {
+/// Loads the [`HEAD_WORDS`] aligned words of `rxbuf` from the one that holds byte `offset`
+/// into `out` and returns where in them that byte is: the first [`HEAD_READ`] bytes from
+/// `offset` are in `out` (the bytes around them are the host's: copied, never used). `None`
+/// when those words run outside `rxbuf` (the caller copies the bytes alone). Received
+/// messages lie at any byte (a sub-allocation is 1806 bytes); a fixed run of word loads is
+/// the cheap copy.
+#[inline(always)]
+fn load_head(rxbuf: &SharedMemory, offset: usize, out: &mut [u64; HEAD_WORDS]) -> Option<usize> {
     let skip = (rxbuf.offset_in_mapping() + offset) % 8;
-    let start = offset.checked_sub(skip)?;
-    let words = (skip + len).next_multiple_of(8);
-    let out = out.get_mut(..words)?;
-    rxbuf.read(start, out).ok()?;
+    let words = rxbuf.atomic_u64s_or_none(offset.checked_sub(skip)?, HEAD_WORDS)?;
+    for (word, shared) in out.iter_mut().zip(words) {
+        *word = shared.load(Ordering::Relaxed);
+    }
     Some(skip)
 }
 
@@ -516,6 +523,115 @@ fn control_message(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The frames and refusals of a receive.
+    #[derive(Default)]
+    struct Frames {
+        frames: Vec<Packet>,
+        malformed: Vec<&'static str>,
+    }
+
+    impl HostSink for Frames {
+        fn frame(&mut self, packet: Packet) {
+            self.frames.push(packet);
+        }
+        fn completion(&mut self, _: u64, _: &[u8]) {}
+        fn rndis_response(&mut self, _: u32, _: &RndisMessage, _: &[u8]) {}
+        fn indication(&mut self, _: u32, _: Option<NicEvent>) {}
+        fn event(&mut self, _: NicEvent) {}
+        fn malformed(&mut self, reason: &'static str) {
+            self.malformed.push(reason);
+        }
+        fn no_buffer(&mut self) {
+            self.malformed.push("no buffer");
+        }
+        fn unknown_message(&mut self, _: u32) {}
+    }
+
+    /// A data message is read the same wherever it lies: on a word or not, and where the
+    /// words its header is loaded in would run past the end of the receive buffer (the bytes
+    /// are then copied alone).
+    #[test]
+    fn a_data_message_is_received_at_any_offset_up_to_the_end_of_the_receive_buffer() {
+        let info = PacketInfo {
+            checksum: Some(0),
+            ieee8021q: Some(rndis::Ieee8021QInfo(0x2a)),
+            hash_value: Some(0x1234_5678),
+            ..PacketInfo::default()
+        };
+        const RXBUF: usize = 4096;
+        let rxbuf = SharedMemory::anonymous(RXBUF).unwrap();
+        let pool = Pool::new(SharedMemory::anonymous(8 * 2048).unwrap(), 2048).unwrap();
+        let (mut buffers, mut scratch, mut sink) =
+            (RxBuffers::default(), Vec::new(), Frames::default());
+        // As a host lays a frame out (PPIs, the frame at byte 256), and with no PPI: a short
+        // frame then makes a message shorter than the words its header is loaded in.
+        for (frame_len, with_ppi) in [(61, true), (61, false), (3, false)] {
+            let frame: Vec<u8> = (0..frame_len).map(|b| (b as u8).wrapping_mul(7)).collect();
+            let mut message = [0u8; 512];
+            let len = if with_ppi {
+                rndis::write_host_packet(&mut message, &frame, &info).unwrap()
+            } else {
+                let len = rndis::PACKET_MESSAGE_SIZE + frame.len();
+                let (head, rest) = message.split_first_chunk_mut().unwrap();
+                rndis::write_plain_packet_header(head, len as u32, frame.len() as u32);
+                rest[..frame.len()].copy_from_slice(&frame);
+                len
+            };
+            let sent = if with_ppi {
+                info
+            } else {
+                PacketInfo::default()
+            };
+            let offsets = [
+                0,
+                1,
+                3,
+                8,
+                13,
+                RXBUF - len - 9,
+                RXBUF - len - 1,
+                RXBUF - len,
+            ];
+            for offset in offsets {
+                rxbuf.write(offset, &message[..len]).unwrap();
+                let mut env = RxEnv {
+                    rxbuf: Some(&rxbuf),
+                    pool: &pool,
+                    buffers: &mut buffers,
+                    queue: 3,
+                    nvsp_version: nvsp::VERSION_61,
+                    max_frame: 1514,
+                };
+                let range = TransferPageRange {
+                    byte_count: len as u32,
+                    byte_offset: offset as u32,
+                };
+                let mut partial = None;
+                one_range(
+                    &range,
+                    &rxbuf,
+                    &mut env,
+                    &mut scratch,
+                    &mut sink,
+                    &mut partial,
+                );
+                let at = format!("{frame_len} bytes at {offset}");
+                assert!(sink.malformed.is_empty(), "{at}: {:?}", sink.malformed);
+                let packet = sink.frames.pop().expect("a frame");
+                assert_eq!(packet.data(), &frame[..], "{at}");
+                assert_eq!(packet.meta.rss_hash, sent.hash_value, "{at}");
+                assert_eq!(
+                    packet.meta.vlan_tci,
+                    sent.ieee8021q.map(|v| v.tci()),
+                    "{at}"
+                );
+                assert_eq!(packet.meta.queue, 3);
+            }
+        }
+        buffers.release();
+        assert_eq!(pool.available(), pool.capacity());
+    }
 
     proptest! {
         /// The receive path's walk keeps what `PacketInfo::parse` keeps and fails where it
