@@ -623,6 +623,13 @@ impl SharedMemory {
     /// torn), which callers handle by validating what they copied.
     #[inline]
     pub fn read(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
+        self.read_inlined(offset, buf)
+    }
+
+    /// [`read`](Self::read), inlined where this crate copies a received frame into a packet
+    /// (the one copy on every frame's path).
+    #[inline(always)]
+    pub(crate) fn read_inlined(&self, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
         self.check(offset, buf.len())?;
         // SAFETY: the range was bounds-checked against this view, which lies inside its live
         // mapping; the copy accesses shared bytes only atomically (module docs), so a peer
@@ -853,7 +860,7 @@ impl SharedMemory {
     // The mutable slice comes from `&self` on purpose: exclusivity is not a property of this
     // view (views are cloned freely) but of the pool buffer the caller owns.
     #[allow(clippy::mut_from_ref)]
-    #[inline]
+    #[inline(always)]
     pub(crate) unsafe fn slice_mut(&self, offset: usize, len: usize) -> &mut [u8] {
         if self.check(offset, len).is_err() {
             slice_out_of_bounds(offset, len, self.len);

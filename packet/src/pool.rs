@@ -394,7 +394,7 @@ impl Packet {
             // SAFETY: exclusive ownership of the buffer plus `&mut self`; `words` bytes from
             // the head fit the buffer (checked just above, and by `slice_mut`).
             let dst = unsafe { self.pool.mem.slice_mut(at, words) };
-            if mem.read(offset - skip, dst).is_ok() {
+            if mem.read_inlined(offset - skip, dst).is_ok() {
                 self.head += skip as u32;
                 self.len = len as u32;
                 return Ok(());
