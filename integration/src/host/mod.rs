@@ -46,7 +46,7 @@ use packet::MacAddr;
 use parking_lot::Mutex;
 
 pub use faults::Fault;
-pub use stats::{HostStats, TeardownStep};
+pub use stats::{FlowDrops, HostStats, TeardownStep};
 pub use vswitch::{ExternalPort, Paced, PortMode, VfUplink, VfWire};
 
 use netvsp::{Command, Persist, Session, SessionConfig};
@@ -279,6 +279,23 @@ impl SimHost {
     /// A snapshot of the counters.
     pub fn stats(&self) -> HostStats {
         self.shared.stats.snapshot()
+    }
+
+    /// The frames dropped on their way out of the external port, and on their way to the
+    /// guest (the sum of [`rx_dropped_ring_full`](HostStats::rx_dropped_ring_full),
+    /// [`rx_dropped_no_buffer`](HostStats::rx_dropped_no_buffer) and
+    /// [`rx_dropped_filtered`](HostStats::rx_dropped_filtered)): what a traffic loop that polls
+    /// needs to know when its frames are all accounted for, in a few loads, where
+    /// [`stats`](Self::stats) takes a lock and copies every counter and history.
+    pub fn flow_drops(&self) -> FlowDrops {
+        let stats = &self.shared.stats;
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        FlowDrops {
+            to_external: load(&stats.tx_dropped_port_full),
+            to_guest: load(&stats.rx_dropped_ring_full)
+                + load(&stats.rx_dropped_no_buffer)
+                + load(&stats.rx_dropped_filtered),
+        }
     }
 
     /// The raw host side of the bus, for tests.

@@ -26,6 +26,17 @@ pub enum TeardownStep {
 }
 
 /// A snapshot of the simulated host's counters ([`SimHost::stats`](super::SimHost::stats)).
+/// The host's drop counters a traffic loop polls ([`SimHost::flow_drops`](super::SimHost::flow_drops)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowDrops {
+    /// Frames the guest sent that the external port's FIFO had no room for
+    /// ([`HostStats::tx_dropped_port_full`]).
+    pub to_external: u64,
+    /// Frames dropped on their way to the guest: its ring full, no receive buffer, or
+    /// filtered out.
+    pub to_guest: u64,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct HostStats {
     /// The NVSP version negotiated in the current session (`None` before INIT succeeds).

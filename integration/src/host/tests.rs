@@ -382,6 +382,55 @@ fn frames_go_both_ways_through_the_external_port() {
 }
 
 #[test]
+fn the_drop_counters_a_poller_reads_are_the_snapshots() {
+    let mut g = RawGuest::start(config());
+    g.bring_up();
+    // The guest reads nothing: the queue's backlog fills, and the rest is refused and counted.
+    let sent = 2 * super::vswitch::PORT_QUEUE_FRAMES;
+    let refused = (0..sent)
+        .filter(|&i| !g.host.external().inject_on(0, &frame(i as u8)))
+        .count() as u64;
+    assert!(refused >= 1000, "{refused} of {sent} refused");
+    let (drops, stats) = (g.host.flow_drops(), g.host.stats());
+    assert_eq!(drops.to_guest, refused);
+    assert_eq!(
+        drops.to_guest,
+        stats.rx_dropped_ring_full + stats.rx_dropped_no_buffer + stats.rx_dropped_filtered
+    );
+    assert_eq!(drops.to_external, stats.tx_dropped_port_full);
+}
+
+#[test]
+fn the_far_end_takes_every_waiting_frame_at_once_in_order() {
+    let mut g = RawGuest::start(config());
+    g.bring_up();
+    let mut buf = vec![0u8; 200];
+    for n in 10..13 {
+        let len = rndis::write_packet(&mut buf, &frame(n), &rndis::PacketInfo::default()).unwrap();
+        let tid = g.rndis(&buf[..len], nvsp::DATA_CHANNEL_TYPE);
+        // The host completes a send once its frame is at the external port.
+        assert_eq!(g.completion(tid).word(4), nvsp::STATUS_SUCCESS);
+    }
+    let mut frames = std::collections::VecDeque::from([(7, frame(9))]);
+    g.host.external().recv_all(&mut frames);
+    let got: Vec<_> = frames.iter().map(|(q, f)| (*q, f.clone())).collect();
+    assert_eq!(
+        got,
+        [
+            (7, frame(9)),
+            (0, frame(10)),
+            (0, frame(11)),
+            (0, frame(12))
+        ]
+    );
+    // Nothing left; an empty batch is exchanged, not appended to.
+    frames.clear();
+    g.host.external().recv_all(&mut frames);
+    assert!(frames.is_empty());
+    assert_eq!(g.host.external().try_recv(), None);
+}
+
+#[test]
 fn receives_wait_for_the_packet_filter() {
     let mut g = RawGuest::start(config());
     let tid = g.nvsp(&NvspMessage::Init(nvsp::MessageInit::new(nvsp::VERSION_1)));

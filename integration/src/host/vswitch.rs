@@ -558,6 +558,19 @@ impl ExternalPort {
         self.switch.from_guest.lock().pop_front()
     }
 
+    /// Every frame the guest transmitted that waits, in order, appended to `frames` (with the
+    /// queue each was sent on), under one lock: what [`try_recv`](Self::try_recv) in a loop
+    /// returns, for a far end that keeps up with a fast sender. When `frames` is empty the
+    /// two are exchanged, so its capacity goes on holding the frames that come next.
+    pub fn recv_all(&self, frames: &mut VecDeque<(u16, Vec<u8>)>) {
+        let mut waiting = self.switch.from_guest.lock();
+        if frames.is_empty() {
+            std::mem::swap(&mut *waiting, frames);
+        } else {
+            frames.append(&mut waiting);
+        }
+    }
+
     /// Frames injected (or looped back) that the guest has not received yet on the synthetic
     /// path.
     pub fn pending_to_guest(&self) -> usize {
