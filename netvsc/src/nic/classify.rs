@@ -17,7 +17,7 @@ use crate::vmbus::{IncomingPacket, IncomingRing, RingMemory};
 
 use super::NicEvent;
 use super::error::NicError;
-use super::rx::{HostSink, RxBuffers, RxEnv, dispatch};
+use super::rx::{HostSink, RxBuffers, RxEnv, RxScratch, dispatch};
 
 /// What the NIC would do with one host packet (one entry per finding, in order).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,7 +188,7 @@ pub fn classify_host_packet(
         max_frame: super::config::MAX_MTU + 18,
     };
     let mut recorder = Recorder::default();
-    let mut scratch = Vec::new();
+    let mut scratch = RxScratch::default();
     if let Some(tid) = dispatch(&pkt, &mut env, &mut scratch, &mut recorder) {
         recorder.actions.push(HostAction::CompleteReceive { tid });
     }

@@ -46,7 +46,7 @@ use crate::vmbus::{
 
 use super::error::NicError;
 use super::events::NicEvent;
-use super::rx::{HostSink, RxBuffers, RxEnv, dispatch};
+use super::rx::{HostSink, RxBuffers, RxEnv, RxScratch, dispatch};
 use super::shared::NicShared;
 use super::stats::QueueStats;
 use super::tids::{KIND_CONTROL, KIND_GPA, KIND_SECTION, kind_of};
@@ -96,7 +96,7 @@ pub(crate) struct QueueState {
     /// Whether the session is established and data may be sent.
     pub ready: bool,
     pkt: IncomingPacket,
-    scratch: Vec<u8>,
+    scratch: RxScratch,
     /// Pool buffers taken ahead of the frames of a poll (none between polls).
     buffers: RxBuffers,
     staging: VecDeque<Packet>,
@@ -137,7 +137,7 @@ impl QueueShared {
                 rxbuf: None,
                 ready: false,
                 pkt: IncomingPacket::new(),
-                scratch: Vec::with_capacity(1024),
+                scratch: RxScratch::default(),
                 buffers: RxBuffers::default(),
                 staging: VecDeque::new(),
                 pending_completions: VecDeque::new(),
@@ -212,15 +212,14 @@ impl HostSink for QueueSink<'_> {
     }
 
     #[inline(always)]
-    fn slot_filled(&mut self) {
-        let Some(out) = self.out.as_deref() else {
+    fn slot_filled(&mut self, len: usize) {
+        if self.out.is_none() {
             return;
-        };
-        let len = out.get(*self.delivered).map_or(0, |p| p.len() as u64);
+        }
         *self.delivered += 1;
         *self.room -= 1;
         self.stats.rx_packets += 1;
-        self.stats.rx_bytes += len;
+        self.stats.rx_bytes += len as u64;
     }
 
     #[inline(always)]

@@ -12,7 +12,8 @@
 //! input; a bad message is reported with [`HostSink::malformed`]. The caller completes every
 //! transfer-page packet that asked for it ([`dispatch`] returns the tid), malformed or not.
 //!
-//! Per packet this allocates nothing: the scratch buffer and the packet keep their capacity.
+//! Per packet this allocates nothing: the scratch buffers ([`RxScratch`]) and the packet keep
+//! their capacity.
 
 use packet::{Packet, PacketMeta, Pool, SharedMemory};
 use std::sync::atomic::Ordering;
@@ -50,9 +51,10 @@ pub(crate) trait HostSink {
     fn slot(&mut self, _pool: &Pool) -> Option<&mut Packet> {
         None
     }
-    /// The packet [`slot`](Self::slot) gave out holds a frame with its metadata.
+    /// The packet [`slot`](Self::slot) gave out holds a frame of `len` bytes with its
+    /// metadata.
     #[inline(always)]
-    fn slot_filled(&mut self) {}
+    fn slot_filled(&mut self, _len: usize) {}
     /// A VMBus completion of one of the guest's requests (`payload` includes padding; it may
     /// be empty).
     fn completion(&mut self, tid: u64, payload: &[u8]);
@@ -70,6 +72,25 @@ pub(crate) trait HostSink {
     fn no_buffer(&mut self);
     /// A well-formed host message of a type the guest does not handle; ignored.
     fn unknown_message(&mut self, msg_type: u32);
+}
+
+/// What the receive path copies host bytes into, kept across packets: nothing to allocate
+/// or clear per frame.
+#[derive(Debug)]
+pub(crate) struct RxScratch {
+    /// The first words of a message (its header and, usually, its PPIs).
+    head: [u64; HEAD_WORDS],
+    /// PPIs past those words, and control messages.
+    bytes: Vec<u8>,
+}
+
+impl Default for RxScratch {
+    fn default() -> Self {
+        Self {
+            head: [0; HEAD_WORDS],
+            bytes: Vec::with_capacity(1024),
+        }
+    }
 }
 
 /// Buffers most [`RxBuffers`] takes from the pool at once.
@@ -129,7 +150,7 @@ pub(crate) struct RxEnv<'a> {
 pub(crate) fn dispatch(
     pkt: &IncomingPacket,
     env: &mut RxEnv<'_>,
-    scratch: &mut Vec<u8>,
+    scratch: &mut RxScratch,
     sink: &mut impl HostSink,
 ) -> Option<u64> {
     match pkt.kind() {
@@ -179,7 +200,7 @@ fn transfer_pages(
     pkt: &IncomingPacket,
     set_id: u16,
     env: &mut RxEnv<'_>,
-    scratch: &mut Vec<u8>,
+    scratch: &mut RxScratch,
     sink: &mut impl HostSink,
 ) {
     if set_id != nvsp::RECEIVE_BUFFER_ID {
@@ -218,7 +239,7 @@ fn one_range(
     range: &TransferPageRange,
     rxbuf: &SharedMemory,
     env: &mut RxEnv<'_>,
-    scratch: &mut Vec<u8>,
+    scratch: &mut RxScratch,
     sink: &mut impl HostSink,
     partial: &mut Option<Packet>,
 ) {
@@ -236,9 +257,9 @@ fn one_range(
         return;
     }
     // The header and (usually) every PPI in one copy of the whole words that hold them.
-    let mut words = [0u64; HEAD_WORDS];
+    let RxScratch { head: words, bytes } = scratch;
     let head_len = count.min(HEAD_READ);
-    let head = match load_head(rxbuf, offset, &mut words) {
+    let head = match load_head(rxbuf, offset, words) {
         Some(at) => &words.as_bytes()[at..at + head_len],
         None => {
             let bytes = &mut words.as_mut_bytes()[..head_len];
@@ -256,9 +277,9 @@ fn one_range(
         return;
     }
     if msg_type == rndis::MESSAGE_TYPE_PACKET_MSG {
-        data_packet(head, offset, msg_len, rxbuf, env, scratch, sink, partial);
+        data_packet(head, offset, msg_len, rxbuf, env, bytes, sink, partial);
     } else {
-        control_message(offset, msg_len, rxbuf, scratch, sink);
+        control_message(offset, msg_len, rxbuf, bytes, sink);
     }
 }
 
@@ -334,7 +355,7 @@ fn data_packet(
             return;
         }
         slot.meta = meta(&info, env.queue);
-        sink.slot_filled();
+        sink.slot_filled(frame_len);
         return;
     }
     let Some(mut packet) = env.buffers.take(env.pool) else {
@@ -562,8 +583,11 @@ mod tests {
         const RXBUF: usize = 4096;
         let rxbuf = SharedMemory::anonymous(RXBUF).unwrap();
         let pool = Pool::new(SharedMemory::anonymous(8 * 2048).unwrap(), 2048).unwrap();
-        let (mut buffers, mut scratch, mut sink) =
-            (RxBuffers::default(), Vec::new(), Frames::default());
+        let (mut buffers, mut scratch, mut sink) = (
+            RxBuffers::default(),
+            RxScratch::default(),
+            Frames::default(),
+        );
         // As a host lays a frame out (PPIs, the frame at byte 256), and with no PPI: a short
         // frame then makes a message shorter than the words its header is loaded in.
         for (frame_len, with_ppi) in [(61, true), (61, false), (3, false)] {
