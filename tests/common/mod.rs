@@ -72,8 +72,14 @@ impl Output {
                         return line[at..].to_string();
                     }
                 }
-                Err(_) => panic!(
-                    "{who} never printed {what:?}; it printed:\n{}",
+                Err(mpsc::RecvTimeoutError::Timeout) => panic!(
+                    "{who} never printed {what:?} in {BOUND:?}; it printed:\n{}",
+                    self.seen.join("\n")
+                ),
+                // Its stderr (inherited) says why.
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "{who} closed its output (it exited) before printing {what:?}; see its \
+                     error above; it printed:\n{}",
                     self.seen.join("\n")
                 ),
             }

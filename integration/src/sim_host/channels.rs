@@ -8,12 +8,17 @@
 //! socket answering the "hvnet-sim-uio v1" handshake with the one map), as the primary
 //! node is; a client that opens it gets the handshake and the server's end is closed (there is
 //! no interrupt protocol on a ring file).
+//!
+//! A `ring` appears only once it is listening: binding a unix socket creates its file before
+//! `listen`, and a client that connects in between is refused (`ECONNREFUSED`), which a sysfs
+//! attribute never does. So each is bound under a hidden name in its directory and renamed
+//! into place.
 
 use std::fs;
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use packet::SharedMemory;
 
@@ -50,8 +55,7 @@ impl Subchannels {
         rings: Vec<UioMap>,
     ) -> io::Result<Self> {
         let dir = channels_dir.join(primary_relid.to_string());
-        let ring = UnixListener::bind(dir.join("ring"))?;
-        ring.set_nonblocking(true)?;
+        let ring = listen_at(&dir)?;
         let primary = Published {
             dir,
             ring,
@@ -91,8 +95,7 @@ impl Subchannels {
             // The bus's monitor id of channel i is i.
             fs::write(pending.join("monitor_id"), format!("{i}\n"))?;
             fs::rename(&pending, &dir)?;
-            let ring = UnixListener::bind(dir.join("ring"))?;
-            ring.set_nonblocking(true)?;
+            let ring = listen_at(&dir)?;
             self.published.push(Published {
                 dir,
                 ring,
@@ -124,8 +127,105 @@ impl Subchannels {
     }
 }
 
+/// A non-blocking listener on `dir/ring`, the file appearing there only once the socket
+/// listens: bound as `dir/.r`, then renamed (the socket is found by its file's inode, which
+/// the rename keeps). The hidden name is shorter than `ring`, so a tree whose `ring` paths fit
+/// a socket address fits it too; clients look for `ring` only.
+fn listen_at(dir: &Path) -> io::Result<UnixListener> {
+    let pending = dir.join(".r");
+    let _ = fs::remove_file(&pending);
+    let ring = UnixListener::bind(&pending)?;
+    ring.set_nonblocking(true)?;
+    if let Err(e) = fs::rename(&pending, dir.join("ring")) {
+        let _ = fs::remove_file(&pending);
+        return Err(e);
+    }
+    Ok(ring)
+}
+
 impl Drop for Subchannels {
     fn drop(&mut self) {
         self.withdraw();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// A client polling for `ring` files connects to each as soon as it appears, while the
+    /// host publishes and withdraws subchannels over and over: no connect is ever refused.
+    #[test]
+    fn a_ring_that_a_client_can_see_is_already_listening() {
+        const PRIMARY: u32 = 10;
+        const SUBCHANNELS: usize = 8;
+        const ROUNDS: usize = 300;
+        let root = std::env::temp_dir().join(format!("hvnet-sim-rings-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        let channels_dir = root.join("channels");
+        fs::create_dir_all(channels_dir.join(PRIMARY.to_string())).unwrap();
+        let rings = (0..=SUBCHANNELS as u64)
+            .map(|i| UioMap {
+                name: "ring".into(),
+                offset: i * 4096,
+                size: 4096,
+            })
+            .collect();
+        let mut host = Subchannels::new(channels_dir.clone(), PRIMARY, rings).unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = {
+            let stop = stop.clone();
+            let paths: Vec<PathBuf> = (1..=SUBCHANNELS as u32)
+                .map(|i| channels_dir.join((PRIMARY + i).to_string()).join("ring"))
+                .collect();
+            std::thread::spawn(move || {
+                // At most one connection to each published listener (a backlog never fills):
+                // once connected, the next is after the ring was seen gone.
+                let mut connected = vec![false; paths.len()];
+                let (mut accepted, mut refused) = (0u64, Vec::new());
+                while !stop.load(Ordering::Acquire) {
+                    for (path, connected) in paths.iter().zip(&mut connected) {
+                        if !path.exists() {
+                            *connected = false;
+                            continue;
+                        }
+                        if *connected {
+                            continue;
+                        }
+                        match UnixStream::connect(path) {
+                            Ok(_) => {
+                                accepted += 1;
+                                *connected = true;
+                            }
+                            // Withdrawn between the look and the connect.
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => refused.push(e.to_string()),
+                        }
+                    }
+                }
+                (accepted, refused)
+            })
+        };
+        for _ in 0..ROUNDS {
+            host.publish(SUBCHANNELS).unwrap();
+            assert_eq!(host.count(), SUBCHANNELS);
+            host.withdraw();
+        }
+        stop.store(true, Ordering::Release);
+        let (accepted, refused) = client.join().unwrap();
+        drop(host);
+        let _ = fs::remove_dir_all(&root);
+        assert!(
+            refused.is_empty(),
+            "{} connect(s) failed: {refused:?}",
+            refused.len()
+        );
+        // The client did take part (each round publishes for a while).
+        assert!(accepted > 0);
     }
 }
