@@ -33,8 +33,9 @@ pub(crate) const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
 /// Largest per-packet-info area the guest accepts on a received data packet.
 const MAX_PPI_AREA: usize = 1024;
 /// Bytes of a range copied out first: the PACKET header and, as hosts lay them out, its PPIs
-/// (44 bytes and three 16-byte elements: a checksum, a hash value and a hash type or VLAN).
-const HEAD_READ: usize = 96;
+/// (44 bytes and two 16-byte elements: the checksum always, the 802.1Q tag when tagged; a
+/// longer area is copied out on its own).
+const HEAD_READ: usize = rndis::PACKET_MESSAGE_SIZE + 2 * 16;
 /// Words that hold [`HEAD_READ`] bytes at any byte offset.
 const HEAD_WORDS: usize = (HEAD_READ + 7).div_ceil(8);
 
@@ -571,15 +572,21 @@ mod tests {
 
     /// A data message is read the same wherever it lies: on a word or not, and where the
     /// words its header is loaded in would run past the end of the receive buffer (the bytes
-    /// are then copied alone).
+    /// are then copied alone); with the PPIs hosts send (inside the first words loaded) and
+    /// with more (the area then copied out on its own).
     #[test]
     fn a_data_message_is_received_at_any_offset_up_to_the_end_of_the_receive_buffer() {
-        let info = PacketInfo {
+        let tagged = PacketInfo {
             checksum: Some(0),
             ieee8021q: Some(rndis::Ieee8021QInfo(0x2a)),
-            hash_value: Some(0x1234_5678),
             ..PacketInfo::default()
         };
+        let hashed = PacketInfo {
+            hash_value: Some(0x1234_5678),
+            ..tagged
+        };
+        assert!(rndis::packet_header_len(&tagged) <= HEAD_READ);
+        assert!(rndis::packet_header_len(&hashed) > HEAD_READ);
         const RXBUF: usize = 4096;
         let rxbuf = SharedMemory::anonymous(RXBUF).unwrap();
         let pool = Pool::new(SharedMemory::anonymous(8 * 2048).unwrap(), 2048).unwrap();
@@ -590,11 +597,16 @@ mod tests {
         );
         // As a host lays a frame out (PPIs, the frame at byte 256), and with no PPI: a short
         // frame then makes a message shorter than the words its header is loaded in.
-        for (frame_len, with_ppi) in [(61, true), (61, false), (3, false)] {
+        for (frame_len, ppi) in [
+            (61, Some(tagged)),
+            (61, Some(hashed)),
+            (61, None),
+            (3, None),
+        ] {
             let frame: Vec<u8> = (0..frame_len).map(|b| (b as u8).wrapping_mul(7)).collect();
             let mut message = [0u8; 512];
-            let len = if with_ppi {
-                rndis::write_host_packet(&mut message, &frame, &info).unwrap()
+            let len = if let Some(info) = &ppi {
+                rndis::write_host_packet(&mut message, &frame, info).unwrap()
             } else {
                 let len = rndis::PACKET_MESSAGE_SIZE + frame.len();
                 let (head, rest) = message.split_first_chunk_mut().unwrap();
@@ -602,11 +614,7 @@ mod tests {
                 rest[..frame.len()].copy_from_slice(&frame);
                 len
             };
-            let sent = if with_ppi {
-                info
-            } else {
-                PacketInfo::default()
-            };
+            let sent = ppi.unwrap_or_default();
             let offsets = [
                 0,
                 1,

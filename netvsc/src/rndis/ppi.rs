@@ -294,8 +294,38 @@ pub enum PpiOrder {
 /// instead of a whole [`PacketInfo`].
 #[inline(always)]
 pub fn for_each_known(area: &[u8], mut found: impl FnMut(u32, u32)) -> Result<(), RndisError> {
+    let known = |ppi_type| {
+        matches!(
+            ppi_type,
+            PPI_TCP_IP_CHECKSUM
+                | PPI_LSO
+                | PPI_IEEE_8021Q
+                | PPI_HASH_VALUE
+                | PPI_HASH_INFO
+                | PPI_PACKET_ID
+        )
+    };
     let mut pos = 0usize;
     while let Some(rest) = area.get(pos..).filter(|rest| !rest.is_empty()) {
+        // The element every host writes (16 bytes, the 4-byte value right after the header)
+        // passes every check below: it is taken in two comparisons.
+        if let Some(element) = rest.first_chunk::<16>() {
+            let word = |at: usize| {
+                u32::from_le_bytes([
+                    element[at],
+                    element[at + 1],
+                    element[at + 2],
+                    element[at + 3],
+                ])
+            };
+            if word(0) == 16 && word(8) == PPI_HEADER_SIZE as u32 {
+                if known(word(4)) {
+                    found(word(4), word(12));
+                }
+                pos += 16;
+                continue;
+            }
+        }
         let Some(header) = rest.first_chunk::<PPI_HEADER_SIZE>() else {
             return Err(bad_ppi(pos, "header truncated"));
         };
@@ -315,16 +345,7 @@ pub fn for_each_known(area: &[u8], mut found: impl FnMut(u32, u32)) -> Result<()
         if value_offset > size {
             return Err(bad_ppi(pos, "value offset past the element"));
         }
-        let known = matches!(
-            ppi_type,
-            PPI_TCP_IP_CHECKSUM
-                | PPI_LSO
-                | PPI_IEEE_8021Q
-                | PPI_HASH_VALUE
-                | PPI_HASH_INFO
-                | PPI_PACKET_ID
-        );
-        if known {
+        if known(ppi_type) {
             // `value_offset <= size <= rest.len()`: only the value's length is left to check.
             let Some(value) = rest[..size]
                 .get(value_offset..)

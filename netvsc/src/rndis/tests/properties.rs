@@ -254,3 +254,43 @@ fn check_reemit(bytes: &[u8]) -> Result<(), TestCaseError> {
     }
     Ok(())
 }
+
+/// What `for_each_known` reports for `area`.
+fn walk(area: &[u8]) -> Result<Vec<(u32, u32)>, RndisError> {
+    let mut found = Vec::new();
+    for_each_known(area, |ppi_type, value| found.push((ppi_type, value)))?;
+    Ok(found)
+}
+
+proptest! {
+    /// The walk takes a 16-byte element (value right after the header) in a short cut; any
+    /// other layout in full. Both report the same: elements written 16 bytes long, and the
+    /// same elements padded (their value further in, which the short cut does not take), in
+    /// any mix, give the same values in the same order, and garbage after them the same error.
+    #[test]
+    fn the_walk_reports_the_same_for_short_and_padded_elements(
+        elements in proptest::collection::vec(
+            (prop_oneof![Just(0u32), Just(2), Just(6), Just(7), Just(8), Just(9),
+                Just(0x8000_0001), any::<u32>()], any::<u32>(), any::<bool>()),
+            0..6,
+        ),
+        garbage in proptest::collection::vec(any::<u8>(), 0..24),
+    ) {
+        let (mut short, mut mixed, mut padded) = (Vec::new(), Vec::new(), Vec::new());
+        for &(ppi_type, value, pad) in &elements {
+            let plain = [16, ppi_type, 12, value];
+            let long = [20, ppi_type, 16, 0xdead_beef, value];
+            short.extend(plain.iter().flat_map(|f| f.to_le_bytes()));
+            padded.extend(long.iter().flat_map(|f| f.to_le_bytes()));
+            let either: &[u32] = if pad { &long } else { &plain };
+            mixed.extend(either.iter().flat_map(|f| f.to_le_bytes()));
+        }
+        let expected = walk(&short).unwrap();
+        prop_assert_eq!(walk(&padded).unwrap(), expected.clone());
+        prop_assert_eq!(walk(&mixed).unwrap(), expected);
+        // Garbage after the elements: the same verdict whichever way the elements before it
+        // were taken (an error names its position, which the padding moves).
+        let verdict = |area: &[u8]| walk(&[area, &garbage].concat()).map(|found| found.len()).ok();
+        prop_assert_eq!(verdict(&short), verdict(&padded));
+    }
+}
