@@ -25,6 +25,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::mem::ManuallyDrop;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::mem::{MemError, SharedMemory};
@@ -241,6 +242,17 @@ pub struct Packet {
     pub meta: PacketMeta,
 }
 
+/// Why [`Packet::copy_from_words`] copied nothing: the words past the slice (`past_words`),
+/// else the frame, rounded to words, past the buffer.
+#[cold]
+fn words_refused(past_words: bool, at: usize, len: usize, words: usize, room: usize) -> MemError {
+    let (offset, size) = match past_words {
+        true => (at, words * 8),
+        false => (at % 8, room),
+    };
+    MemError::OutOfBounds { offset, len, size }
+}
+
 impl fmt::Debug for Packet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Packet")
@@ -415,6 +427,40 @@ impl Packet {
         Ok(())
     }
 
+    /// Makes the frame a copy of the `len` bytes at byte `at` of `words` (a peer's memory, as
+    /// [`SharedMemory::atomic_u64s`] gives it). The whole words that hold those bytes are
+    /// copied, one atomic load each, and the frame starts at the same place within a word as
+    /// in `words`: up to 7 bytes further from the buffer start. Where those words run past
+    /// `words` or do not fit the buffer, nothing is copied and the frame is empty (the caller
+    /// copies the bytes alone, as [`copy_from_shared`](Self::copy_from_shared) does).
+    #[inline(always)]
+    pub fn copy_from_words(
+        &mut self,
+        words: &[AtomicU64],
+        at: usize,
+        len: usize,
+    ) -> Result<(), MemError> {
+        let room = self.max_len();
+        // `len` is bounded by the buffer before anything is added to it: no sum overflows.
+        let count = (at % 8 + len.min(room)).div_ceil(8);
+        let src = words.get(at / 8..).and_then(|w| w.get(..count));
+        let (Some(src), true) = (src, len <= room && count * 8 <= room) else {
+            self.len = 0;
+            return Err(words_refused(src.is_none(), at, len, words.len(), room));
+        };
+        // SAFETY: exclusive ownership of the buffer plus `&mut self`; `count` words from the
+        // head fit the buffer (checked just above, and by `slice_mut`).
+        let dst = unsafe {
+            self.pool
+                .mem
+                .slice_mut(self.buf_offset() + self.head as usize, count * 8)
+        };
+        crate::mem::load_words(src, dst);
+        self.head += (at % 8) as u32;
+        self.len = len as u32;
+        Ok(())
+    }
+
     /// Exchanges the buffers of two packets from the same pool, with the frames in them
     /// (headroom and length); each packet keeps its own [`meta`](Self::meta). What a driver
     /// does when it hands out the frame a device wrote into a posted packet and posts a fresh
@@ -505,6 +551,48 @@ mod tests {
         let big = SharedMemory::anonymous(8192).unwrap();
         assert!(p.copy_from_shared(&big, 0, 2048).is_err());
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn a_frame_copied_from_shared_words_is_those_bytes_at_any_byte_and_length() {
+        let pool = Pool::new(SharedMemory::anonymous(4 * 2048).unwrap(), 2048).unwrap();
+        let peer = SharedMemory::anonymous(4096).unwrap();
+        let pattern: Vec<u8> = (0..600u32).map(|i| (i * 7 + 1) as u8).collect();
+        peer.write(0, &pattern).unwrap();
+        let words = peer.atomic_u64s(0, 600 / 8).unwrap();
+        for at in [0, 1, 2, 5, 7, 8, 13, 64] {
+            for len in [1, 3, 8, 9, 60, 64, 65, 200] {
+                let mut p = pool.alloc().unwrap();
+                p.copy_from_words(words, at, len).unwrap();
+                assert_eq!(p.data(), &pattern[at..at + len], "{at}+{len}");
+                assert_eq!(p.headroom(), HEADROOM + at % 8);
+            }
+        }
+        // The last whole word, and a frame that ends inside it.
+        let mut p = pool.alloc().unwrap();
+        p.copy_from_words(words, 592, 8).unwrap();
+        assert_eq!(p.data(), &pattern[592..]);
+        p.copy_from_words(words, 593, 3).unwrap();
+        assert_eq!(p.data(), &pattern[593..596]);
+        // Words past the slice, or more than the buffer holds (with the rounding to words or
+        // without): an error and an empty frame, the head where it was.
+        let fresh = pool.alloc().unwrap().headroom();
+        for (at, len) in [(593, 8), (600, 1), (usize::MAX - 3, 2), (1, 600)] {
+            let mut p = pool.alloc().unwrap();
+            assert!(p.copy_from_words(words, at, len).is_err(), "{at}+{len}");
+            assert!(p.is_empty());
+            assert_eq!(p.headroom(), fresh);
+        }
+        let big = SharedMemory::anonymous(8192).unwrap();
+        let big = big.atomic_u64s(0, 1024).unwrap();
+        let mut p = pool.alloc().unwrap();
+        let room = p.max_len();
+        assert!(p.copy_from_words(big, 0, room + 1).is_err());
+        assert!(p.copy_from_words(big, 3, room - 2).is_err());
+        p.copy_from_words(big, 0, room).unwrap();
+        assert_eq!(p.len(), room);
+        let mut p = pool.alloc().unwrap();
+        assert!(p.copy_from_words(big, 0, usize::MAX).is_err());
     }
 
     #[test]

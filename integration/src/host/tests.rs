@@ -149,7 +149,6 @@ impl RawGuest {
             payload: p.payload().to_vec(),
             ranges: p
                 .transfer_ranges()
-                .iter()
                 .map(|r| (r.byte_offset, r.byte_count))
                 .collect(),
         }))

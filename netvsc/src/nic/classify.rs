@@ -17,7 +17,7 @@ use crate::vmbus::{IncomingPacket, IncomingRing, RingMemory};
 
 use super::NicEvent;
 use super::error::NicError;
-use super::rx::{HostSink, RxBuffers, RxEnv, RxScratch, dispatch};
+use super::rx::{HostSink, ReceiveBuffer, RxBuffers, RxEnv, RxScratch, dispatch};
 
 /// What the NIC would do with one host packet (one entry per finding, in order).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -180,7 +180,7 @@ pub fn classify_host_packet(
     let pool = Pool::new(SharedMemory::anonymous(16 * 16384)?, 16384)?;
     let mut buffers = RxBuffers::default();
     let mut env = RxEnv {
-        rxbuf: Some(&buffer),
+        rxbuf: Some(ReceiveBuffer::new(&buffer)),
         pool: &pool,
         buffers: &mut buffers,
         queue: 0,

@@ -1006,3 +1006,22 @@ impl VmbusDevice for StepDevice {
         self.inner.dma_memory(size)
     }
 }
+
+/// Places `bytes` at the start of a receive buffer of their length and reads the message of
+/// `byte_count` bytes at `byte_offset` through both of the receive path's readers (the
+/// hosts' shape, and the general one alone); an error says how they differ. The `rx_paths`
+/// target's check.
+pub fn receive_paths_agree(
+    bytes: &[u8],
+    byte_offset: u32,
+    byte_count: u32,
+    max_frame: usize,
+) -> Result<(), String> {
+    let rxbuf = SharedMemory::anonymous(bytes.len().max(1)).map_err(|e| e.to_string())?;
+    rxbuf.write(0, bytes).map_err(|e| e.to_string())?;
+    let range = TransferPageRange {
+        byte_count,
+        byte_offset,
+    };
+    super::rx::compare_paths(&rxbuf, range, max_frame)
+}

@@ -46,7 +46,7 @@ use crate::vmbus::{
 
 use super::error::NicError;
 use super::events::NicEvent;
-use super::rx::{HostSink, RxBuffers, RxEnv, RxScratch, dispatch};
+use super::rx::{HostSink, ReceiveBuffer, RxBuffers, RxEnv, RxScratch, dispatch};
 use super::shared::NicShared;
 use super::stats::QueueStats;
 use super::tids::{KIND_CONTROL, KIND_GPA, KIND_SECTION, kind_of};
@@ -444,7 +444,7 @@ impl QueueState {
             return 0;
         };
         let mut env = RxEnv {
-            rxbuf: rxbuf.as_ref(),
+            rxbuf: rxbuf.as_ref().map(ReceiveBuffer::new),
             pool: &shared.pool,
             buffers,
             queue: *index,

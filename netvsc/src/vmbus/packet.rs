@@ -321,7 +321,8 @@ pub struct IncomingPacket {
     raw: Vec<u8>,
     len: usize,
     payload_offset: usize,
-    transfer_ranges: Vec<TransferPageRange>,
+    /// Where the transfer-page ranges lie in `raw` (decoded as they are used).
+    transfer_ranges: std::ops::Range<usize>,
     gpa_ranges: Vec<GpaRangeEntry>,
     pfns: Vec<u64>,
 }
@@ -342,7 +343,7 @@ impl IncomingPacket {
             raw: Vec::new(),
             len: 0,
             payload_offset: 0,
-            transfer_ranges: Vec::new(),
+            transfer_ranges: 0..0,
             gpa_ranges: Vec::new(),
             pfns: Vec::new(),
         }
@@ -370,9 +371,14 @@ impl IncomingPacket {
         &self.raw[self.payload_offset..self.len]
     }
 
-    /// The ranges of a transfer-page packet (empty for other kinds).
-    pub fn transfer_ranges(&self) -> &[TransferPageRange] {
-        &self.transfer_ranges
+    /// The ranges of a transfer-page packet (none for other kinds), decoded from the copy of
+    /// the packet as they are taken.
+    pub fn transfer_ranges(&self) -> impl ExactSizeIterator<Item = TransferPageRange> + '_ {
+        let (ranges, _) = self.raw[self.transfer_ranges.clone()]
+            .as_chunks::<{ size_of::<TransferPageRange>() }>();
+        ranges
+            .iter()
+            .map(|&r| -> TransferPageRange { zerocopy::transmute!(r) })
     }
 
     /// The ranges of a GPA-direct packet (none for other kinds).
@@ -405,7 +411,7 @@ impl IncomingPacket {
     pub(crate) fn parse(&mut self, desc: &PacketDescriptor) -> Result<(), &'static str> {
         self.transaction_id = desc.transaction_id;
         self.flags = desc.flags;
-        self.transfer_ranges.clear();
+        self.transfer_ranges = 0..0;
         self.gpa_ranges.clear();
         self.pfns.clear();
         let data_offset = usize::from(desc.data_offset8) * 8;
@@ -423,11 +429,9 @@ impl IncomingPacket {
                     .checked_mul(size_of::<TransferPageRange>())
                     .filter(|&b| b <= rest.len())
                     .ok_or("transfer page ranges past the payload offset")?;
-                for chunk in rest[..bytes].chunks_exact(size_of::<TransferPageRange>()) {
-                    let r = TransferPageRange::read_from_bytes(chunk)
-                        .map_err(|_| "transfer page range truncated")?;
-                    self.transfer_ranges.push(r);
-                }
+                // Decoded where they are used: a packet carries up to 375.
+                let start = size_of::<PacketDescriptor>() + size_of::<TransferPageHeader>();
+                self.transfer_ranges = start..start + bytes;
                 IncomingKind::TransferPages {
                     set_id: hdr.transfer_page_set_id,
                 }

@@ -16,7 +16,7 @@
 //! their capacity.
 
 use packet::{Packet, PacketMeta, Pool, SharedMemory};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -27,6 +27,8 @@ use crate::rndis::{self, PacketIdInfo, RndisMessage};
 use crate::vmbus::{IncomingKind, IncomingPacket, TransferPageRange};
 
 use super::events::{NicEvent, indication_event};
+
+mod plain;
 
 /// Largest RNDIS control message (completion or indication) the guest copies out.
 pub(crate) const MAX_CONTROL_MESSAGE: usize = 64 * 1024;
@@ -129,11 +131,29 @@ impl RxBuffers {
     }
 }
 
+/// The receive buffer as the receive path reads it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReceiveBuffer<'a> {
+    mem: &'a SharedMemory,
+    /// The whole words of `mem` (empty when its view does not start on a word: every read then
+    /// goes through `mem`), looked up once for all the messages of a poll.
+    words: &'a [AtomicU64],
+}
+
+impl<'a> ReceiveBuffer<'a> {
+    pub(crate) fn new(mem: &'a SharedMemory) -> Self {
+        let words = mem
+            .atomic_u64s_or_none(0, mem.len() / 8)
+            .unwrap_or_default();
+        Self { mem, words }
+    }
+}
+
 /// What [`dispatch`] needs besides the packet.
 #[derive(Debug)]
 pub(crate) struct RxEnv<'a> {
     /// The receive buffer, once the host accepted it.
-    pub rxbuf: Option<&'a SharedMemory>,
+    pub rxbuf: Option<ReceiveBuffer<'a>>,
     /// Where frames are copied to.
     pub pool: &'a Pool,
     /// Buffers taken from `pool` ahead of the frames.
@@ -221,7 +241,7 @@ fn transfer_pages(
     };
     let mut partial: Option<Packet> = None;
     for range in pkt.transfer_ranges() {
-        one_range(range, rxbuf, env, scratch, sink, &mut partial);
+        one_range(&range, rxbuf, env, scratch, sink, &mut partial);
     }
     if partial.is_some() {
         sink.malformed("coalesced frame without its last fragment");
@@ -235,10 +255,12 @@ fn read_u32(bytes: &[u8], at: usize) -> u32 {
         .map_or(0, u32::from_le_bytes)
 }
 
-/// One RNDIS message in the receive buffer at `range`.
+/// One RNDIS message in the receive buffer at `range`: a data message of the hosts' shape
+/// through [`plain`], anything else through [`general_range`].
+#[inline(always)]
 fn one_range(
     range: &TransferPageRange,
-    rxbuf: &SharedMemory,
+    rxbuf: ReceiveBuffer<'_>,
     env: &mut RxEnv<'_>,
     scratch: &mut RxScratch,
     sink: &mut impl HostSink,
@@ -246,6 +268,40 @@ fn one_range(
 ) {
     let offset = range.byte_offset as usize;
     let count = range.byte_count as usize;
+    // The header and (usually) every PPI in one copy of the whole words that hold them.
+    let inside =
+        u64::from(range.byte_offset) + u64::from(range.byte_count) <= rxbuf.mem.len() as u64;
+    let at = load_head(rxbuf.words, offset, &mut scratch.head);
+    if inside
+        && let Some(head) = at.and_then(|at| scratch.head.as_bytes()[at..].first_chunk())
+        && let Some(frame) = plain::data_frame(head, count, env.max_frame)
+    {
+        let meta = PacketMeta {
+            vlan_tci: frame.vlan_tci,
+            rss_hash: frame.rss_hash,
+            queue: env.queue,
+        };
+        deliver(offset + frame.start, frame.len, meta, rxbuf, env, sink);
+        return;
+    }
+    general_range(offset, count, at, rxbuf, env, scratch, sink, partial);
+}
+
+/// One RNDIS message of `count` bytes at `offset` of the receive buffer (a range inside it),
+/// of any kind, checked field by field; a refusal says why. `at` is where [`load_head`] put
+/// its first byte in `scratch.head` (`None` when it did not load it).
+#[allow(clippy::too_many_arguments)]
+fn general_range(
+    offset: usize,
+    count: usize,
+    at: Option<usize>,
+    buffer: ReceiveBuffer<'_>,
+    env: &mut RxEnv<'_>,
+    scratch: &mut RxScratch,
+    sink: &mut impl HostSink,
+    partial: &mut Option<Packet>,
+) {
+    let rxbuf = buffer.mem;
     if offset
         .checked_add(count)
         .is_none_or(|end| end > rxbuf.len())
@@ -257,10 +313,9 @@ fn one_range(
         sink.malformed("transfer-page range shorter than an rndis header");
         return;
     }
-    // The header and (usually) every PPI in one copy of the whole words that hold them.
     let RxScratch { head: words, bytes } = scratch;
     let head_len = count.min(HEAD_READ);
-    let head = match load_head(rxbuf, offset, words) {
+    let head = match at {
         Some(at) => &words.as_bytes()[at..at + head_len],
         None => {
             let bytes = &mut words.as_mut_bytes()[..head_len];
@@ -278,26 +333,25 @@ fn one_range(
         return;
     }
     if msg_type == rndis::MESSAGE_TYPE_PACKET_MSG {
-        data_packet(head, offset, msg_len, rxbuf, env, bytes, sink, partial);
+        data_packet(head, offset, msg_len, buffer, env, bytes, sink, partial);
     } else {
         control_message(offset, msg_len, rxbuf, bytes, sink);
     }
 }
 
-/// Loads the [`HEAD_WORDS`] aligned words of `rxbuf` from the one that holds byte `offset`
-/// into `out` and returns where in them that byte is: the first [`HEAD_READ`] bytes from
-/// `offset` are in `out` (the bytes around them are the host's: copied, never used). `None`
-/// when those words run outside `rxbuf` (the caller copies the bytes alone). Received
+/// Loads the [`HEAD_WORDS`] words of the receive buffer (`words`) from the one that holds byte
+/// `offset` into `out` and returns where in them that byte is: the first [`HEAD_READ`] bytes
+/// from `offset` are in `out` (the bytes around them are the host's: copied, never used).
+/// `None` when those words run outside `words` (the caller copies the bytes alone). Received
 /// messages lie at any byte (a sub-allocation is 1806 bytes); a fixed run of word loads is
 /// the cheap copy.
 #[inline(always)]
-fn load_head(rxbuf: &SharedMemory, offset: usize, out: &mut [u64; HEAD_WORDS]) -> Option<usize> {
-    let skip = (rxbuf.offset_in_mapping() + offset) % 8;
-    let words = rxbuf.atomic_u64s_or_none(offset.checked_sub(skip)?, HEAD_WORDS)?;
+fn load_head(words: &[AtomicU64], offset: usize, out: &mut [u64; HEAD_WORDS]) -> Option<usize> {
+    let words = words.get(offset / 8..)?.first_chunk::<HEAD_WORDS>()?;
     for (word, shared) in out.iter_mut().zip(words) {
         *word = shared.load(Ordering::Relaxed);
     }
-    Some(skip)
+    Some(offset % 8)
 }
 
 /// Where the frame of a PACKET message lies, relative to the message start.
@@ -313,7 +367,7 @@ fn data_packet(
     head: &[u8],
     offset: usize,
     msg_len: usize,
-    rxbuf: &SharedMemory,
+    buffer: ReceiveBuffer<'_>,
     env: &mut RxEnv<'_>,
     scratch: &mut Vec<u8>,
     sink: &mut impl HostSink,
@@ -331,6 +385,7 @@ fn data_packet(
         sink.malformed("rndis packet frame empty or outside the message");
         return;
     };
+    let rxbuf = buffer.mem;
     let info = match ppi(&body, head, offset, msg_len, rxbuf, scratch) {
         Ok(info) => info,
         Err(reason) => {
@@ -350,25 +405,53 @@ fn data_packet(
         sink.malformed("received frame longer than the mtu allows");
         return;
     }
+    deliver(src, frame_len, meta(&info, env.queue), buffer, env, sink);
+}
+
+/// Copies the `len`-byte frame at `src` of the receive buffer into the sink's next slot (or a
+/// packet of the caller's) with `meta`, and reports it.
+#[inline(always)]
+fn deliver(
+    src: usize,
+    len: usize,
+    meta: PacketMeta,
+    rxbuf: ReceiveBuffer<'_>,
+    env: &mut RxEnv<'_>,
+    sink: &mut impl HostSink,
+) {
     if let Some(slot) = sink.slot(env.pool) {
-        if slot.copy_from_shared(rxbuf, src, frame_len).is_err() {
+        if copy_frame(slot, rxbuf, src, len).is_err() {
             sink.malformed("received frame unreadable");
             return;
         }
-        slot.meta = meta(&info, env.queue);
-        sink.slot_filled(frame_len);
+        slot.meta = meta;
+        sink.slot_filled(len);
         return;
     }
     let Some(mut packet) = env.buffers.take(env.pool) else {
         sink.no_buffer();
         return;
     };
-    if packet.copy_from_shared(rxbuf, src, frame_len).is_err() {
+    if copy_frame(&mut packet, rxbuf, src, len).is_err() {
         sink.malformed("received frame unreadable");
         return;
     }
-    packet.meta = meta(&info, env.queue);
+    packet.meta = meta;
     sink.frame(packet);
+}
+
+/// Makes `packet` the `len`-byte frame at `src` of the receive buffer: the whole words that
+/// hold it where they fit, else the bytes alone (a frame near the buffer's end).
+#[inline(always)]
+fn copy_frame(
+    packet: &mut Packet,
+    rxbuf: ReceiveBuffer<'_>,
+    src: usize,
+    len: usize,
+) -> Result<(), packet::MemError> {
+    packet
+        .copy_from_words(rxbuf.words, src, len)
+        .or_else(|_| packet.copy_from_shared(rxbuf.mem, src, len))
 }
 
 /// What the receive path keeps of a PACKET message's per-packet info.
@@ -541,6 +624,107 @@ fn control_message(
     }
 }
 
+/// What one message read by the receive path came to: its frames (bytes, VLAN tag, hash) and
+/// its refusals, in order.
+#[cfg(any(test, feature = "fuzzing"))]
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Outcome {
+    frames: Vec<(Vec<u8>, Option<u16>, Option<u32>)>,
+    refused: Vec<&'static str>,
+}
+
+#[cfg(any(test, feature = "fuzzing"))]
+impl HostSink for Outcome {
+    fn frame(&mut self, packet: Packet) {
+        let meta = packet.meta;
+        self.frames
+            .push((packet.data().to_vec(), meta.vlan_tci, meta.rss_hash));
+    }
+    fn completion(&mut self, _: u64, _: &[u8]) {}
+    fn rndis_response(&mut self, _: u32, _: &RndisMessage, _: &[u8]) {}
+    fn indication(&mut self, _: u32, _: Option<NicEvent>) {}
+    fn event(&mut self, _: NicEvent) {}
+    fn malformed(&mut self, reason: &'static str) {
+        self.refused.push(reason);
+    }
+    fn no_buffer(&mut self) {
+        self.refused.push("no buffer");
+    }
+    fn unknown_message(&mut self, _: u32) {
+        self.refused.push("unknown message");
+    }
+}
+
+/// Reads the message of `range` in `rxbuf` the way the queues do (the hosts' shape through
+/// [`plain`], anything else through [`general_range`]) and through [`general_range`] alone,
+/// and fails when the two differ in any frame, metadata or refusal: the fast path may only
+/// decline what it does not know, never decide otherwise.
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn compare_paths(
+    rxbuf: &SharedMemory,
+    range: TransferPageRange,
+    max_frame: usize,
+) -> Result<(), String> {
+    let pool = SharedMemory::anonymous(4 * 2048)
+        .and_then(|mem| Pool::new(mem, 2048))
+        .map_err(|e| e.to_string())?;
+    let buffer = ReceiveBuffer::new(rxbuf);
+    let read = |general_only: bool| {
+        let (mut buffers, mut scratch, mut outcome) = (
+            RxBuffers::default(),
+            RxScratch::default(),
+            Outcome::default(),
+        );
+        let mut env = RxEnv {
+            rxbuf: Some(buffer),
+            pool: &pool,
+            buffers: &mut buffers,
+            queue: 1,
+            nvsp_version: nvsp::VERSION_61,
+            max_frame,
+        };
+        let mut partial = None;
+        if general_only {
+            let (offset, count) = (range.byte_offset as usize, range.byte_count as usize);
+            let at = load_head(buffer.words, offset, &mut scratch.head);
+            general_range(
+                offset,
+                count,
+                at,
+                buffer,
+                &mut env,
+                &mut scratch,
+                &mut outcome,
+                &mut partial,
+            );
+        } else {
+            one_range(
+                &range,
+                buffer,
+                &mut env,
+                &mut scratch,
+                &mut outcome,
+                &mut partial,
+            );
+        }
+        if partial.is_some() {
+            outcome.refused.push("first fragment held");
+        }
+        buffers.release();
+        outcome
+    };
+    let (queues, general) = (read(false), read(true));
+    if queues != general {
+        return Err(format!(
+            "the receive path read {queues:?}, the general path alone {general:?}"
+        ));
+    }
+    if pool.available() != pool.capacity() {
+        return Err("a buffer was not given back".into());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -628,7 +812,7 @@ mod tests {
             for offset in offsets {
                 rxbuf.write(offset, &message[..len]).unwrap();
                 let mut env = RxEnv {
-                    rxbuf: Some(&rxbuf),
+                    rxbuf: Some(ReceiveBuffer::new(&rxbuf)),
                     pool: &pool,
                     buffers: &mut buffers,
                     queue: 3,
@@ -642,7 +826,7 @@ mod tests {
                 let mut partial = None;
                 one_range(
                     &range,
-                    &rxbuf,
+                    ReceiveBuffer::new(&rxbuf),
                     &mut env,
                     &mut scratch,
                     &mut sink,
@@ -665,7 +849,134 @@ mod tests {
         assert_eq!(pool.available(), pool.capacity());
     }
 
+    /// A message as a host writes it: the header, `ppis` as 16-byte elements right after it,
+    /// and a `frame_len`-byte frame at byte 256.
+    fn host_message(frame_len: usize, ppis: &[(u32, u32)]) -> Vec<u8> {
+        let mut m = vec![0u8; 256 + frame_len];
+        let ppi_len = 16 * ppis.len() as u32;
+        let fields = [
+            rndis::MESSAGE_TYPE_PACKET_MSG,
+            m.len() as u32,
+            248,
+            frame_len as u32,
+            0,
+            0,
+            0,
+            if ppis.is_empty() { 0 } else { 36 },
+            ppi_len,
+        ];
+        for (i, field) in fields.iter().enumerate() {
+            m[4 * i..4 * i + 4].copy_from_slice(&field.to_le_bytes());
+        }
+        for (i, (ppi_type, value)) in ppis.iter().enumerate() {
+            for (j, field) in [16, *ppi_type, 12, *value].iter().enumerate() {
+                let at = 44 + 16 * i + 4 * j;
+                m[at..at + 4].copy_from_slice(&field.to_le_bytes());
+            }
+        }
+        for (i, b) in m[256..].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(7);
+        }
+        m
+    }
+
+    fn head_of(message: &[u8]) -> [u8; HEAD_READ] {
+        let mut head = [0u8; HEAD_READ];
+        let n = message.len().min(HEAD_READ);
+        head[..n].copy_from_slice(&message[..n]);
+        head
+    }
+
+    /// The messages hosts send take the fast path, with their metadata; what it does not
+    /// know (a third element, a fragment id, a type it does not keep) it leaves to the
+    /// general path. Without this, a fast path that declined everything would
+    /// pass every other test and only show in the instruction counts.
+    #[test]
+    fn the_messages_hosts_send_are_read_by_the_fast_path() {
+        let (checksum, vlan, hash) = (
+            (rndis::PPI_TCP_IP_CHECKSUM, 0),
+            (
+                rndis::PPI_IEEE_8021Q,
+                rndis::Ieee8021QInfo::from_tci(0x6123).0,
+            ),
+            (rndis::PPI_HASH_VALUE, 0x1234_5678),
+        );
+        for (ppis, tci, rss) in [
+            (vec![], None, None),
+            (vec![checksum], None, None),
+            (vec![checksum, vlan], Some(0x6123), None),
+            (vec![vlan, checksum], Some(0x6123), None),
+            (vec![checksum, hash], None, Some(0x1234_5678)),
+            (vec![checksum, checksum], None, None),
+            // A repeated type: the first element's value, as the general path keeps it.
+            (
+                vec![vlan, (rndis::PPI_IEEE_8021Q, 0x10)],
+                Some(0x6123),
+                None,
+            ),
+        ] {
+            let m = host_message(60, &ppis);
+            let frame = plain::data_frame(&head_of(&m), m.len(), 1514);
+            let want = plain::PlainFrame {
+                start: 256,
+                len: 60,
+                vlan_tci: tci,
+                rss_hash: rss,
+            };
+            assert_eq!(frame, Some(want), "{ppis:?}");
+        }
+        let id = (rndis::PPI_PACKET_ID, 0x0005_0101);
+        for ppis in [vec![checksum, vlan, hash], vec![id], vec![(3, 0)]] {
+            let m = host_message(60, &ppis);
+            assert_eq!(
+                plain::data_frame(&head_of(&m), m.len(), 1514),
+                None,
+                "{ppis:?}"
+            );
+        }
+        // A range shorter than the message, a frame over the limit.
+        let m = host_message(60, &[checksum]);
+        assert_eq!(plain::data_frame(&head_of(&m), m.len() - 1, 1514), None);
+        assert_eq!(plain::data_frame(&head_of(&m), m.len(), 59), None);
+    }
+
     proptest! {
+        /// For any message near the hosts' shape (fields, elements and ranges bent or
+        /// replaced), anywhere in the receive buffer, the receive path delivers and refuses
+        /// exactly as its general path alone does.
+        #[test]
+        fn the_fast_path_reads_every_message_as_the_general_path_does(
+            frame_len in 1usize..200,
+            ppis in proptest::collection::vec(
+                (prop_oneof![Just(0u32), Just(6), Just(8), Just(9), Just(0x8000_0001),
+                    any::<u32>()], any::<u32>()),
+                0..4,
+            ),
+            edits in proptest::collection::vec(
+                (0usize..24, prop_oneof![0u32..64, 250u32..300, any::<u32>()]),
+                0..3,
+            ),
+            offset in 0usize..40,
+            count_change in prop_oneof![4 => Just(0i64), 1 => -300i64..300],
+            max_frame in prop_oneof![Just(1514usize), 0usize..300],
+            tail in 0usize..24,
+        ) {
+            let mut m = host_message(frame_len, &ppis);
+            // A field of the header or of the first elements (a whole u32) replaced.
+            for (field, value) in edits {
+                m[4 * field..4 * field + 4].copy_from_slice(&value.to_le_bytes());
+            }
+            let rxbuf = SharedMemory::anonymous(offset + m.len() + tail).unwrap();
+            rxbuf.write(offset, &m).unwrap();
+            let range = TransferPageRange {
+                byte_count: (m.len() as i64 + count_change).max(0) as u32,
+                byte_offset: offset as u32,
+            };
+            if let Err(e) = compare_paths(&rxbuf, range, max_frame) {
+                prop_assert!(false, "{}", e);
+            }
+        }
+
         /// The receive path's walk keeps what `PacketInfo::parse` keeps and fails where it
         /// fails, for any area (well-formed elements of any type, and garbage).
         #[test]
