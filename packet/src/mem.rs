@@ -276,23 +276,16 @@ unsafe fn words_out(src: *mut u8, dst: *mut u8, words: usize) {
 }
 
 /// Copies `words` (a peer's memory, as [`SharedMemory::atomic_u64s`] gives it: one atomic
-/// load each) into the first `8 * words.len()` bytes of `dst`, which must hold them.
+/// load each) to the `8 * words.len()` bytes at `dst`.
+///
+/// # Safety
+/// `dst..dst + 8 * words.len()` is writable and nobody else accesses it meanwhile.
 #[inline(always)]
-pub(crate) fn load_words(words: &[AtomicU64], dst: &mut [u8]) {
-    assert!(
-        dst.len() >= words.len() * WORD,
-        "load_words into a short buffer"
-    );
+pub(crate) unsafe fn load_words_to(words: &[AtomicU64], dst: *mut u8) {
     // SAFETY: `words` are live, aligned atomic words that everybody accesses atomically (their
-    // type says so), which is all `words_out` asks of its source; `dst` holds `words.len()`
-    // words (asserted) and is a distinct Rust buffer borrowed mutably.
-    unsafe {
-        words_out(
-            words.as_ptr().cast_mut().cast(),
-            dst.as_mut_ptr(),
-            words.len(),
-        )
-    }
+    // type says so), which is all `words_out` asks of its source; the destination is the
+    // caller's obligation.
+    unsafe { words_out(words.as_ptr().cast_mut().cast(), dst, words.len()) }
 }
 
 /// Copies `words` whole words from a private buffer at `src` to aligned shared `dst`.

@@ -441,21 +441,29 @@ impl Packet {
         len: usize,
     ) -> Result<(), MemError> {
         let room = self.max_len();
-        // `len` is bounded by the buffer before anything is added to it: no sum overflows.
-        let count = (at % 8 + len.min(room)).div_ceil(8);
+        if len > room {
+            self.len = 0;
+            return Err(words_refused(false, at, len, words.len(), room));
+        }
+        // From the start of the word that holds byte `at`: at most `room + 7`, no overflow.
+        let end = at % 8 + len;
+        let count = end.div_ceil(8);
         let src = words.get(at / 8..).and_then(|w| w.get(..count));
-        let (Some(src), true) = (src, len <= room && count * 8 <= room) else {
+        let (Some(src), true) = (src, count * 8 <= room) else {
             self.len = 0;
             return Err(words_refused(src.is_none(), at, len, words.len(), room));
         };
-        // SAFETY: exclusive ownership of the buffer plus `&mut self`; `count` words from the
-        // head fit the buffer (checked just above, and by `slice_mut`).
-        let dst = unsafe {
-            self.pool
+        // SAFETY: the buffer is this packet's alone (`&mut self`), and `count` words from the
+        // head lie inside it (checked just above): the buffer lies inside the pool's memory
+        // (`index < count`, `count * buf_size <= mem.len()`, both from `Pool::new`).
+        unsafe {
+            let dst = self
+                .pool
                 .mem
-                .slice_mut(self.buf_offset() + self.head as usize, count * 8)
-        };
-        crate::mem::load_words(src, dst);
+                .as_mut_ptr()
+                .add(self.buf_offset() + self.head as usize);
+            crate::mem::load_words_to(src, dst);
+        }
         self.head += (at % 8) as u32;
         self.len = len as u32;
         Ok(())

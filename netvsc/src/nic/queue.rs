@@ -202,10 +202,12 @@ impl HostSink for QueueSink<'_> {
     #[inline(always)]
     fn slot(&mut self, pool: &Pool) -> Option<&mut Packet> {
         let out = self.out.as_deref_mut()?;
-        if *self.room == 0 {
-            return None;
-        }
+        // Empty slots are only ever added up to the room left, and each one filled takes one
+        // from both: while there is a slot there is room.
         if *self.delivered == out.len() {
+            if *self.room == 0 {
+                return None;
+            }
             refill_slots(out, pool, (*self.room).min(SLOT_BATCH));
         }
         out.get_mut(*self.delivered)
@@ -213,13 +215,12 @@ impl HostSink for QueueSink<'_> {
 
     #[inline(always)]
     fn slot_filled(&mut self, len: usize) {
-        if self.out.is_none() {
-            return;
-        }
-        *self.delivered += 1;
-        *self.room -= 1;
+        // Only ever after `slot` gave a packet out, which it does only with `out` given.
+        debug_assert!(self.out.is_some());
         self.stats.rx_packets += 1;
+        *self.delivered += 1;
         self.stats.rx_bytes += len as u64;
+        *self.room -= 1;
     }
 
     #[inline(always)]

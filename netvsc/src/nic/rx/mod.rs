@@ -45,7 +45,7 @@ const HEAD_WORDS: usize = (HEAD_READ + 7).div_ceil(8);
 pub(crate) trait HostSink {
     /// A received frame, in a pool packet with its metadata set.
     fn frame(&mut self, packet: Packet);
-    /// A pool packet (empty, default headroom) to copy the next frame into where the sink
+    /// A pool packet (empty, default headroom and metadata) to copy the next frame into where the sink
     /// keeps it, so that the frame is delivered without moving the packet; report it with
     /// [`slot_filled`](Self::slot_filled). `None` (the default) when the sink has no such
     /// place: the frame then comes in a packet of the caller's, through
@@ -79,7 +79,10 @@ pub(crate) trait HostSink {
 
 /// What the receive path copies host bytes into, kept across packets: nothing to allocate
 /// or clear per frame.
+// `repr(C)`: the header words first, at the address the receive path holds, so that its
+// loads need no offset computed.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct RxScratch {
     /// The first words of a message (its header and, usually, its PPIs).
     head: [u64; HEAD_WORDS],
@@ -268,20 +271,24 @@ fn one_range(
 ) {
     let offset = range.byte_offset as usize;
     let count = range.byte_count as usize;
-    // The header and (usually) every PPI in one copy of the whole words that hold them.
+    // The header and (usually) every PPI in one copy of the whole words that hold them. The
+    // range checked against the whole words (at most the buffer's length: a range in a last
+    // part word goes the general way).
     let inside =
-        u64::from(range.byte_offset) + u64::from(range.byte_count) <= rxbuf.mem.len() as u64;
+        u64::from(range.byte_offset) + u64::from(range.byte_count) <= rxbuf.words.len() as u64 * 8;
     let at = load_head(rxbuf.words, offset, &mut scratch.head);
     if inside
         && let Some(head) = at.and_then(|at| scratch.head.as_bytes()[at..].first_chunk())
-        && let Some(frame) = plain::data_frame(head, count, env.max_frame)
+        && let Some(frame) = plain::data_frame(head, count, env.max_frame, env.queue)
     {
-        let meta = PacketMeta {
-            vlan_tci: frame.vlan_tci,
-            rss_hash: frame.rss_hash,
-            queue: env.queue,
-        };
-        deliver(offset + frame.start, frame.len, meta, rxbuf, env, sink);
+        deliver(
+            offset + frame.start,
+            frame.len,
+            frame.meta,
+            rxbuf,
+            env,
+            sink,
+        );
         return;
     }
     general_range(offset, count, at, rxbuf, env, scratch, sink, partial);
@@ -347,7 +354,7 @@ fn general_range(
 /// the cheap copy.
 #[inline(always)]
 fn load_head(words: &[AtomicU64], offset: usize, out: &mut [u64; HEAD_WORDS]) -> Option<usize> {
-    let words = words.get(offset / 8..)?.first_chunk::<HEAD_WORDS>()?;
+    let words = words.get(offset / 8..offset / 8 + HEAD_WORDS)?;
     for (word, shared) in out.iter_mut().zip(words) {
         *word = shared.load(Ordering::Relaxed);
     }
@@ -424,7 +431,15 @@ fn deliver(
             sink.malformed("received frame unreadable");
             return;
         }
-        slot.meta = meta;
+        // A slot comes with the default metadata: only what a frame has is written.
+        debug_assert_eq!(slot.meta, PacketMeta::default());
+        slot.meta.queue = meta.queue;
+        if meta.vlan_tci.is_some() {
+            slot.meta.vlan_tci = meta.vlan_tci;
+        }
+        if meta.rss_hash.is_some() {
+            slot.meta.rss_hash = meta.rss_hash;
+        }
         sink.slot_filled(len);
         return;
     }
@@ -916,12 +931,15 @@ mod tests {
             ),
         ] {
             let m = host_message(60, &ppis);
-            let frame = plain::data_frame(&head_of(&m), m.len(), 1514);
+            let frame = plain::data_frame(&head_of(&m), m.len(), 1514, 3);
             let want = plain::PlainFrame {
                 start: 256,
                 len: 60,
-                vlan_tci: tci,
-                rss_hash: rss,
+                meta: PacketMeta {
+                    vlan_tci: tci,
+                    rss_hash: rss,
+                    queue: 3,
+                },
             };
             assert_eq!(frame, Some(want), "{ppis:?}");
         }
@@ -929,15 +947,15 @@ mod tests {
         for ppis in [vec![checksum, vlan, hash], vec![id], vec![(3, 0)]] {
             let m = host_message(60, &ppis);
             assert_eq!(
-                plain::data_frame(&head_of(&m), m.len(), 1514),
+                plain::data_frame(&head_of(&m), m.len(), 1514, 3),
                 None,
                 "{ppis:?}"
             );
         }
         // A range shorter than the message, a frame over the limit.
         let m = host_message(60, &[checksum]);
-        assert_eq!(plain::data_frame(&head_of(&m), m.len() - 1, 1514), None);
-        assert_eq!(plain::data_frame(&head_of(&m), m.len(), 59), None);
+        assert_eq!(plain::data_frame(&head_of(&m), m.len() - 1, 1514, 3), None);
+        assert_eq!(plain::data_frame(&head_of(&m), m.len(), 59, 3), None);
     }
 
     proptest! {

@@ -17,6 +17,8 @@ use crate::rndis::{
     PPI_HASH_VALUE, PPI_HEADER_SIZE, PPI_IEEE_8021Q, PPI_TCP_IP_CHECKSUM,
 };
 
+use packet::PacketMeta;
+
 use super::HEAD_READ;
 
 /// Bytes of one element as hosts write it: the header and a 4-byte value.
@@ -36,21 +38,20 @@ pub(super) struct PlainFrame {
     pub start: usize,
     /// The frame's length.
     pub len: usize,
-    /// The 802.1Q tag, as a TCI.
-    pub vlan_tci: Option<u16>,
-    /// The receive hash value.
-    pub rss_hash: Option<u32>,
+    /// The frame's metadata: the 802.1Q tag (as a TCI), the receive hash value, the queue.
+    pub meta: PacketMeta,
 }
 
 /// The frame of the message whose first bytes are `head`, when the message is a PACKET of
 /// the hosts' shape, at most `count` bytes long (its transfer-page range), with a frame of
-/// at most `max_frame` bytes; `None` for anything else. The bytes of `head` past the message
+/// at most `max_frame` bytes, received on `queue`; `None` for anything else. The bytes of `head` past the message
 /// (when it is shorter) are never used for more than declining.
 #[inline(always)]
 pub(super) fn data_frame(
     head: &[u8; HEAD_READ],
     count: usize,
     max_frame: usize,
+    queue: u16,
 ) -> Option<PlainFrame> {
     let word = |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
     // Widened before any sum: no field, and no sum of two, can overflow.
@@ -72,8 +73,10 @@ pub(super) fn data_frame(
     let mut frame = PlainFrame {
         start: start as usize,
         len: len as usize,
-        vlan_tci: None,
-        rss_hash: None,
+        meta: PacketMeta {
+            queue,
+            ..PacketMeta::default()
+        },
     };
     if ppi_len == 0 {
         return Some(frame);
@@ -96,8 +99,8 @@ pub(super) fn data_frame(
         let value = word(at + 12);
         match word(at + 4) {
             PPI_TCP_IP_CHECKSUM => {}
-            PPI_IEEE_8021Q => frame.vlan_tci = Some(Ieee8021QInfo(value).tci()),
-            PPI_HASH_VALUE => frame.rss_hash = Some(value),
+            PPI_IEEE_8021Q => frame.meta.vlan_tci = Some(Ieee8021QInfo(value).tci()),
+            PPI_HASH_VALUE => frame.meta.rss_hash = Some(value),
             _ => return None,
         }
         Some(())
