@@ -45,11 +45,12 @@ const HEAD_WORDS: usize = (HEAD_READ + 7).div_ceil(8);
 pub(crate) trait HostSink {
     /// A received frame, in a pool packet with its metadata set.
     fn frame(&mut self, packet: Packet);
-    /// A pool packet (empty, default headroom and metadata) to copy the next frame into where the sink
-    /// keeps it, so that the frame is delivered without moving the packet; report it with
-    /// [`slot_filled`](Self::slot_filled). `None` (the default) when the sink has no such
+    /// A pool packet (empty, default headroom and metadata) to copy the next frame into where
+    /// the sink keeps it, so that the frame is delivered without moving the packet; report it
+    /// with [`slot_filled`](Self::slot_filled). `None` (the default) when the sink has no such
     /// place: the frame then comes in a packet of the caller's, through
-    /// [`frame`](Self::frame). A slot given out and not filled stays the next one.
+    /// [`frame`](Self::frame). A slot given out and not filled stays the next one (its
+    /// metadata untouched).
     #[inline(always)]
     fn slot(&mut self, _pool: &Pool) -> Option<&mut Packet> {
         None

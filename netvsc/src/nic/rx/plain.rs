@@ -44,8 +44,8 @@ pub(super) struct PlainFrame {
 
 /// The frame of the message whose first bytes are `head`, when the message is a PACKET of
 /// the hosts' shape, at most `count` bytes long (its transfer-page range), with a frame of
-/// at most `max_frame` bytes, received on `queue`; `None` for anything else. The bytes of `head` past the message
-/// (when it is shorter) are never used for more than declining.
+/// at most `max_frame` bytes, received on `queue`; `None` for anything else. The bytes of
+/// `head` past the message (when it is shorter) are never used for more than declining.
 #[inline(always)]
 pub(super) fn data_frame(
     head: &[u8; HEAD_READ],
