@@ -98,7 +98,7 @@ impl SyntheticBench {
                         std::thread::yield_now();
                     }
                     received.fetch_add(frames.len() as u64, Ordering::Relaxed);
-                    frames.clear();
+                    host.external().recycle(&mut frames);
                 }
             });
             let queue = &mut rig.queues[0];

@@ -70,6 +70,8 @@ use super::stats::{StatsCell, bump};
 pub const PORT_QUEUE_FRAMES: usize = 8192;
 /// Frames the external port holds for the test before dropping what the guest sends.
 pub const EXTERNAL_TX_FRAMES: usize = 1 << 16;
+/// Buffers of delivered frames the switch keeps for the next ones.
+const SPARE_BUFFERS: usize = 4096;
 /// Queues a switch port can have (VRSS_CHANNEL_MAX).
 pub const MAX_PORT_QUEUES: usize = 64;
 
@@ -152,6 +154,10 @@ pub(crate) struct Switch {
     mode: PortMode,
     stats: Arc<StatsCell>,
     to_guest: Mutex<Vec<VecDeque<RxFrame>>>,
+    /// Buffers of frames delivered (to the guest, or taken at the external port), for the
+    /// next frames (a leaf lock; at most [`SPARE_BUFFERS`]): frames at full rate allocate
+    /// nothing.
+    spare: Mutex<Vec<Vec<u8>>>,
     pending: AtomicUsize,
     open_queues: AtomicU16,
     backlog: Vec<AtomicU8>,
@@ -178,6 +184,7 @@ impl Switch {
             mode,
             stats,
             to_guest: Mutex::new((0..MAX_PORT_QUEUES).map(|_| VecDeque::new()).collect()),
+            spare: Mutex::new(Vec::new()),
             pending: AtomicUsize::new(0),
             open_queues: AtomicU16::new(1),
             backlog: (0..MAX_PORT_QUEUES).map(|_| AtomicU8::new(0)).collect(),
@@ -306,12 +313,13 @@ impl Switch {
 
     /// Puts a frame on the external port's FIFO; counts it if the FIFO is full.
     fn to_external(&self, queue: u16, data: &[u8]) {
+        let buffer = self.buffer_with(data);
         let mut q = self.from_guest.lock();
         if q.len() >= EXTERNAL_TX_FRAMES {
             bump(&self.stats.tx_dropped_port_full, 1);
             return;
         }
-        q.push_back((queue, data.to_vec()));
+        q.push_back((queue, buffer));
         drop(q);
         self.from_guest_ready.notify_all();
     }
@@ -385,6 +393,22 @@ impl Switch {
     /// [`Switch::taken`] to account for the frames popped.
     pub fn lock_for_guest(&self) -> parking_lot::MutexGuard<'_, Vec<VecDeque<RxFrame>>> {
         self.to_guest.lock()
+    }
+
+    /// A buffer holding a copy of `bytes`: a spare one when there is one.
+    fn buffer_with(&self, bytes: &[u8]) -> Vec<u8> {
+        let mut buffer = self.spare.lock().pop().unwrap_or_default();
+        buffer.clear();
+        buffer.extend_from_slice(bytes);
+        buffer
+    }
+
+    /// Keeps the buffers of `delivered` for the frames that come next, up to
+    /// [`SPARE_BUFFERS`], and drops the rest; `delivered` is left empty.
+    pub fn recycle(&self, delivered: impl IntoIterator<Item = Vec<u8>>) {
+        let mut spare = self.spare.lock();
+        let room = SPARE_BUFFERS.saturating_sub(spare.len());
+        spare.extend(delivered.into_iter().take(room));
     }
 
     /// Accounts for `n` frames popped from the queues.
@@ -512,7 +536,7 @@ impl ExternalPort {
         self.switch.to_guest(
             queue,
             RxFrame {
-                data: frame.to_vec(),
+                data: self.switch.buffer_with(frame),
                 vlan: None,
             },
         )
@@ -527,7 +551,7 @@ impl ExternalPort {
         self.switch.to_guest_paced(
             queue,
             RxFrame {
-                data: frame.to_vec(),
+                data: self.switch.buffer_with(frame),
                 vlan: None,
             },
         )
@@ -569,6 +593,14 @@ impl ExternalPort {
         } else {
             frames.append(&mut waiting);
         }
+    }
+
+    /// Hands the buffers of frames taken from the port (by [`recv_all`](Self::recv_all)) back
+    /// for the frames that come next, leaving `frames` empty: a far end that keeps up with a
+    /// fast sender then costs no allocation per frame.
+    pub fn recycle(&self, frames: &mut VecDeque<(u16, Vec<u8>)>) {
+        self.switch
+            .recycle(frames.drain(..).map(|(_, frame)| frame));
     }
 
     /// Frames injected (or looped back) that the guest has not received yet on the synthetic
@@ -627,6 +659,28 @@ mod tests {
         let input = [66, 9, 149, 187, 161, 142, 100, 80, 0x0a, 0xea, 0x06, 0xe6];
         assert_eq!(toeplitz(&key, &input), 0x51cc_c178);
         assert_eq!(toeplitz(&key, &input[..8]), 0x323e_8fc2);
+    }
+
+    /// A frame in a recycled buffer is its own bytes, whatever the buffer held before, and
+    /// the switch keeps no more than its bound of spare buffers.
+    #[test]
+    fn recycled_buffers_carry_only_the_new_frame_and_stay_bounded() {
+        let stats = Arc::new(StatsCell::default());
+        let sw = Switch::new(PortMode::External, stats);
+        sw.recycle([vec![0xee; 1500], vec![0xdd; 9000]]);
+        let short = [1u8, 2, 3];
+        assert_eq!(sw.buffer_with(&short), short);
+        let long: Vec<u8> = (0..2000).map(|i| i as u8).collect();
+        assert_eq!(sw.buffer_with(&long), long);
+        assert_eq!(sw.buffer_with(&short), short, "no spare left: a new buffer");
+        sw.recycle((0..SPARE_BUFFERS + 10).map(|_| vec![0u8; 64]));
+        assert_eq!(sw.spare.lock().len(), SPARE_BUFFERS);
+        // The far end's frames go back the same way.
+        let port = ExternalPort::new(Arc::new(sw));
+        let mut taken = VecDeque::from([(0, vec![7u8; 60])]);
+        port.recycle(&mut taken);
+        assert!(taken.is_empty());
+        assert_eq!(port.switch.spare.lock().len(), SPARE_BUFFERS);
     }
 
     #[test]

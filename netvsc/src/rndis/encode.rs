@@ -368,23 +368,36 @@ pub fn write_host_packet(
     frame: &[u8],
     info: &PacketInfo,
 ) -> Result<usize, RndisError> {
-    let needed = HOST_RX_FRAME_OFFSET.saturating_add(frame.len());
-    if out.len() < needed {
+    let msg_len = out.len();
+    write_host_packet_header(out, msg_len, frame.len(), info)?;
+    out[HOST_RX_FRAME_OFFSET..HOST_RX_FRAME_OFFSET + frame.len()].copy_from_slice(frame);
+    Ok(msg_len)
+}
+
+/// The header and PPIs [`write_host_packet`] writes, alone, into `out` (which needs only
+/// [`packet_header_len`] bytes), for a `frame_len`-byte frame at byte 256 of a sub-allocation
+/// of `message_length` bytes: for a host that writes the frame into place itself. Returns the
+/// header length.
+pub fn write_host_packet_header(
+    out: &mut [u8],
+    message_length: usize,
+    frame_len: usize,
+    info: &PacketInfo,
+) -> Result<usize, RndisError> {
+    let needed = HOST_RX_FRAME_OFFSET.saturating_add(frame_len);
+    if message_length < needed {
         return Err(RndisError::BufferTooSmall {
             msg_type: MESSAGE_TYPE_PACKET_MSG,
             needed,
-            available: out.len(),
+            available: message_length,
         });
     }
-    let msg_len = out.len();
     write_packet_prefix(
         out,
-        msg_len,
+        message_length,
         HOST_RX_DATA_OFFSET,
-        frame.len(),
+        frame_len,
         info,
         PpiOrder::Host,
-    )?;
-    out[HOST_RX_FRAME_OFFSET..needed].copy_from_slice(frame);
-    Ok(msg_len)
+    )
 }

@@ -126,6 +126,8 @@ pub(crate) struct Session {
     pub channels: Vec<HostChannel>,
     packet: IncomingPacket,
     pub scratch: Vec<u8>,
+    /// Buffers of the frames a delivery round wrote, handed back to the switch after it.
+    delivered_buffers: Vec<Vec<u8>>,
     // NVSP initialisation.
     pub version: Option<u32>,
     pub ndis_version: Option<u32>,
@@ -185,6 +187,7 @@ impl Session {
             channels: vec![primary],
             packet: IncomingPacket::new(),
             scratch: Vec::new(),
+            delivered_buffers: Vec::new(),
             version: None,
             ndis_version: None,
             ndis_config: None,

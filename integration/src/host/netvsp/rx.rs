@@ -302,7 +302,6 @@ impl Session {
         let mut ids = Vec::new();
         let mut taken = 0;
         let mut backlog = Backlog::None;
-        self.scratch.resize(sub, 0);
         while ranges.len() < RX_BATCH {
             let Some(frame) = waiting.front() else { break };
             if rndis::HOST_RX_FRAME_OFFSET + frame.data.len() > sub {
@@ -325,7 +324,8 @@ impl Session {
             };
             taken += 1;
             let offset = id as usize * sub;
-            write_frame(&recv.mem, &mut self.scratch[..sub], offset, &frame);
+            write_frame(&recv.mem, &mut self.scratch, sub, offset, &frame);
+            self.delivered_buffers.push(frame.data);
             ranges.push(TransferPageRange {
                 byte_count: sub as u32,
                 byte_offset: offset as u32,
@@ -333,6 +333,7 @@ impl Session {
             ids.push(id);
         }
         drop(queues);
+        switch.recycle(self.delivered_buffers.drain(..));
         switch.taken(taken);
         switch.set_backlog(queue, backlog);
         if ranges.is_empty() {
@@ -376,21 +377,47 @@ impl Session {
     }
 }
 
-/// Writes `frame` into the sub-allocation at `offset` as the recorded host lays it out:
-/// header and PPIs (checksum, then 802.1Q when tagged) at the start, the frame at byte 256;
-/// nothing else of the sub-allocation is touched.
-fn write_frame(mem: &SharedMemory, scratch: &mut [u8], offset: usize, frame: &RxFrame) {
+/// Writes `frame` into the `sub`-byte sub-allocation at `offset` as the recorded host lays it
+/// out: header and PPIs (checksum, then 802.1Q when tagged) at the start, the frame at byte
+/// 256. Each part is laid out in `scratch` with zeros up to the end of its last word, and the
+/// frame from the start of its first word as well: those bytes are this sub-allocation's own
+/// padding, and writing whole words spares the shared memory a merge of a word it shares
+/// (a sub-allocation is 1 806 bytes, so most start inside a word; only the header's first
+/// word, shared with the sub-allocation before, is merged).
+fn write_frame(
+    mem: &SharedMemory,
+    scratch: &mut Vec<u8>,
+    sub: usize,
+    offset: usize,
+    frame: &RxFrame,
+) {
     let info = PacketInfo {
         checksum: Some(0),
         ieee8021q: frame.vlan.map(rndis::Ieee8021QInfo),
         ..PacketInfo::default()
     };
-    if rndis::write_host_packet(scratch, &frame.data, &info).is_err() {
+    let in_word = |at: usize| (mem.offset_in_mapping() + at) % 8;
+    let header_len = rndis::packet_header_len(&info);
+    let header_end = offset + header_len;
+    scratch.clear();
+    scratch.resize(header_len + (8 - in_word(header_end)) % 8, 0);
+    if rndis::write_host_packet_header(scratch, sub, frame.data.len(), &info).is_err() {
         return;
     }
-    let header = rndis::packet_header_len(&info);
-    let _ = mem.write(offset, &scratch[..header]);
-    let _ = mem.write(offset + rndis::HOST_RX_FRAME_OFFSET, &frame.data);
+    let _ = mem.write(offset, scratch);
+    let at = offset + rndis::HOST_RX_FRAME_OFFSET;
+    let skip = in_word(at);
+    let padded = (skip + frame.data.len()).next_multiple_of(8);
+    if rndis::HOST_RX_FRAME_OFFSET + padded - skip > sub {
+        // The frame's last word would run into the next sub-allocation: the bytes alone.
+        let _ = mem.write(at, &frame.data);
+        return;
+    }
+    scratch.clear();
+    scratch.resize(skip, 0);
+    scratch.extend_from_slice(&frame.data);
+    scratch.resize(padded, 0);
+    let _ = mem.write(at - skip, scratch);
 }
 
 #[cfg(test)]

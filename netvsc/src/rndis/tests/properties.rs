@@ -71,6 +71,15 @@ proptest! {
         prop_assert_eq!(p.frame, Span { offset: HOST_RX_FRAME_OFFSET, len: frame.len() });
         prop_assert_eq!(p.info, info);
         prop_assert!(out[packet_header_len(&info)..HOST_RX_FRAME_OFFSET].iter().all(|&b| b == 0xEE));
+        // The header alone, for a host that writes the frame itself: the same bytes.
+        let mut header = vec![0u8; packet_header_len(&info)];
+        prop_assert_eq!(
+            write_host_packet_header(&mut header, len, frame.len(), &info),
+            Ok(header.len())
+        );
+        prop_assert_eq!(&header[..], &out[..header.len()]);
+        prop_assert!(write_host_packet_header(&mut header, HOST_RX_FRAME_OFFSET + frame.len() - 1,
+            frame.len(), &info).is_err());
     }
 
     #[test]
